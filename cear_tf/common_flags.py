@@ -1,0 +1,39 @@
+"""Flags shared by every cear_tf entry point: data source, splits, seed, output directory.
+
+Defined at import time (absl convention); each entry point imports this module and adds
+its own flags, grouped by concern. Validators run when absl parses the command line, so a
+bad value stops the program before any data is read or any file is written.
+"""
+
+import os
+
+from absl import flags
+
+from cear_tf import data
+
+# Data.
+flags.DEFINE_enum("dataset", "mnist", list(data.DATASETS), "Data set.")
+flags.DEFINE_string(
+    "data_dir", None,
+    "Local copy of the data set in a standard format (see cear_tf.data); no network is used. "
+    "If unset, tensorflow-datasets is the source.")
+flags.DEFINE_integer(
+    "validation_size", data.DEFAULT_VALIDATION_SIZE,
+    "Images held out of the official training set as the validation split (RW/SWEEN weights).")
+flags.DEFINE_integer(
+    "split_seed", data.DEFAULT_SPLIT_SEED,
+    "Seed of the train/validation split. Keep it equal across an ensemble so the validation "
+    "split stays disjoint from every member's training data.")
+
+# Reproducibility and outputs.
+flags.DEFINE_integer("seed", 0, "Random seed (initialisation, shuffling, noise).")
+flags.DEFINE_string("output_dir", "runs", "Directory for models, logs and reports.")
+
+flags.register_validator(
+    "data_dir", lambda v: v is None or os.path.exists(v),
+    message="--data_dir must be an existing directory or archive")
+flags.register_validator("validation_size", lambda v: v >= 0,
+                         message="--validation_size must be >= 0")
+flags.register_validator("output_dir", lambda v: bool(v), message="--output_dir must not be empty")
+
+FLAGS = flags.FLAGS

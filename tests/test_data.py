@@ -1,0 +1,204 @@
+import gzip
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from cear_tf import data
+from tests import data_fakes as fakes
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    # The loader memoises decoded sets per (path, mtime); tests rewrite folders quickly.
+    data._load_official_cached.cache_clear()
+    yield
+
+
+def _u8(x):
+    return np.round(x * 255).astype(np.uint8)
+
+
+# ---- generated files, one per format --------------------------------------------------
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_mnist_idx(tmp_path, compress):
+    arrays = fakes.write_mnist(tmp_path / "mnist", compress=compress)
+    # data_dir may be the folder itself or its parent (data_dir/<dataset>).
+    for root in (tmp_path, tmp_path / "mnist"):
+        data._load_official_cached.cache_clear()
+        x, y = data.load_split("mnist", "test", str(root), validation_size=0)
+        assert x.dtype == np.float32 and x.shape == (20, 28, 28, 1)
+        assert 0.0 <= x.min() and x.max() <= 1.0
+        np.testing.assert_array_equal(_u8(x)[..., 0], arrays["t10k"][0])
+        np.testing.assert_array_equal(y, arrays["t10k"][1])
+
+
+def test_train_validation_split_is_disjoint_and_fixed(tmp_path):
+    arrays = fakes.write_mnist(tmp_path, n_train=50)
+    xt, yt = data.load_split("mnist", "train", str(tmp_path), validation_size=10, split_seed=3)
+    xv, yv = data.load_split("mnist", "validation", str(tmp_path), validation_size=10, split_seed=3)
+    assert len(xt) == 40 and len(xv) == 10
+    val_idx, train_idx = data.split_indices(50, 10, 3)
+    assert not set(val_idx) & set(train_idx)
+    assert sorted(np.concatenate([val_idx, train_idx]).tolist()) == list(range(50))
+    np.testing.assert_array_equal(_u8(xv)[..., 0], arrays["train"][0][val_idx])
+    np.testing.assert_array_equal(yt, arrays["train"][1][train_idx])
+    # Same seed, same split; another seed, another split.
+    xv2, _ = data.load_split("mnist", "validation", str(tmp_path), validation_size=10, split_seed=3)
+    np.testing.assert_array_equal(xv, xv2)
+    assert not np.array_equal(data.split_indices(50, 10, 4)[0], val_idx)
+
+
+@pytest.mark.parametrize("writer", [fakes.write_cifar_python, fakes.write_cifar_binary])
+def test_cifar_batches(tmp_path, writer):
+    train, test = writer(tmp_path)
+    x, y = data.load_split("cifar10", "train", str(tmp_path), validation_size=0)
+    np.testing.assert_array_equal(_u8(x), train[0])
+    np.testing.assert_array_equal(y, train[1])
+    x, y = data.load_split("cifar10", "test", str(tmp_path))
+    np.testing.assert_array_equal(_u8(x), test[0])
+
+
+@pytest.mark.parametrize("archive", [None, "tar", "zip"])
+def test_cifar_image_folders_dir_and_archives(tmp_path, archive):
+    src = tmp_path / "src"
+    out = fakes.write_cifar_folders(src)
+    root = src
+    if archive:
+        root = tmp_path / "packed"
+        root.mkdir()
+        if archive == "tar":
+            fakes.tar_folder(src, root / "cifar10-png.tar.gz")
+        else:
+            fakes.zip_folder(src, root / "cifar10-png.zip")
+    x, y = data.load_split("cifar10", "test", str(root))
+    # Labels follow the original CIFAR-10 class order, not the folders' alphabetical order.
+    np.testing.assert_array_equal(y, out["test"][1])
+    np.testing.assert_array_equal(_u8(x), out["test"][0])
+
+
+@pytest.mark.parametrize("archive", [None, "zip"])
+def test_tinyimagenet_layout(tmp_path, archive):
+    (train, val) = fakes.write_tinyimagenet(tmp_path / "src")
+    root = tmp_path / "src"
+    if archive:
+        root = tmp_path / "tiny-imagenet-200.zip"
+        fakes.zip_folder(tmp_path / "src", root)
+    x, y = data.load_split("tinyimagenet", "test", str(root))
+    assert x.shape == (200, 64, 64, 3)
+    np.testing.assert_array_equal(_u8(x), val[0])
+    np.testing.assert_array_equal(y, val[1])
+    x, y = data.load_split("tinyimagenet", "train", str(root), validation_size=20)
+    assert len(x) == 180 and set(y.tolist()) <= set(range(200))
+
+
+def test_pipeline_shuffles_batches_and_keeps_pairs(rng):
+    images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
+    labels = np.arange(10)
+    ds = data.make_pipeline(images, labels, batch_size=4, shuffle=True, seed=1)
+    epoch1 = [(x.numpy(), y.numpy()) for x, y in ds]
+    epoch2 = [(x.numpy(), y.numpy()) for x, y in ds]
+    assert [len(y) for _, y in epoch1] == [4, 4, 2]
+    for x, y in epoch1:
+        np.testing.assert_array_equal(x.reshape(-1), y)
+    order1 = np.concatenate([y for _, y in epoch1])
+    order2 = np.concatenate([y for _, y in epoch2])
+    assert sorted(order1) == list(range(10))
+    assert not np.array_equal(order1, order2)  # reshuffled each epoch
+    with pytest.raises(ValueError, match="batch_size"):
+        data.make_pipeline(images, labels, batch_size=0, shuffle=False)
+
+
+# ---- errors name the path and what was expected ---------------------------------------
+
+
+def test_missing_files_name_path_and_expected(tmp_path):
+    with pytest.raises(data.DataError, match=r"no mnist data found under .*train-images-idx3"):
+        data.load_split("mnist", "test", str(tmp_path))
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.load_split("mnist", "test", str(tmp_path / "nope"))
+
+
+def test_corrupt_and_truncated_files(tmp_path):
+    fakes.write_mnist(tmp_path, compress=True)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:-100]))
+    with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz.*truncated"):
+        data.load_split("mnist", "test", str(tmp_path))
+    path.write_bytes(path.read_bytes()[:50])  # broken gzip stream
+    data._load_official_cached.cache_clear()
+    with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz"):
+        data.load_split("mnist", "test", str(tmp_path))
+
+
+def test_wrong_shape_and_label_range_are_errors(tmp_path):
+    fakes.write_mnist(tmp_path)
+    fakes.write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((20, 32, 32), np.uint8))
+    with pytest.raises(data.DataError, match=r"shape \(20, 32, 32, 1\).*28, 28, 1"):
+        data.load_split("mnist", "test", str(tmp_path))
+    fakes.write_mnist(tmp_path)
+    fakes.write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.full(20, 12, np.uint8))
+    data._load_official_cached.cache_clear()
+    with pytest.raises(data.DataError, match=r"labels span \[12, 12\], expected \[0, 9\]"):
+        data.load_split("mnist", "test", str(tmp_path))
+    fakes.write_mnist(tmp_path)
+    fakes.write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(19, np.uint8))
+    data._load_official_cached.cache_clear()
+    with pytest.raises(data.DataError, match="20 images but 19 labels"):
+        data.load_split("mnist", "test", str(tmp_path))
+
+
+def test_cifar_bad_files(tmp_path):
+    fakes.write_cifar_binary(tmp_path)
+    p = tmp_path / "cifar-10-batches-bin" / "test_batch.bin"
+    p.write_bytes(p.read_bytes()[:-7])
+    with pytest.raises(data.DataError, match="test_batch.bin.*3073-byte"):
+        data.load_split("cifar10", "test", str(tmp_path))
+    shutil.rmtree(tmp_path / "cifar-10-batches-bin")
+    fakes.write_cifar_folders(tmp_path)
+    (tmp_path / "test" / "cat" / "0000.png").write_bytes(b"not an image")
+    data._load_official_cached.cache_clear()
+    with pytest.raises(data.DataError, match="cannot decode"):
+        data.load_split("cifar10", "test", str(tmp_path))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="mnist, cifar10, tinyimagenet"):
+        data.load_split("svhn", "test")
+    with pytest.raises(ValueError, match="train, validation, test"):
+        data.load_split("mnist", "dev")
+    with pytest.raises(data.DataError, match="not in tensorflow-datasets.*--data_dir"):
+        data.load_split("tinyimagenet", "test")
+
+
+def test_validation_size_bounds(tmp_path):
+    fakes.write_mnist(tmp_path, n_train=30)
+    with pytest.raises(ValueError, match="validation_size"):
+        data.load_split("mnist", "train", str(tmp_path), validation_size=30)
+    with pytest.raises(ValueError, match="validation split is empty"):
+        data.load_split("mnist", "validation", str(tmp_path), validation_size=0)
+
+
+# ---- the real data sets, when present --------------------------------------------------
+
+
+def test_real_mnist(mnist_dir):
+    x, y = data.load_split("mnist", "train", mnist_dir, validation_size=0)
+    assert x.shape == (60000, 28, 28, 1)
+    assert abs(float(x.mean()) - 0.1307) < 5e-4 and abs(float(x.std()) - 0.3081) < 5e-4
+    assert y[:5].tolist() == [5, 0, 4, 1, 9]
+    x, y = data.load_split("mnist", "test", mnist_dir)
+    assert np.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    xv, _ = data.load_split("mnist", "validation", mnist_dir, validation_size=5000)
+    assert len(xv) == 5000
+
+
+def test_real_cifar10_test(cifar10_dir):
+    x, y = data.load_split("cifar10", "test", cifar10_dir)
+    assert x.shape == (10000, 32, 32, 3)
+    assert np.bincount(y).tolist() == [1000] * 10
+    assert abs(float(x.mean()) - 0.4765) < 5e-4  # decoded mean stated in the data README
