@@ -25,6 +25,13 @@ flags.DEFINE_integer(
     "Seed of the train/validation split. Keep it equal across an ensemble so the validation "
     "split stays disjoint from every member's training data.")
 
+# Noise. One flag for train (sigma_tr) and certify/weights (sigma_v): the paper trains and
+# certifies each ensemble at the same level, so one flagfile sets both.
+flags.DEFINE_float(
+    "sigma", 0.25,
+    "Gaussian noise std in pixel units: the training sigma_tr for cear_tf.train, the "
+    "smoothing sigma_v for cear_tf.certify and cear_tf.weights.")
+
 # Reproducibility and outputs.
 flags.DEFINE_integer("seed", 0, "Random seed (initialisation, shuffling, noise).")
 flags.DEFINE_string("output_dir", "runs", "Directory for models, logs and reports.")
@@ -34,6 +41,7 @@ flags.register_validator(
     message="--data_dir must be an existing directory or archive")
 flags.register_validator("validation_size", lambda v: v >= 0,
                          message="--validation_size must be >= 0")
+flags.register_validator("sigma", lambda v: v > 0, message="--sigma must be > 0")
 flags.register_validator("output_dir", lambda v: bool(v), message="--output_dir must not be empty")
 
 FLAGS = flags.FLAGS

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 SPLITS = ("train", "validation", "test")
+AUGMENTATIONS = ("none", "flip_crop")
 DEFAULT_VALIDATION_SIZE = 5000
 DEFAULT_SPLIT_SEED = 0
 
@@ -125,15 +126,31 @@ def make_pipeline(
     shuffle: bool,
     seed: int = 0,
     drop_remainder: bool = False,
+    augment: str = "none",
 ) -> tf.data.Dataset:
-    """tf.data pipeline over in-memory arrays: optional per-epoch reshuffle, batch, prefetch."""
+    """tf.data pipeline over in-memory arrays: optional per-epoch reshuffle, batch, prefetch.
+
+    augment="flip_crop" applies the standard CIFAR augmentation (random horizontal flip,
+    4-pixel zero padding and a random crop back to size), drawn afresh every epoch.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if shuffle:
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    if augment == "flip_crop":
+        shape = images.shape[1:]
+
+        def flip_crop(x, y):
+            x = tf.image.random_flip_left_right(x)
+            x = tf.pad(x, [[4, 4], [4, 4], [0, 0]])
+            return tf.image.random_crop(x, shape), y
+
+        ds = ds.map(flip_crop, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 

@@ -1,0 +1,307 @@
+"""Trains CEAR members: the teacher, distilled VGA students, Gaussian baselines, ensembles.
+
+  python -m cear_tf.train --flagfile=flags/mnist_teacher.cfg
+  python -m cear_tf.train --role=student --teacher_dir=runs/teacher --sigma=0.25 --temperature=3
+  python -m cear_tf.train --role=ensemble --teacher_dir=runs/teacher --temperatures=2,3,4,5,6
+
+Every member is exported as a SavedModel + cear.json (see cear_tf.members). A checkpoint
+is written each epoch next to the member (`<model_dir>.ckpt`); a rerun resumes from it
+(unless --noresume), and `ensemble` skips members that are already exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+from absl import app, flags, logging
+
+from cear_tf import common_flags  # noqa: F401  (defines the shared flags)
+from cear_tf import data, members, trainers
+import models
+
+FLAGS = flags.FLAGS
+
+ROLES = ("teacher", "student", "gaussian", "ensemble")
+
+# What is trained.
+flags.DEFINE_enum("role", "teacher", ROLES, "What to train.")
+flags.DEFINE_enum("arch", "lenet5", list(models.MODEL_NAMES), "Network architecture.")
+flags.DEFINE_bool("normalize", True,
+                  "Put per-channel (x - mean) / std of the data set inside the model.")
+flags.DEFINE_string("model_dir", None,
+                    "Where the member (or, for --role=ensemble, member_<i> folders) is written. "
+                    "Default: <output_dir>/<role>.")
+flags.DEFINE_string("teacher_dir", None, "Teacher SavedModel, required for student/ensemble.")
+
+# Distillation and noise.
+flags.DEFINE_float("temperature", 3.0, "Distillation temperature T >= 1 (role=student).")
+flags.DEFINE_list("temperatures", ["2", "3", "4", "5", "6"],
+                  "One temperature per ensemble member (role=ensemble).")
+flags.DEFINE_bool("vga", True, "Variable Gaussian Augmentation: sigma_i = sigma + beta_i, "
+                  "beta_i ~ U(-sigma/2, sigma/2) from the member's seed. --novga gives CEAR-.")
+flags.DEFINE_enum("vga_mode", "per_model", list(trainers.NOISE_MODES),
+                  "per_model: one sigma_i per member; per_example: a fresh sigma per input in "
+                  "[sigma/2, 3 sigma/2].")
+flags.DEFINE_float("hard_label_weight", 0.0,
+                   "Weight of hard-label cross-entropy mixed into the distillation loss.")
+flags.DEFINE_enum("member_role", "student", ["student", "gaussian"],
+                  "How ensemble members are trained (gaussian: SWEEN candidates).")
+
+# Optimisation.
+flags.DEFINE_integer("epochs", 10, "Training epochs.")
+flags.DEFINE_integer("batch_size", 128, "Training batch size (global).")
+flags.DEFINE_float("learning_rate", 0.1, "Initial SGD learning rate.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (Keras' decoupled form), 0 for none.")
+flags.DEFINE_enum("lr_schedule", "step", ["constant", "step", "cosine"], "Learning-rate schedule.")
+flags.DEFINE_integer("lr_step_epochs", 30, "step schedule: multiply by lr_gamma every N epochs.")
+flags.DEFINE_float("lr_gamma", 0.1, "step schedule: decay factor.")
+flags.DEFINE_enum("augment", "none", list(data.AUGMENTATIONS), "Data augmentation.")
+flags.DEFINE_integer("train_subset", 0,
+                     "Train on the first N images of the (shuffled) train split; 0 = all.")
+flags.DEFINE_bool("resume", True, "Resume from the per-epoch checkpoint if one exists.")
+flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 per epoch.")
+
+flags.register_validator("temperature", lambda v: v >= 1, message="--temperature must be >= 1")
+flags.register_validator(
+    "temperatures", lambda v: len(v) > 0 and all(_is_number(t) and float(t) >= 1 for t in v),
+    message="--temperatures must be a non-empty list of numbers >= 1")
+flags.register_validator("epochs", lambda v: v >= 1, message="--epochs must be >= 1")
+flags.register_validator("batch_size", lambda v: v >= 1, message="--batch_size must be >= 1")
+flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0")
+flags.register_validator("weight_decay", lambda v: v >= 0, message="--weight_decay must be >= 0")
+flags.register_validator("lr_step_epochs", lambda v: v >= 1,
+                         message="--lr_step_epochs must be >= 1")
+flags.register_validator("hard_label_weight", lambda v: 0 <= v <= 1,
+                         message="--hard_label_weight must be in [0, 1]")
+flags.register_validator("train_subset", lambda v: v >= 0, message="--train_subset must be >= 0")
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+@dataclasses.dataclass
+class MemberConfig:
+    """Everything that defines one trained member (recorded in its cear.json)."""
+
+    role: str  # teacher | student | gaussian
+    arch: str
+    dataset: str
+    seed: int
+    base_sigma: float = 0.0
+    vga: bool = False
+    vga_mode: str = "per_model"
+    temperature: float | None = None
+    hard_label_weight: float = 0.0
+    normalize: bool = True
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_schedule: str = "step"
+    lr_step_epochs: int = 30
+    lr_gamma: float = 0.1
+    augment: str = "none"
+
+    @property
+    def sigma(self) -> float:
+        """The sigma this member trains with (VGA draws it from the seed)."""
+        if self.role == "teacher":
+            return 0.0
+        if self.vga and self.vga_mode == "per_model":
+            return trainers.vga_sigma(self.base_sigma, self.seed)
+        return self.base_sigma
+
+
+@dataclasses.dataclass
+class Splits:
+    train: tuple[np.ndarray, np.ndarray]
+    validation: tuple[np.ndarray, np.ndarray] | None
+    test: tuple[np.ndarray, np.ndarray]
+    info: data.DatasetInfo
+    validation_size: int
+    split_seed: int
+
+
+def load_splits(dataset, data_dir, validation_size, split_seed, train_subset=0) -> Splits:
+    kw = dict(data_dir=data_dir, validation_size=validation_size, split_seed=split_seed)
+    train = data.load_split(dataset, "train", **kw)
+    if train_subset:
+        train = (train[0][:train_subset], train[1][:train_subset])
+    validation = data.load_split(dataset, "validation", **kw) if validation_size else None
+    return Splits(train, validation, data.load_split(dataset, "test", **kw),
+                  data.dataset_info(dataset), validation_size, split_seed)
+
+
+def check_teacher(teacher: members.Member, info: data.DatasetInfo) -> None:
+    if teacher.num_classes != info.num_classes:
+        raise ValueError(f"teacher {teacher.path} has {teacher.num_classes} classes but "
+                         f"{info.name} has {info.num_classes}")
+    if tuple(teacher.input_shape) != tuple(info.image_shape):
+        raise ValueError(f"teacher {teacher.path} takes input {teacher.input_shape} but "
+                         f"{info.name} images are {info.image_shape}")
+
+
+def _learning_rate(cfg: MemberConfig, steps_per_epoch: int):
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    total = cfg.epochs * steps_per_epoch
+    if cfg.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total)
+    boundaries = list(range(cfg.lr_step_epochs * steps_per_epoch, total, cfg.lr_step_epochs
+                            * steps_per_epoch))
+    if not boundaries:
+        return cfg.learning_rate
+    values = [cfg.learning_rate * cfg.lr_gamma**i for i in range(len(boundaries) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+def build_trainer(cfg: MemberConfig, info: data.DatasetInfo, teacher=None):
+    """The keras.Model subclass that trains this member (uncompiled)."""
+    normalization = (info.mean, info.std) if cfg.normalize else None
+    network = models.build_model(cfg.arch, info.image_shape, info.num_classes, normalization)
+    sigma = cfg.sigma
+    noise = dict(seed=cfg.seed, noise_mode="per_model")
+    if cfg.role != "teacher" and cfg.vga and cfg.vga_mode == "per_example":
+        noise.update(noise_mode="per_example",
+                     sigma_range=(cfg.base_sigma / 2, 3 * cfg.base_sigma / 2))
+    if cfg.role == "student":
+        if teacher is None:
+            raise ValueError("a student needs a teacher (--teacher_dir)")
+        trainer = trainers.Distiller(network, teacher, cfg.temperature, sigma,
+                                     hard_label_weight=cfg.hard_label_weight, **noise)
+    else:
+        trainer = trainers.NoisyInputTrainer(network, sigma, **noise)
+    trainer(np.zeros((1, *info.image_shape), np.float32))  # built, as checkpoints require
+    return trainer
+
+
+def train_member(cfg: MemberConfig, splits: Splits, model_dir: str, teacher=None,
+                 resume: bool = True, verbose: int = 1, extra_callbacks=()) -> dict:
+    """Trains one member, exports it to `model_dir`, returns its metadata."""
+    if cfg.role not in ("teacher", "student", "gaussian"):
+        raise ValueError(f"unknown member role {cfg.role!r}")
+    if cfg.role != "teacher" and cfg.base_sigma <= 0:
+        raise ValueError(f"--sigma must be > 0 for a {cfg.role}, got {cfg.base_sigma}")
+    if cfg.role == "student":
+        if teacher is None:
+            raise ValueError("a student needs a teacher (--teacher_dir)")
+        check_teacher(teacher, splits.info)
+    keras.utils.set_random_seed(cfg.seed)
+    trainer = build_trainer(cfg, splits.info, teacher)
+    x_train, y_train = splits.train
+    steps = math.ceil(len(y_train) / cfg.batch_size)
+    trainer.compile(optimizer=keras.optimizers.SGD(
+        learning_rate=_learning_rate(cfg, steps), momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay or None))
+
+    parent = os.path.dirname(os.path.abspath(model_dir))
+    os.makedirs(parent, exist_ok=True)
+    ckpt_dir = model_dir.rstrip("/") + ".ckpt"
+    log_dir = model_dir.rstrip("/") + ".logs"
+    if not resume and os.path.exists(ckpt_dir):
+        logging.info("--noresume: discarding checkpoint %s", ckpt_dir)
+        shutil.rmtree(ckpt_dir)
+    os.makedirs(log_dir, exist_ok=True)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(ckpt_dir),
+        keras.callbacks.CSVLogger(os.path.join(log_dir, "train.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(log_dir, "tensorboard"), write_graph=False),
+        *extra_callbacks,
+    ]
+    train_ds = data.make_pipeline(x_train, y_train, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                  augment=cfg.augment)
+    val_ds = None
+    if splits.validation is not None:
+        val_ds = data.make_pipeline(*splits.validation, batch_size=512, shuffle=False)
+    start = time.time()
+    trainer.fit(train_ds, epochs=cfg.epochs, validation_data=val_ds, callbacks=callbacks, shuffle=False,
+                verbose=verbose)
+    seconds = time.time() - start
+    test = trainer.evaluate(data.make_pipeline(*splits.test, batch_size=512, shuffle=False),
+                            verbose=0, return_dict=True)
+
+    metadata = dataclasses.asdict(cfg)
+    metadata.update(
+        sigma=cfg.sigma if cfg.vga_mode == "per_model" or cfg.role == "teacher" else None,
+        sigma_range=list(trainer.sigma_range) if trainer.sigma_range else None,
+        vga_beta=(cfg.sigma - cfg.base_sigma) if cfg.vga and cfg.role != "teacher"
+        and cfg.vga_mode == "per_model" else None,
+        clean_test_accuracy=float(test["accuracy"]),
+        noisy_test_accuracy=float(test["noisy_accuracy"]) if cfg.role != "teacher" else None,
+        teacher_dir=getattr(teacher, "path", None),
+        train_examples=int(len(y_train)),
+        validation_size=splits.validation_size,
+        split_seed=splits.split_seed,
+        train_seconds=round(seconds, 1),
+    )
+    members.export_member(trainer.network, model_dir, metadata)
+    logging.info("exported %s: clean test accuracy %.4f", model_dir, metadata["clean_test_accuracy"])
+    return metadata
+
+
+def ensemble_configs(base: MemberConfig, temperatures, member_role: str) -> list[MemberConfig]:
+    """One config per member: member i has seed base.seed + i and temperature T_i."""
+    return [dataclasses.replace(base, role=member_role, seed=base.seed + i,
+                                vga=base.vga and member_role == "student",
+                                temperature=float(t) if member_role == "student" else None)
+            for i, t in enumerate(temperatures)]
+
+
+def _config_from_flags(role: str) -> MemberConfig:
+    return MemberConfig(
+        role=role, arch=FLAGS.arch, dataset=FLAGS.dataset, seed=FLAGS.seed,
+        base_sigma=FLAGS.sigma if role != "teacher" else 0.0,
+        vga=FLAGS.vga and role == "student", vga_mode=FLAGS.vga_mode,
+        temperature=FLAGS.temperature if role == "student" else None,
+        hard_label_weight=FLAGS.hard_label_weight, normalize=FLAGS.normalize,
+        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+        momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
+        lr_schedule=FLAGS.lr_schedule, lr_step_epochs=FLAGS.lr_step_epochs,
+        lr_gamma=FLAGS.lr_gamma, augment=FLAGS.augment)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    role = FLAGS.role
+    model_dir = FLAGS.model_dir or os.path.join(FLAGS.output_dir, role)
+    teacher = None
+    needs_teacher = role == "student" or (role == "ensemble" and FLAGS.member_role == "student")
+    if needs_teacher:
+        if not FLAGS.teacher_dir:
+            raise app.UsageError(f"--role={role} needs --teacher_dir (a trained teacher)")
+        teacher = members.load_member(FLAGS.teacher_dir)
+        check_teacher(teacher, data.dataset_info(FLAGS.dataset))
+    splits = load_splits(FLAGS.dataset, FLAGS.data_dir, FLAGS.validation_size, FLAGS.split_seed,
+                         FLAGS.train_subset)
+    if role != "ensemble":
+        train_member(_config_from_flags(role), splits, model_dir, teacher, FLAGS.resume,
+                     FLAGS.verbose)
+        return
+    base = _config_from_flags("student")
+    configs = ensemble_configs(base, FLAGS.temperatures, FLAGS.member_role)
+    for i, cfg in enumerate(configs):
+        member_dir = os.path.join(model_dir, f"member_{i}")
+        if members.is_complete_member(member_dir):
+            logging.info("member %d already exported at %s: skipped", i, member_dir)
+            continue
+        logging.info("training member %d/%d (T=%s, seed=%d, sigma=%.4f)", i + 1, len(configs),
+                     cfg.temperature, cfg.seed, cfg.sigma)
+        train_member(cfg, splits, member_dir, teacher, FLAGS.resume, FLAGS.verbose)
+
+
+if __name__ == "__main__":
+    app.run(main)

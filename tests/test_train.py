@@ -1,0 +1,165 @@
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import app
+
+from cear_tf import members, train
+from tests.helpers import parse_flags, tiny_splits
+from tests import data_fakes as fakes
+
+
+def _cfg(**kw):
+    base = dict(role="teacher", arch="lenet5", dataset="mnist", seed=0, epochs=1, batch_size=16,
+                learning_rate=0.05, lr_schedule="constant")
+    base.update(kw)
+    return train.MemberConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("teacher") / "teacher")
+    train.train_member(_cfg(epochs=2), tiny_splits(), path, verbose=0)
+    return path
+
+
+def test_export_round_trip_same_logits(teacher_dir):
+    splits = tiny_splits()
+    loaded = tf.saved_model.load(teacher_dir)
+    fn = loaded.signatures["serving_default"]
+    x = splits.test[0][:8]
+    out = fn(images=tf.constant(x))["logits"].numpy()
+    member = members.load_member(teacher_dir)
+    assert member.input_shape == (28, 28, 1) and member.num_classes == 10
+    np.testing.assert_allclose(member(tf.constant(x)).numpy(), out, rtol=0, atol=0)
+    meta = json.load(open(os.path.join(teacher_dir, "cear.json")))
+    for key in ("arch", "dataset", "role", "base_sigma", "sigma", "temperature", "seed", "epochs",
+                "clean_test_accuracy", "noisy_test_accuracy", "package_version"):
+        assert key in meta
+    assert meta["role"] == "teacher" and meta["input_shape"] == [28, 28, 1]
+
+
+def test_exported_logits_equal_keras_logits(tmp_path):
+    splits = tiny_splits()
+    cfg = _cfg()
+    trainer = train.build_trainer(cfg, splits.info)
+    x = splits.test[0][:5]
+    members.export_member(trainer.network, str(tmp_path / "m"), {"role": "teacher"})
+    member = members.load_member(str(tmp_path / "m"))
+    np.testing.assert_allclose(member(tf.constant(x)).numpy(),
+                               trainer.network(x, training=False).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_student_metadata_records_vga(teacher_dir, tmp_path):
+    teacher = members.load_member(teacher_dir)
+    meta = train.train_member(_cfg(role="student", base_sigma=0.4, vga=True, temperature=3.0,
+                                   seed=5, learning_rate=0.01),
+                              tiny_splits(), str(tmp_path / "s"), teacher, verbose=0)
+    assert 0.2 <= meta["sigma"] <= 0.6 and meta["sigma"] != 0.4
+    assert meta["vga_beta"] == pytest.approx(meta["sigma"] - 0.4)
+    assert meta["temperature"] == 3.0 and meta["teacher_dir"] == teacher_dir
+    assert 0.0 <= meta["noisy_test_accuracy"] <= 1.0
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+        self.epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def _epochs_logged(model_dir):
+    with open(model_dir + ".logs/train.csv") as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+def test_resume_after_interrupted_epoch_continues(tmp_path):
+    splits = tiny_splits()
+    model_dir = str(tmp_path / "m")
+    cfg = _cfg(epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_member(cfg, splits, model_dir, verbose=0,
+                           extra_callbacks=[_Interrupt(epoch=1, batch=1)])
+    assert _epochs_logged(model_dir) == [0]
+    assert os.path.isdir(model_dir + ".ckpt") and not os.path.exists(model_dir)
+    train.train_member(cfg, splits, model_dir, verbose=0)
+    assert _epochs_logged(model_dir) == [0, 1, 2]  # epoch 0 not trained again
+    assert members.is_complete_member(model_dir)
+    assert not os.path.exists(model_dir + ".ckpt")  # removed once training finished
+
+
+def test_noresume_restarts(tmp_path):
+    splits = tiny_splits()
+    model_dir = str(tmp_path / "m")
+    with pytest.raises(KeyboardInterrupt):
+        train.train_member(_cfg(epochs=2), splits, model_dir, verbose=0,
+                           extra_callbacks=[_Interrupt(epoch=1, batch=0)])
+    train.train_member(_cfg(epochs=2), splits, model_dir, resume=False, verbose=0)
+    assert _epochs_logged(model_dir) == [0, 0, 1]
+
+
+def test_bad_inputs_fail_before_training(teacher_dir, tmp_path):
+    splits = tiny_splits()
+    model_dir = str(tmp_path / "bad")
+    with pytest.raises(ValueError, match="teacher"):
+        train.train_member(_cfg(role="student", base_sigma=0.25, temperature=2.0), splits,
+                           model_dir, teacher=None, verbose=0)
+    with pytest.raises(ValueError, match="sigma"):
+        train.train_member(_cfg(role="gaussian", base_sigma=0.0), splits, model_dir, verbose=0)
+    teacher = members.load_member(teacher_dir)
+    cifar = tiny_splits(dataset="cifar10")
+    with pytest.raises(ValueError, match=r"takes input \(28, 28, 1\).*\(32, 32, 3\)"):
+        train.train_member(_cfg(role="student", dataset="cifar10", base_sigma=0.25,
+                                temperature=2.0, arch="resnet20"), cifar, model_dir, teacher,
+                           verbose=0)
+    assert not os.path.exists(model_dir + ".logs")  # nothing started
+
+
+def test_teacher_class_count_mismatch(tmp_path):
+    net = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(5)])
+    members.export_member(net, str(tmp_path / "t5"), {"role": "teacher"})
+    teacher = members.load_member(str(tmp_path / "t5"))
+    with pytest.raises(ValueError, match="5 classes but mnist has 10"):
+        train.check_teacher(teacher, tiny_splits().info)
+
+
+def test_cli_flags_validated():
+    from absl import flags
+    for argv, name in ((["--temperature=0.5"], "temperature"), (["--sigma=0"], "sigma"),
+                       (["--temperatures=2,x"], "temperatures"), (["--epochs=0"], "epochs")):
+        with pytest.raises(flags.IllegalFlagValueError, match=name):
+            parse_flags(argv)
+    parse_flags(["--role=student"])
+    with pytest.raises(app.UsageError, match="--teacher_dir"):
+        train.main(["prog"])
+
+
+def test_cli_ensemble_trains_and_skips_finished(teacher_dir, tmp_path):
+    data_dir = tmp_path / "mnist"
+    fakes.write_mnist(data_dir, n_train=60, n_test=20)
+    out = tmp_path / "ens"
+    argv = [f"--data_dir={data_dir}", "--role=ensemble", f"--teacher_dir={teacher_dir}",
+            "--temperatures=2,4", "--sigma=0.5", "--epochs=1", "--batch_size=16",
+            "--validation_size=10", f"--model_dir={out}", "--verbose=0", "--seed=3"]
+    parse_flags(argv)
+    train.main(["prog"])
+    metas = [json.load(open(out / f"member_{i}" / "cear.json")) for i in range(2)]
+    assert [m["temperature"] for m in metas] == [2.0, 4.0]
+    assert [m["seed"] for m in metas] == [3, 4]
+    assert metas[0]["sigma"] != metas[1]["sigma"]  # VGA: each member its own sigma
+    assert metas[0]["train_examples"] == 50 and metas[0]["validation_size"] == 10
+    stamp = os.path.getmtime(out / "member_0" / "saved_model.pb")
+    parse_flags(argv)
+    train.main(["prog"])
+    assert os.path.getmtime(out / "member_0" / "saved_model.pb") == stamp  # skipped
