@@ -35,6 +35,9 @@ flags.DEFINE_float(
 # Reproducibility and outputs.
 flags.DEFINE_integer("seed", 0, "Random seed (initialisation, shuffling, noise).")
 flags.DEFINE_string("output_dir", "runs", "Directory for models, logs and reports.")
+flags.DEFINE_bool("resume", True, "Resume interrupted work: training from its per-epoch "
+                  "checkpoint, certification from the last complete row of its log "
+                  "(checked against the log's settings). --noresume starts over.")
 
 flags.register_validator(
     "data_dir", lambda v: v is None or os.path.exists(v),

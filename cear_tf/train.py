@@ -65,7 +65,6 @@ flags.DEFINE_float("lr_gamma", 0.1, "step schedule: decay factor.")
 flags.DEFINE_enum("augment", "none", list(data.AUGMENTATIONS), "Data augmentation.")
 flags.DEFINE_integer("train_subset", 0,
                      "Train on the first N images of the (shuffled) train split; 0 = all.")
-flags.DEFINE_bool("resume", True, "Resume from the per-epoch checkpoint if one exists.")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 per epoch.")
 
 flags.register_validator("temperature", lambda v: v >= 1, message="--temperature must be >= 1")

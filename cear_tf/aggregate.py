@@ -1,0 +1,132 @@
+"""Ensemble aggregators: [M, B, K] member probabilities -> [B, K] class scores.
+
+Every aggregator is a plain TensorFlow function, batched and graph-compatible, so the
+certify engine runs them inside its `tf.function` on one shared set of member passes.
+The ensemble's class on a draw is `argmax` of the scores; `tf.argmax` returns the lowest
+index among ties, which is the documented tie rule for all aggregators (for `mv`: the
+lowest class index among the classes with the most votes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+AGGREGATIONS = ("single", "mean", "mv", "rw", "gm", "sween")
+WEIGHTED = ("rw", "sween")
+
+GM_DISTANCE_FLOOR = 1e-12
+
+
+def aggregate_single(probs: tf.Tensor) -> tf.Tensor:
+    """The first member alone (RandSmooth of Cohen et al. 2019)."""
+    return probs[0]
+
+
+def aggregate_mean(probs: tf.Tensor) -> tf.Tensor:
+    """Uniform average of the members' probability vectors (soft ensemble)."""
+    return tf.reduce_mean(probs, axis=0)
+
+
+def aggregate_majority_vote(probs: tf.Tensor) -> tf.Tensor:
+    """Vote counts of the members' hard predictions, as [B, K] scores."""
+    k = tf.shape(probs)[-1]
+    return tf.reduce_sum(tf.one_hot(tf.argmax(probs, axis=-1), k, dtype=probs.dtype), axis=0)
+
+
+def aggregate_weighted(probs: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """sum_i w_i p_i with fixed weights [M] (RW: certified accuracies; SWEEN: learned)."""
+    w = tf.cast(weights, probs.dtype)
+    return tf.tensordot(w, probs, axes=[[0], [0]])
+
+
+def project_to_simplex(v: tf.Tensor) -> tf.Tensor:
+    """Euclidean projection of each row of [..., K] onto the probability simplex.
+
+    Sort-based algorithm (Held et al. 1974; Duchi et al. 2008): find the largest rho with
+    u_rho - (sum_{j<=rho} u_j - 1) / rho > 0 and shift by that threshold.
+    """
+    k = tf.shape(v)[-1]
+    u = tf.sort(v, axis=-1, direction="DESCENDING")
+    css = tf.cumsum(u, axis=-1) - 1.0
+    ind = tf.cast(tf.range(1, k + 1), v.dtype)
+    cond = tf.cast(u - css / ind > 0, tf.int32)
+    rho = tf.reduce_sum(cond, axis=-1, keepdims=True)  # >= 1 always
+    theta = tf.gather(css, rho - 1, batch_dims=len(v.shape) - 1) / tf.cast(rho, v.dtype)
+    return tf.maximum(v - theta, 0.0)
+
+
+def aggregate_geometric_median(
+    probs: tf.Tensor, tolerance: float = 1e-6, max_iterations: int = 100
+) -> tf.Tensor:
+    """Geometric median of the M probability vectors on the simplex, per batch row.
+
+    Weiszfeld iterations q <- sum_i p_i / d_i / sum_i 1 / d_i, d_i = max(|q - p_i|, 1e-12),
+    started from the mean and projected onto the simplex after each step; stops when no
+    row moves more than `tolerance` (L2) or after `max_iterations`. A set of points holding
+    more than half of the members at one vector has that vector as its median, so a
+    minority of outlying members cannot move the result.
+    """
+    probs = tf.convert_to_tensor(probs)
+    q0 = tf.reduce_mean(probs, axis=0)
+    tol = tf.cast(tolerance, probs.dtype)
+
+    def step(i, q, moved):
+        del moved
+        d = tf.maximum(tf.norm(probs - q[None], axis=-1), GM_DISTANCE_FLOOR)  # [M, B]
+        w = 1.0 / d
+        q_new = tf.reduce_sum(w[..., None] * probs, axis=0) / tf.reduce_sum(w, axis=0)[..., None]
+        q_new = project_to_simplex(q_new)
+        return i + 1, q_new, tf.reduce_max(tf.norm(q_new - q, axis=-1))
+
+    _, q, _ = tf.while_loop(
+        lambda i, q, moved: tf.logical_and(i < max_iterations, moved > tol),
+        step,
+        (tf.constant(0), q0, tf.constant(np.inf, probs.dtype)),
+    )
+    return q
+
+
+@dataclasses.dataclass(frozen=True)
+class Aggregator:
+    """A named aggregation with its parameters bound: `scores = aggregator(probs)`."""
+
+    name: str
+    fn: Callable[[tf.Tensor], tf.Tensor]
+
+    def __call__(self, probs):
+        return self.fn(probs)
+
+
+def make_aggregator(
+    name: str,
+    num_members: int,
+    weights: Sequence[float] | None = None,
+    gm_tolerance: float = 1e-6,
+    gm_max_iterations: int = 100,
+) -> Aggregator:
+    """Binds an aggregation's parameters, checking them against the ensemble size."""
+    if name not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {name!r}; allowed: {', '.join(AGGREGATIONS)}")
+    if name in WEIGHTED:
+        if weights is None:
+            raise ValueError(f"aggregation {name!r} needs weights (see cear_tf.weights)")
+        w = np.asarray(weights, np.float64)
+        if w.shape != (num_members,):
+            raise ValueError(f"{name} weights have {w.size} entries but the ensemble has "
+                             f"{num_members} members")
+        if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"{name} weights must be finite, >= 0 and not all 0, got {w.tolist()}")
+        w = w / w.sum()
+        const = tf.constant(w, tf.float32)
+        return Aggregator(name, lambda p: aggregate_weighted(p, const))
+    if name == "gm":
+        if gm_tolerance <= 0 or gm_max_iterations < 1:
+            raise ValueError("gm needs tolerance > 0 and max_iterations >= 1")
+        return Aggregator(name, lambda p: aggregate_geometric_median(p, gm_tolerance,
+                                                                     gm_max_iterations))
+    fn = {"single": aggregate_single, "mean": aggregate_mean, "mv": aggregate_majority_vote}[name]
+    return Aggregator(name, fn)

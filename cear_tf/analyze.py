@@ -1,0 +1,108 @@
+"""Certified accuracy per radius and ACR from certify logs, several logs side by side.
+
+  python -m cear_tf.analyze --logs=runs/certify_mean.tsv,runs/certify_gm.tsv \
+      --radii=0,0.25,0.5,0.75,1.0 [--csv_out=table.csv]
+
+Certified accuracy at r = fraction of logged images with `correct` and `radius >= r`
+(abstentions count as wrong); ACR = mean radius over all logged images, counting 0 for
+wrong or abstained ones. A log is named by its file name, or by NAME=PATH.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Sequence
+
+import numpy as np
+from absl import app, flags
+
+from cear_tf.certify_log import read_rows
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_list("logs", None, "Certify logs (PATH or NAME=PATH).")
+flags.DEFINE_list("radii", ["0", "0.25", "0.5", "0.75", "1.0", "1.25", "1.5", "1.75", "2.0"],
+                  "Radii at which certified accuracy is reported.")
+flags.DEFINE_string("csv_out", None, "Also write the table as CSV here.")
+
+flags.register_validator(
+    "radii", lambda v: len(v) > 0 and all(_is_nonnegative_number(r) for r in v),
+    message="--radii must be a non-empty list of numbers >= 0")
+
+
+def _is_nonnegative_number(s):
+    try:
+        return float(s) >= 0
+    except ValueError:
+        return False
+
+
+def load_log(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(correct bool [n], radius [n]) of a log."""
+    if not os.path.exists(path):
+        raise ValueError(f"--logs: {path} does not exist")
+    rows = read_rows(path)
+    if not rows:
+        raise ValueError(f"--logs: {path} has no complete rows")
+    correct = np.array([r["correct"] in ("1", "True") for r in rows])
+    radius = np.array([float(r["radius"]) for r in rows])
+    return correct, radius
+
+
+def certified_accuracy(correct: np.ndarray, radius: np.ndarray, radii: Sequence[float]) -> np.ndarray:
+    return np.array([np.mean(correct & (radius >= r)) for r in radii])
+
+
+def average_certified_radius(correct: np.ndarray, radius: np.ndarray) -> float:
+    return float(np.mean(np.where(correct, radius, 0.0)))
+
+
+def summarize(named_paths: Sequence[tuple[str, str]], radii: Sequence[float]):
+    """Rows [name, images, CA(r) in %, ACR] for each log."""
+    table = []
+    for name, path in named_paths:
+        correct, radius = load_log(path)
+        ca = certified_accuracy(correct, radius, radii)
+        table.append([name, len(correct), *(100 * ca), average_certified_radius(correct, radius)])
+    return table
+
+
+def markdown_table(table, radii) -> str:
+    header = ["log", "images", *[f"r={r:g}" for r in radii], "ACR"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, n, *rest in table:
+        cas, acr = rest[:-1], rest[-1]
+        lines.append("| " + " | ".join([name, str(n), *(f"{c:.1f}" for c in cas),
+                                        f"{acr:.3f}"]) + " |")
+    return "\n".join(lines)
+
+
+def parse_named(entries: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for e in entries:
+        name, sep, path = e.partition("=")
+        if not sep:
+            name, path = os.path.splitext(os.path.basename(e))[0], e
+        out.append((name, path))
+    return out
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.logs:
+        raise app.UsageError("--logs is required")
+    radii = [float(r) for r in FLAGS.radii]
+    table = summarize(parse_named(FLAGS.logs), radii)
+    print(markdown_table(table, radii))
+    if FLAGS.csv_out:
+        with open(FLAGS.csv_out, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["log", "images", *[f"{r:g}" for r in radii], "acr"])
+            for name, n, *rest in table:
+                w.writerow([name, n, *(f"{v:.4f}" for v in rest)])
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,159 @@
+"""Certifies a smoothed ensemble on test images: one Cohen-format log per aggregation.
+
+  python -m cear_tf.certify --dataset=mnist --data_dir=../shared/datasets \
+      --models=runs/ensemble --aggregation=mean,mv,rw,gm --sigma=0.25 \
+      --N0=100 --N=100000 --alpha=0.001 --skip=20 --outfile='runs/certify_{aggregation}.tsv'
+
+All aggregations are computed from the same member forward passes. Rows are appended and
+flushed per image; rerunning the same command resumes after the last complete row.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+from absl import app, flags, logging
+
+from cear_tf import smoothing_flags  # noqa: F401  (defines the shared flags)
+from cear_tf import aggregate, data, ensemble
+from cear_tf.certify_log import CertifyLog
+from cear_tf.smoothing import Smooth
+
+FLAGS = flags.FLAGS
+
+# Ensemble.
+flags.DEFINE_list("aggregation", ["mean"], f"Aggregations, any of {', '.join(aggregate.AGGREGATIONS)}.")
+flags.DEFINE_string("rw_weights", None, "RW weights JSON (default: weights_rw.json beside the "
+                    "members, written by cear_tf.weights).")
+flags.DEFINE_string("sween_weights", None, "SWEEN weights JSON (default: weights_sween.json).")
+flags.DEFINE_float("gm_tolerance", 1e-6, "Geometric median: stop when no row moves more than this.")
+flags.DEFINE_integer("gm_max_iterations", 100, "Geometric median: maximum Weiszfeld iterations.")
+
+# Which images.
+flags.DEFINE_enum("split", "test", list(data.SPLITS), "Split to certify.")
+flags.DEFINE_integer("skip", 1, "Certify every skip-th image (Cohen: 20 for CIFAR-10/ImageNet).")
+flags.DEFINE_integer("max", -1, "Stop at image index max (exclusive); -1 = all.")
+flags.DEFINE_string("outfile", None, "Log path; '{aggregation}' in it is replaced by each "
+                    "aggregation's name (added before the suffix when several are given).")
+
+flags.register_validator("aggregation", lambda v: bool(v) and all(a in aggregate.AGGREGATIONS for a in v)
+                         and len(set(v)) == len(v),
+                         message=f"--aggregation must be distinct names from "
+                                 f"{', '.join(aggregate.AGGREGATIONS)}")
+flags.register_validator("skip", lambda v: v >= 1, message="--skip must be >= 1")
+flags.register_validator("gm_tolerance", lambda v: v > 0, message="--gm_tolerance must be > 0")
+flags.register_validator("gm_max_iterations", lambda v: v >= 1,
+                         message="--gm_max_iterations must be >= 1")
+
+
+def outfile_for(template: str, name: str, several: bool) -> str:
+    if "{aggregation}" in template:
+        return template.replace("{aggregation}", name)
+    if not several:
+        return template
+    root, ext = os.path.splitext(template)
+    return f"{root}_{name}{ext}"
+
+
+def build_aggregators(names, member_dirs, rw_weights=None, sween_weights=None,
+                      gm_tolerance=1e-6, gm_max_iterations=100):
+    aggregators = []
+    for name in names:
+        weights = None
+        if name in aggregate.WEIGHTED:
+            path = {"rw": rw_weights, "sween": sween_weights}[name] or \
+                ensemble.default_weights_path(member_dirs, name)
+            weights = ensemble.load_weights(path, name, member_dirs)
+        aggregators.append(aggregate.make_aggregator(
+            name, len(member_dirs), weights, gm_tolerance, gm_max_iterations))
+    return aggregators
+
+
+def image_indices(total: int, skip: int, max_index: int) -> list[int]:
+    """Cohen's selection: every skip-th index from 0, below max_index (-1 = no bound)."""
+    stop = total if max_index < 0 else min(total, max_index)
+    return list(range(0, stop, skip))
+
+
+def check_images(images: np.ndarray, where: str) -> None:
+    if not np.all(np.isfinite(images)):
+        raise ValueError(f"{where}: images contain NaN or Inf")
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError(f"{where}: pixel values span [{images.min()}, {images.max()}], "
+                         f"expected [0, 1]")
+
+
+def run_certification(smooth: Smooth, images, labels, indices, logs: dict[str, CertifyLog],
+                      n0, n, alpha, batch_size) -> None:
+    """Certifies images[indices], writing each image's row to every log that lacks it."""
+    todo = [i for i in indices if any(i not in log.done for log in logs.values())]
+    logging.info("%d images to certify (%d already in the logs)", len(todo), len(indices) - len(todo))
+    start = time.time()
+    for done, idx in enumerate(todo, start=1):
+        t0 = time.time()
+        certificates = smooth.certify(images[idx], n0, n, alpha, batch_size, idx=idx)
+        seconds = time.time() - t0
+        label = int(labels[idx])
+        for name, log in logs.items():
+            if idx in log.done:
+                continue
+            c = certificates[name]
+            log.write(idx, label, c.prediction, c.radius, c.prediction == label, seconds,
+                      c.count, c.num, c.p_lower)
+        rate = done / (time.time() - start)
+        logging.info("image %d (%d/%d): %.2fs, %.2f images/s, ETA %.0fs", idx, done, len(todo),
+                     seconds, rate, (len(todo) - done) / rate)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name in ("models", "outfile"):
+        if not FLAGS[name].value:
+            raise app.UsageError(f"--{name} is required")
+    member_dirs = ensemble.resolve_member_dirs(FLAGS.models)
+    members = ensemble.load_ensemble(member_dirs)
+    info = data.dataset_info(FLAGS.dataset)
+    if members[0].input_shape != info.image_shape or members[0].num_classes != info.num_classes:
+        raise ValueError(f"members take {members[0].input_shape} -> {members[0].num_classes} "
+                         f"classes but {info.name} is {info.image_shape} -> {info.num_classes}")
+    if "single" in FLAGS.aggregation and len(members) > 1:
+        logging.warning("--aggregation=single certifies only the first member, %s", member_dirs[0])
+    aggregators = build_aggregators(FLAGS.aggregation, member_dirs, FLAGS.rw_weights,
+                                    FLAGS.sween_weights, FLAGS.gm_tolerance,
+                                    FLAGS.gm_max_iterations)
+    images, labels = data.load_split(FLAGS.dataset, FLAGS.split, FLAGS.data_dir,
+                                     FLAGS.validation_size, FLAGS.split_seed)
+    check_images(images, f"{FLAGS.dataset} {FLAGS.split}")
+    smooth = Smooth(members, info.num_classes, FLAGS.sigma, aggregators,
+                    logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed)
+    several = len(aggregators) > 1
+    logs = {}
+    try:
+        for a in aggregators:
+            settings = dict(
+                dataset=FLAGS.dataset, split=FLAGS.split, aggregation=a.name,
+                models=[os.path.abspath(d) for d in member_dirs],
+                sigma=FLAGS.sigma, logit_noise=FLAGS.logit_noise, N0=FLAGS.N0, N=FLAGS.N,
+                alpha=FLAGS.alpha, clip=FLAGS.clip, seed=FLAGS.seed,
+                validation_size=FLAGS.validation_size if FLAGS.split != "test" else None,
+                split_seed=FLAGS.split_seed if FLAGS.split != "test" else None)
+            if a.name == "gm":
+                settings.update(gm_tolerance=FLAGS.gm_tolerance,
+                                gm_max_iterations=FLAGS.gm_max_iterations)
+            path = outfile_for(FLAGS.outfile, a.name, several)
+            logs[a.name] = CertifyLog(path, settings, resume=FLAGS.resume)
+        indices = image_indices(len(labels), FLAGS.skip, FLAGS.max)
+        run_certification(smooth, images, labels, indices, logs, FLAGS.N0, FLAGS.N, FLAGS.alpha,
+                          FLAGS.batch)
+    finally:
+        for log in logs.values():
+            log.close()
+    for name, log in logs.items():
+        logging.info("%s: %s", name, log.path)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,91 @@
+"""Loading an ensemble of member SavedModels and its aggregation weights."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+from cear_tf import members as members_lib
+
+WEIGHTS_FILE = "weights_{method}.json"
+
+
+def resolve_member_dirs(paths: Sequence[str]) -> list[str]:
+    """Member directories from --models: SavedModel dirs, or ensemble dirs of member_<i>/."""
+    dirs = []
+    for path in paths:
+        if not os.path.isdir(path):
+            raise ValueError(f"--models: {path} is not a directory")
+        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            dirs.append(path)
+            continue
+        subs = sorted((d for d in os.listdir(path) if d.startswith("member_")
+                       and os.path.isfile(os.path.join(path, d, "saved_model.pb"))),
+                      key=lambda d: int(d.split("_", 1)[1]) if d.split("_", 1)[1].isdigit() else d)
+        if not subs:
+            raise ValueError(f"--models: {path} is neither a SavedModel (no saved_model.pb) nor "
+                             f"an ensemble directory with member_<i>/ SavedModels")
+        dirs.extend(os.path.join(path, d) for d in subs)
+    if not dirs:
+        raise ValueError("--models: no member given")
+    return dirs
+
+
+def load_ensemble(dirs: Sequence[str]) -> list[members_lib.Member]:
+    """Loads members and checks they agree on input shape and class count."""
+    loaded = [members_lib.load_member(d) for d in dirs]
+    first = loaded[0]
+    for m in loaded[1:]:
+        if m.input_shape != first.input_shape:
+            raise ValueError(f"members disagree on input shape: {first.path} takes "
+                             f"{first.input_shape}, {m.path} takes {m.input_shape}")
+        if m.num_classes != first.num_classes:
+            raise ValueError(f"members disagree on class count: {first.path} has "
+                             f"{first.num_classes}, {m.path} has {m.num_classes}")
+    return loaded
+
+
+def default_weights_path(member_dirs: Sequence[str], method: str) -> str:
+    """weights_<method>.json in the folder holding the first member."""
+    parent = os.path.dirname(os.path.abspath(member_dirs[0]))
+    return os.path.join(parent, WEIGHTS_FILE.format(method=method))
+
+
+def _relative(member_dirs, weights_path):
+    # Relative to the weights file, so an ensemble folder can be moved or copied whole.
+    base = os.path.dirname(os.path.abspath(weights_path))
+    return [os.path.relpath(os.path.abspath(d), base) for d in member_dirs]
+
+
+def save_weights(path: str, method: str, member_dirs: Sequence[str], weights: Sequence[float],
+                 details: dict) -> None:
+    record = {"method": method, "members": _relative(member_dirs, path),
+              "weights": [float(w) for w in weights], **details}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def load_weights(path: str, method: str, member_dirs: Sequence[str]) -> list[float]:
+    """Weights for `method` from `path`, checked against the ensemble's members."""
+    if not os.path.exists(path):
+        raise ValueError(f"no {method} weights at {path}: run python -m cear_tf.weights "
+                         f"--method={method} first, or pass --{method}_weights")
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        weights = [float(w) for w in record["weights"]]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: not a weights file ({e})") from e
+    if record.get("method", method) != method:
+        raise ValueError(f"{path} holds {record.get('method')} weights, not {method}")
+    if len(weights) != len(member_dirs):
+        raise ValueError(f"{path} has {len(weights)} weights but the ensemble has "
+                         f"{len(member_dirs)} members")
+    saved = record.get("members")
+    if saved and _relative(member_dirs, path) != saved:
+        raise ValueError(f"{path} was computed for members {saved}, not for {list(member_dirs)}")
+    return weights

@@ -1,0 +1,230 @@
+"""Randomized smoothing of an ensemble: one batched engine, every aggregator (Algorithm 1).
+
+The base classifier is the ensemble F(x) = argmax_c A(p_1(x), ..., p_M(x))_c for an
+aggregator A (mean, majority vote, robust weights, geometric median, ...). The smoothed
+classifier is G(x) = argmax_c P(F(x + eps) = c), eps ~ N(0, sigma^2 I).
+
+Guarantee (Cohen et al. 2019, Theorem 1, applied to F): if CERTIFY returns class c_A with
+radius R, then with probability at least 1 - alpha over its Monte Carlo draws,
+G(x + delta) = c_A for every ||delta||_2 < R. Members share eps within a draw, and each draw
+is one Bernoulli trial of "F predicts c_A", so N draws give a valid Clopper-Pearson bound.
+
+With logit noise eps_l > 0 each member also sees its own eta_i ~ N(0, eps_l^2 I), drawn
+afresh per member and per draw: the base classifier is then itself random, and the bound
+still holds because its randomness is redrawn in every trial (Cohen et al., appendix).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+from scipy.stats import binomtest, norm
+from statsmodels.stats.proportion import proportion_confint
+
+from cear_tf.aggregate import Aggregator
+
+ABSTAIN = -1
+
+# Phases of the noise stream of one image: selection (n0) and estimation (N) draws are
+# independent, as CERTIFY requires.
+_SELECT, _ESTIMATE, _PREDICT = 0, 1, 2
+
+
+class NonFiniteError(ValueError):
+    """A member returned NaN or Inf logits."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Certificate:
+    prediction: int  # ABSTAIN (-1) when the bound does not exceed 1/2
+    radius: float
+    count: int  # n_A: estimation draws voting for the selected class
+    num: int  # N
+    p_lower: float
+
+
+def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
+    """One-sided (1 - alpha) Clopper-Pearson lower bound on p from n_a successes in n."""
+    if n_a <= 0:
+        return 0.0
+    return float(proportion_confint(n_a, n, alpha=2 * alpha, method="beta")[0])
+
+
+def certified_radius(p_lower: float, sigma: float) -> float:
+    """sigma * PhiInv(p_lower): the radius for p_A >= p_lower, p_B <= 1 - p_lower."""
+    return float(sigma * norm.ppf(p_lower))
+
+
+class Smooth:
+    """Monte Carlo smoothing of an ensemble under several aggregators at once.
+
+    Args:
+      members: callables from float32 images [B, H, W, C] in [0, 1] to logits [B, K].
+      num_classes: K.
+      sigma: smoothing noise std (sigma_v), > 0.
+      aggregators: the aggregations to evaluate on the same member passes.
+      logit_noise: per-member input noise eps_l (0 = Algorithm 1 as printed).
+      clip: clip noisy inputs to [0, 1] (part of the base classifier, so still sound).
+      seed: the noise of image `idx` is a function of (seed, idx) only, so reruns, resumed
+        runs and shards of a run reproduce the same draws.
+    """
+
+    def __init__(
+        self,
+        members: Sequence[Callable[[tf.Tensor], tf.Tensor]],
+        num_classes: int,
+        sigma: float,
+        aggregators: Sequence[Aggregator],
+        logit_noise: float = 0.0,
+        clip: bool = False,
+        seed: int = 0,
+    ):
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        if sigma <= 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        if logit_noise < 0:
+            raise ValueError(f"logit_noise must be >= 0, got {logit_noise}")
+        if not aggregators:
+            raise ValueError("at least one aggregator is needed")
+        names = [a.name for a in aggregators]
+        if len(set(names)) != len(names):
+            raise ValueError(f"aggregators repeat a name: {names}")
+        self.members = list(members)
+        self.num_classes = int(num_classes)
+        self.sigma = float(sigma)
+        self.aggregators = list(aggregators)
+        self.logit_noise = float(logit_noise)
+        self.clip = bool(clip)
+        self.seed = int(seed)
+        self._draw_counts = tf.function(self._draw_counts_graph, reduce_retracing=True)
+        self._draw_probabilities = tf.function(self._noisy_probabilities, reduce_retracing=True)
+
+    @property
+    def names(self) -> list[str]:
+        return [a.name for a in self.aggregators]
+
+    # -- public API ----------------------------------------------------------------------
+
+    def certify(self, x: np.ndarray, n0: int, n: int, alpha: float, batch_size: int,
+                idx: int = 0) -> dict[str, Certificate]:
+        """CERTIFY (Cohen et al.) for every aggregator, on one image x [H, W, C].
+
+        n0 draws select c_A per aggregator; n fresh draws count its votes n_A;
+        p_lower = one-sided (1 - alpha) Clopper-Pearson bound. If p_lower > 1/2 the
+        aggregator's smoothed ensemble is certified at radius sigma * PhiInv(p_lower)
+        (with probability >= 1 - alpha); otherwise it abstains (-1, 0.0).
+        """
+        _check_positive(n0=n0, n=n, batch_size=batch_size)
+        _check_alpha(alpha)
+        selection = self.sample_counts(x, n0, batch_size, idx, _SELECT)
+        estimation = self.sample_counts(x, n, batch_size, idx, _ESTIMATE)
+        out = {}
+        for name in self.names:
+            c_a = int(np.argmax(selection[name]))
+            n_a = int(estimation[name][c_a])
+            p_lower = lower_confidence_bound(n_a, n, alpha)
+            if p_lower > 0.5:
+                out[name] = Certificate(c_a, certified_radius(p_lower, self.sigma), n_a, n, p_lower)
+            else:
+                out[name] = Certificate(ABSTAIN, 0.0, n_a, n, p_lower)
+        return out
+
+    def predict(self, x: np.ndarray, n: int, alpha: float, batch_size: int,
+                idx: int = 0) -> dict[str, int]:
+        """PREDICT (Cohen et al.): the top class if a two-sided binomial test of the top two
+        counts rejects equality at level alpha, else ABSTAIN. The returned class differs
+        from G(x) with probability at most alpha."""
+        _check_positive(n=n, batch_size=batch_size)
+        _check_alpha(alpha)
+        counts = self.sample_counts(x, n, batch_size, idx, _PREDICT)
+        out = {}
+        for name in self.names:
+            order = np.argsort(-counts[name], kind="stable")
+            n_a, n_b = int(counts[name][order[0]]), int(counts[name][order[1]])
+            p_value = binomtest(n_a, n_a + n_b, 0.5).pvalue
+            out[name] = int(order[0]) if p_value <= alpha else ABSTAIN
+        return out
+
+    def sample_counts(self, x: np.ndarray, num: int, batch_size: int, idx: int = 0,
+                      phase: int = _ESTIMATE) -> dict[str, np.ndarray]:
+        """Class counts [K] per aggregator over `num` noise draws of image x.
+
+        Draws stream in batches of `batch_size`, so memory does not grow with `num`; only
+        the counts leave the graph.
+        """
+        totals = np.zeros((len(self.aggregators), self.num_classes), np.int64)
+        for counts in self._batches(self._draw_counts, x, num, batch_size, idx, phase):
+            totals += counts.numpy()
+        return dict(zip(self.names, totals))
+
+    def noisy_member_probabilities(self, x: np.ndarray, num: int, batch_size: int,
+                                   idx: int = 0) -> np.ndarray:
+        """[M, num, K] member softmax outputs on `num` smoothing draws of x (SWEEN fitting)."""
+        parts = list(self._batches(self._draw_probabilities, x, num, batch_size, idx, _ESTIMATE))
+        return np.concatenate([p.numpy() for p in parts], axis=1)
+
+    def _batches(self, fn, x, num, batch_size, idx, phase):
+        """Runs fn(x, key, n) over `num` draws in batches, each with its own noise key."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        remaining, batch_index = int(num), 0
+        while remaining > 0:
+            this = min(batch_size, remaining)
+            key = tf.constant([self.seed, (int(idx) * 3 + phase) * 2**20 + batch_index], tf.int64)
+            out, finite = fn(x, key, tf.constant(this, tf.int32))
+            finite = finite.numpy()
+            if not finite.all():
+                bad = int(np.argmin(finite))
+                raise NonFiniteError(f"member {bad} returned NaN or Inf logits on image {idx}")
+            yield out
+            remaining -= this
+            batch_index += 1
+
+    # -- graph ---------------------------------------------------------------------------
+
+    def member_probabilities(self, images: tf.Tensor, key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """[M, B, K] softmax outputs on `images` (already smoothed) and [M] finiteness flags.
+
+        With logit noise, member i sees images + eta_i, eta_i from its own stream.
+        """
+        probs, finite = [], []
+        for i, member in enumerate(self.members):
+            inputs = images
+            if self.logit_noise > 0:
+                member_key = tf.random.experimental.stateless_fold_in(key, i + 1)
+                inputs = inputs + self.logit_noise * tf.random.stateless_normal(
+                    tf.shape(images), member_key)
+            if self.clip:
+                inputs = tf.clip_by_value(inputs, 0.0, 1.0)
+            logits = tf.cast(member(inputs), tf.float32)
+            finite.append(tf.reduce_all(tf.math.is_finite(logits)))
+            probs.append(tf.nn.softmax(logits, axis=-1))
+        return tf.stack(probs), tf.stack(finite)
+
+    def _noisy_probabilities(self, x, key, num):
+        shape = tf.concat([[num], tf.shape(x)], axis=0)
+        images = x[None] + self.sigma * tf.random.stateless_normal(shape, key)
+        return self.member_probabilities(images, key)
+
+    def _draw_counts_graph(self, x, key, num):
+        probs, finite = self._noisy_probabilities(x, key, num)
+        counts = []
+        for aggregator in self.aggregators:
+            votes = tf.argmax(aggregator(probs), axis=-1)
+            counts.append(tf.math.bincount(tf.cast(votes, tf.int32), minlength=self.num_classes,
+                                           maxlength=self.num_classes, dtype=tf.int64))
+        return tf.stack(counts), finite
+
+
+def _check_positive(**values):
+    for name, v in values.items():
+        if int(v) < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+
+
+def _check_alpha(alpha):
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")

@@ -1,0 +1,119 @@
+"""Aggregation weights for an ensemble, computed on the validation split.
+
+  python -m cear_tf.weights --method=rw --models=runs/ensemble --sigma=0.25 --N=10000
+  python -m cear_tf.weights --method=sween --models=runs/ensemble --sigma=0.25
+
+RW (paper eq. 6): lambda_i = a_i / sum_j a_j, a_i = member i's certified accuracy at
+--radius on the validation split (held out of the official training set, disjoint from
+every member's training data), computed by the same certify engine as the test results.
+
+SWEEN (Liu et al. 2021): lambda = softmax(w), w minimising the negative log-likelihood of
+sum_i lambda_i p_i(x + eps) on noisy validation images.
+
+The weights are saved as JSON (default: weights_<method>.json beside the members) and
+read by cear_tf.certify.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.optimize
+from absl import app, flags, logging
+
+from cear_tf import smoothing_flags  # noqa: F401  (defines the shared flags)
+from cear_tf import aggregate, data, ensemble
+from cear_tf.smoothing import Smooth
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_enum("method", "rw", ["rw", "sween"], "Which weights to compute.")
+flags.DEFINE_float("radius", 0.0, "RW: certified accuracy is taken at this radius.")
+flags.DEFINE_integer("weights_images", 500, "Validation images used (the first ones).")
+flags.DEFINE_integer("sween_draws", 16, "SWEEN: noise draws per validation image.")
+flags.DEFINE_string("weights_out", None, "Output JSON (default: weights_<method>.json beside "
+                    "the members).")
+
+flags.register_validator("radius", lambda v: v >= 0, message="--radius must be >= 0")
+flags.register_validator("weights_images", lambda v: v >= 1,
+                         message="--weights_images must be >= 1")
+flags.register_validator("sween_draws", lambda v: v >= 1, message="--sween_draws must be >= 1")
+
+
+def member_aggregators(num_members: int) -> list[aggregate.Aggregator]:
+    """One aggregator per member (its own probabilities), so all members share the passes."""
+    return [aggregate.Aggregator(f"member_{i}", lambda p, i=i: p[i]) for i in range(num_members)]
+
+
+def robust_weights(members, num_classes, images, labels, sigma, radius, n0, n, alpha,
+                   batch_size, logit_noise=0.0, clip=False, seed=0):
+    """(lambda [M], certified accuracies a [M]) of each member on (images, labels)."""
+    smooth = Smooth(members, num_classes, sigma, member_aggregators(len(members)),
+                    logit_noise=logit_noise, clip=clip, seed=seed)
+    hits = np.zeros(len(members))
+    for idx, (x, y) in enumerate(zip(images, labels)):
+        certificates = smooth.certify(x, n0, n, alpha, batch_size, idx=idx)
+        for i, name in enumerate(smooth.names):
+            c = certificates[name]
+            hits[i] += c.prediction == y and c.radius >= radius
+    accuracy = hits / len(labels)
+    if accuracy.sum() == 0:
+        raise ValueError(f"no member certifies any of the {len(labels)} validation images at "
+                         f"radius {radius}: RW weights are undefined (lower --radius, raise --N "
+                         f"or --weights_images)")
+    return accuracy / accuracy.sum(), accuracy
+
+
+def fit_sween_weights(member_probs: np.ndarray, labels: np.ndarray):
+    """softmax(w) minimising -mean log sum_i softmax(w)_i p_i[y] ([M, S, K] probs, [S] labels)."""
+    a = member_probs[:, np.arange(len(labels)), labels].astype(np.float64)  # [M, S]
+
+    def objective(w):
+        lam = np.exp(w - w.max())
+        lam /= lam.sum()
+        s = lam @ a + 1e-12
+        g = -(a / s).mean(axis=1)  # d NLL / d lambda
+        return -np.log(s).mean(), lam * (g - lam @ g)
+
+    result = scipy.optimize.minimize(objective, np.zeros(len(a)), jac=True, method="L-BFGS-B")
+    w = result.x
+    lam = np.exp(w - w.max())
+    return lam / lam.sum(), float(result.fun)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.models:
+        raise app.UsageError("--models is required")
+    if FLAGS.validation_size < 1:
+        raise app.UsageError("--validation_size must be >= 1: weights need a validation split")
+    member_dirs = ensemble.resolve_member_dirs(FLAGS.models)
+    members = ensemble.load_ensemble(member_dirs)
+    info = data.dataset_info(FLAGS.dataset)
+    images, labels = data.load_split(FLAGS.dataset, "validation", FLAGS.data_dir,
+                                     FLAGS.validation_size, FLAGS.split_seed)
+    images, labels = images[:FLAGS.weights_images], labels[:FLAGS.weights_images]
+    details = dict(dataset=FLAGS.dataset, sigma=FLAGS.sigma, images=int(len(labels)),
+                   validation_size=FLAGS.validation_size, split_seed=FLAGS.split_seed,
+                   logit_noise=FLAGS.logit_noise, seed=FLAGS.seed)
+    if FLAGS.method == "rw":
+        weights, accuracy = robust_weights(
+            members, info.num_classes, images, labels, FLAGS.sigma, FLAGS.radius, FLAGS.N0,
+            FLAGS.N, FLAGS.alpha, FLAGS.batch, FLAGS.logit_noise, FLAGS.clip, FLAGS.seed)
+        details.update(radius=FLAGS.radius, N0=FLAGS.N0, N=FLAGS.N, alpha=FLAGS.alpha,
+                       certified_accuracy=accuracy.tolist())
+    else:
+        smooth = Smooth(members, info.num_classes, FLAGS.sigma, member_aggregators(len(members)),
+                        logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed)
+        probs = np.concatenate([smooth.noisy_member_probabilities(x, FLAGS.sween_draws,
+                                                                  FLAGS.batch, idx=i)
+                                for i, x in enumerate(images)], axis=1)
+        weights, nll = fit_sween_weights(probs, np.repeat(labels, FLAGS.sween_draws))
+        details.update(draws=FLAGS.sween_draws, nll=nll)
+    path = FLAGS.weights_out or ensemble.default_weights_path(member_dirs, FLAGS.method)
+    ensemble.save_weights(path, FLAGS.method, member_dirs, weights, details)
+    logging.info("%s weights %s -> %s", FLAGS.method, np.round(weights, 4).tolist(), path)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cear_tf import aggregate
+
+
+def _simplex(rng, m, b, k, concentration=1.0):
+    return rng.dirichlet(np.full(k, concentration), size=(m, b)).astype(np.float32)
+
+
+def numpy_weiszfeld(points, tol=1e-10, max_iter=10000):
+    """Plain Weiszfeld on one set of points [M, K], no projection (stays in the hull)."""
+    q = points.mean(axis=0)
+    for _ in range(max_iter):
+        d = np.maximum(np.linalg.norm(points - q, axis=1), 1e-12)
+        new = (points / d[:, None]).sum(axis=0) / (1 / d).sum()
+        if np.linalg.norm(new - q) < tol:
+            return new
+        q = new
+    return q
+
+
+def test_gm_of_identical_vectors_is_that_vector(rng):
+    p = _simplex(rng, 1, 8, 10)
+    probs = np.repeat(p, 5, axis=0)
+    out = aggregate.aggregate_geometric_median(tf.constant(probs)).numpy()
+    np.testing.assert_allclose(out, p[0], atol=1e-6)
+
+
+def test_gm_majority_resists_outliers(rng):
+    k = 10
+    majority = np.zeros(k, np.float32)
+    majority[3] = 0.7
+    majority[5] = 0.3
+    outliers = np.eye(k, dtype=np.float32)[[0, 9]]  # two confident, wrong members
+    probs = np.stack([majority, majority, majority, *outliers])[:, None, :]
+    gm = aggregate.aggregate_geometric_median(tf.constant(probs), tolerance=1e-9,
+                                              max_iterations=1000).numpy()[0]
+    np.testing.assert_allclose(gm, majority, atol=1e-4)
+    mean = probs.mean(axis=0)[0]
+    assert np.linalg.norm(mean - majority) > 0.2  # the mean is dragged, the median is not
+
+
+def test_gm_lies_on_simplex_and_matches_numpy(rng):
+    probs = _simplex(rng, 5, 64, 10, concentration=0.3)
+    gm = aggregate.aggregate_geometric_median(tf.constant(probs, tf.float64), tolerance=1e-12,
+                                              max_iterations=5000).numpy()
+    assert (gm >= 0).all()
+    np.testing.assert_allclose(gm.sum(axis=1), 1.0, atol=1e-9)
+    expected = np.stack([numpy_weiszfeld(probs[:, b].astype(np.float64)) for b in range(64)])
+    np.testing.assert_allclose(gm, expected, atol=1e-5)
+
+
+def test_gm_runs_in_graph_batched(rng):
+    probs = _simplex(rng, 5, 32, 10)
+    fn = tf.function(lambda p: aggregate.aggregate_geometric_median(p, 1e-6, 50),
+                     input_signature=[tf.TensorSpec([5, None, 10], tf.float32)])
+    out = fn(tf.constant(probs)).numpy()
+    assert out.shape == (32, 10)
+    np.testing.assert_allclose(out, aggregate.aggregate_geometric_median(
+        tf.constant(probs), 1e-6, 50).numpy(), atol=1e-6)
+
+
+def _bisection_projection(v):
+    lo, hi = v.min() - 1, v.max()
+    for _ in range(200):
+        theta = (lo + hi) / 2
+        if np.maximum(v - theta, 0).sum() > 1:
+            lo = theta
+        else:
+            hi = theta
+    return np.maximum(v - (lo + hi) / 2, 0)
+
+
+def test_projection_onto_simplex(rng):
+    v = rng.normal(size=(50, 7)) * 2
+    p = aggregate.project_to_simplex(tf.constant(v)).numpy()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
+    assert (p >= 0).all()
+    np.testing.assert_allclose(p, np.stack([_bisection_projection(r) for r in v]), atol=1e-9)
+    q = rng.dirichlet(np.ones(7), size=10)  # points on the simplex stay put
+    np.testing.assert_allclose(aggregate.project_to_simplex(tf.constant(q)).numpy(), q, atol=1e-12)
+
+
+def test_majority_vote_and_tie_rule():
+    probs = np.array([
+        [[0.1, 0.9, 0.0], [0.6, 0.3, 0.1]],
+        [[0.2, 0.7, 0.1], [0.1, 0.1, 0.8]],
+        [[0.5, 0.4, 0.1], [0.2, 0.5, 0.3]],
+    ], np.float32)
+    votes = aggregate.aggregate_majority_vote(tf.constant(probs)).numpy()
+    np.testing.assert_array_equal(votes, [[1, 2, 0], [1, 1, 1]])
+    # Three-way tie in the second row: the lowest class index wins.
+    assert tf.argmax(votes, axis=-1).numpy().tolist() == [1, 0]
+
+
+def test_weighted_and_mean(rng):
+    probs = _simplex(rng, 3, 4, 5)
+    agg = aggregate.make_aggregator("rw", 3, weights=[2.0, 1.0, 1.0])
+    np.testing.assert_allclose(agg(tf.constant(probs)).numpy(),
+                               0.5 * probs[0] + 0.25 * probs[1] + 0.25 * probs[2], rtol=1e-6)
+    np.testing.assert_allclose(aggregate.make_aggregator("mean", 3)(tf.constant(probs)).numpy(),
+                               probs.mean(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(aggregate.make_aggregator("single", 3)(tf.constant(probs)),
+                                  probs[0])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(name="median", num_members=3), "allowed: single, mean, mv, rw, gm, sween"),
+    (dict(name="rw", num_members=3), "needs weights"),
+    (dict(name="sween", num_members=3, weights=[1, 2]), "2 entries but the ensemble has 3"),
+    (dict(name="rw", num_members=2, weights=[1, float("nan")]), "finite"),
+    (dict(name="rw", num_members=2, weights=[0, 0]), "not all 0"),
+    (dict(name="gm", num_members=2, gm_tolerance=0), "tolerance"),
+])
+def test_make_aggregator_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        aggregate.make_aggregator(**kwargs)

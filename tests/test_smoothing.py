@@ -1,0 +1,159 @@
+"""Statistical tests of CERTIFY/PREDICT against classifiers with closed-form answers.
+
+A linear binary classifier f(x) = [w.x + b > 0] smoothed with N(0, sigma^2 I) has
+p_A = Phi(d / sigma), d = (w.x + b) / |w| the signed distance to the hyperplane, and its
+exact certified radius is d (Cohen et al. 2019, section 3.1). All seeds are fixed.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy.stats import norm
+
+from cear_tf import aggregate
+from cear_tf.smoothing import ABSTAIN, NonFiniteError, Smooth, lower_confidence_bound
+
+SHAPE = (4, 4, 1)
+
+
+def linear_member(distance, direction=0):
+    """Logits [0, s * (w.x + b)] with unit w along one pixel; x0 = 0.5 is at `distance`."""
+    w = np.zeros(np.prod(SHAPE), np.float32)
+    w[direction] = 1.0
+    b = distance - 0.5
+
+    def member(images):
+        flat = tf.reshape(images, [tf.shape(images)[0], -1])
+        margin = tf.linalg.matvec(flat, tf.constant(w)) + b
+        return tf.stack([tf.zeros_like(margin), 1e4 * margin], axis=1)
+
+    return member
+
+
+X0 = np.full(SHAPE, 0.5, np.float32)
+
+
+def _smooth(distance, sigma, logit_noise=0.0, seed=0, aggregations=("single",), members=1):
+    member = linear_member(distance)
+    aggs = [aggregate.make_aggregator(a, members, weights=[1.0] * members
+                                      if a in aggregate.WEIGHTED else None) for a in aggregations]
+    return Smooth([member] * members, 2, sigma, aggs, logit_noise=logit_noise, seed=seed)
+
+
+def test_radius_close_to_exact_at_100k():
+    sigma, d = 0.5, 0.5
+    c = _smooth(d, sigma).certify(X0, 100, 100_000, 0.001, 10_000)["single"]
+    assert c.prediction == 1
+    assert c.radius <= d
+    assert c.radius > 0.97 * d  # p_A = Phi(1) = 0.841: bound costs ~1.5% of the radius
+    assert abs(c.count / c.num - norm.cdf(d / sigma)) < 0.005
+
+
+def test_radius_with_logit_noise_matches_closed_form():
+    sigma, eps, d = 0.5, 0.3, 0.5
+    c = _smooth(d, sigma, logit_noise=eps).certify(X0, 100, 100_000, 0.001, 10_000)["single"]
+    # Total noise sqrt(sigma^2 + eps^2): p_A = Phi(d / sqrt(.)), radius = sigma * PhiInv(p_A).
+    exact = sigma * d / np.sqrt(sigma**2 + eps**2)
+    assert abs(c.count / c.num - norm.cdf(d / np.sqrt(sigma**2 + eps**2))) < 0.005
+    assert c.radius <= exact and c.radius > 0.96 * exact
+
+
+def test_radius_coverage_over_seeds():
+    """P(certified radius > exact radius) <= alpha: 400 independent runs at alpha = 0.05."""
+    sigma, d, alpha, runs = 0.5, 0.3, 0.05, 400
+    exceed = 0
+    smooth = _smooth(d, sigma, seed=1)
+    for idx in range(runs):  # each image index has its own independent noise stream
+        c = smooth.certify(X0, 20, 500, alpha, 500, idx=idx)["single"]
+        exceed += c.prediction == 1 and c.radius > d
+    # Binomial(400, 0.05) exceeds 33 with probability < 0.001; Clopper-Pearson is conservative.
+    assert exceed <= 33, exceed
+
+
+def test_clopper_pearson_lower_bound_coverage():
+    rng = np.random.default_rng(0)
+    for p, n, alpha in ((0.7, 200, 0.05), (0.95, 1000, 0.01), (0.5, 50, 0.1)):
+        counts = rng.binomial(n, p, size=4000)
+        bounds = np.array([lower_confidence_bound(int(k), n, alpha) for k in counts])
+        miss = np.mean(bounds > p)
+        assert miss <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / 4000), (p, n, alpha, miss)
+        assert miss > alpha / 6  # not vacuous either: it is an exact-level bound
+
+
+def test_bound_guards():
+    assert lower_confidence_bound(0, 100, 0.001) == 0.0
+    top = lower_confidence_bound(100, 100, 0.001)
+    assert top == pytest.approx(0.001 ** (1 / 100))  # closed form of CP at n_A = N
+    c = _smooth(5.0, 0.25).certify(X0, 10, 100, 0.001, 100)["single"]  # p = 1 effectively
+    assert c.count == 100 and np.isfinite(c.radius) and c.radius == pytest.approx(
+        0.25 * norm.ppf(top))
+
+
+def test_abstains_near_the_boundary():
+    c = _smooth(0.0, 0.5).certify(X0, 100, 2000, 0.001, 1000)["single"]
+    assert c.prediction == ABSTAIN and c.radius == 0.0
+
+
+def test_wrong_side_certifies_the_other_class():
+    c = _smooth(-0.5, 0.5).certify(X0, 100, 10_000, 0.001, 5000)["single"]
+    assert c.prediction == 0 and c.radius < 0.5
+
+
+def test_predict_is_a_valid_test():
+    # On the boundary p_A = p_B: a committed answer is an error; rate must be <= alpha.
+    smooth = _smooth(0.0, 0.5, seed=2)
+    committed = sum(smooth.predict(X0, 200, 0.05, 200, idx=i)["single"] != ABSTAIN
+                    for i in range(200))
+    assert committed <= 19  # Binomial(200, 0.05) exceeds 19 with probability < 0.01
+    assert _smooth(0.5, 0.5).predict(X0, 1000, 0.001, 1000)["single"] == 1
+
+
+def test_noise_is_reproducible_per_image_and_differs_between_images():
+    s = _smooth(0.1, 0.5, seed=3)
+    a = s.sample_counts(X0, 5000, 700, idx=11)["single"]
+    b = s.sample_counts(X0, 5000, 1000, idx=11)["single"]
+    c = s.sample_counts(X0, 5000, 700, idx=12)["single"]
+    np.testing.assert_array_equal(a, s.sample_counts(X0, 5000, 700, idx=11)["single"])
+    assert not np.array_equal(a, c)
+    assert a.sum() == b.sum() == 5000
+
+
+def test_identical_members_certify_like_one():
+    agg_names = ("mean", "mv", "rw", "gm")
+    single = _smooth(0.2, 0.5, seed=9)
+    ensemble = _smooth(0.2, 0.5, seed=9, aggregations=agg_names, members=4)
+    ref = single.certify(X0, 100, 3000, 0.001, 1000)["single"]
+    got = ensemble.certify(X0, 100, 3000, 0.001, 1000)
+    for name in agg_names:
+        assert got[name] == ref, name
+
+
+def test_nonfinite_member_output_is_an_error():
+    def bad(images):
+        return tf.fill([tf.shape(images)[0], 2], np.nan)
+
+    s = Smooth([linear_member(0.2), bad], 2, 0.5, [aggregate.make_aggregator("mean", 2)])
+    with pytest.raises(NonFiniteError, match="member 1"):
+        s.certify(X0, 10, 10, 0.01, 10)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(n0=0), "n0"), (dict(n=0), "n must"), (dict(batch_size=0), "batch_size"),
+    (dict(alpha=1.0), "alpha"), (dict(alpha=0.0), "alpha"),
+])
+def test_certify_argument_errors(kwargs, match):
+    args = dict(n0=10, n=10, alpha=0.01, batch_size=10)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        _smooth(0.2, 0.5).certify(X0, **args)
+
+
+def test_constructor_errors():
+    member = linear_member(0.1)
+    agg = [aggregate.make_aggregator("mean", 1)]
+    with pytest.raises(ValueError, match="sigma"):
+        Smooth([member], 2, 0.0, agg)
+    with pytest.raises(ValueError, match="logit_noise"):
+        Smooth([member], 2, 0.5, agg, logit_noise=-1)
+    with pytest.raises(ValueError, match="at least one member"):
+        Smooth([], 2, 0.5, agg)
