@@ -1,0 +1,162 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from absl import flags
+
+from cear_tf import analyze, certify, ensemble, members, weights
+from cear_tf.certify_log import LogError, read_rows
+from tests import data_fakes as fakes
+from tests.helpers import parse_flags
+
+
+def constant_member(path, cls, k=10, shape=(28, 28, 1), strength=4.0):
+    """A member whose logits favour `cls`, weakly modulated by the input."""
+    inputs = keras.Input(shape)
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    dense = keras.layers.Dense(k)
+    out = dense(x)
+    model = keras.Model(inputs, out)
+    kernel = np.zeros((shape[-1], k), np.float32)
+    kernel[:, (cls + 1) % k] = 1.0
+    bias = np.zeros(k, np.float32)
+    bias[cls] = strength
+    dense.set_weights([kernel, bias])
+    members.export_member(model, str(path), {"role": "test", "predicts": cls})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cert")
+    data_dir = root / "mnist"
+    arrays = fakes.write_mnist(data_dir, n_train=40, n_test=12)
+    # Every test label 3 and every validation label 3: known answers for RW weights.
+    fakes.write_idx(data_dir / "t10k-labels-idx1-ubyte", np.full(12, 3, np.uint8))
+    fakes.write_idx(data_dir / "train-labels-idx1-ubyte", np.full(40, 3, np.uint8))
+    ens = root / "ens"
+    dirs = [constant_member(ens / f"member_{i}", cls) for i, cls in enumerate((3, 3, 5))]
+    return dict(root=root, data_dir=str(data_dir), ens=str(ens), dirs=dirs, arrays=arrays)
+
+
+def _certify(setup, outfile, *extra):
+    parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.25",
+                 "--N0=20", "--N=200", "--batch=64", "--alpha=0.01", "--validation_size=10",
+                 f"--outfile={outfile}", *extra])
+    certify.main(["prog"])
+
+
+def _rows(path):
+    return [{k: v for k, v in r.items() if k != "time"} for r in read_rows(path)]
+
+
+def test_rw_weights_known_answer_and_certify_all(setup):
+    parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.25",
+                 "--N0=20", "--N=200", "--batch=64", "--validation_size=10", "--method=rw",
+                 "--weights_images=5"])
+    weights.main(["prog"])
+    record = json.load(open(os.path.join(setup["ens"], "weights_rw.json")))
+    np.testing.assert_allclose(record["weights"], [0.5, 0.5, 0.0])
+    assert record["certified_accuracy"] == [1.0, 1.0, 0.0] and record["images"] == 5
+
+    out = str(setup["root"] / "c_{aggregation}.tsv")
+    _certify(setup, out, "--aggregation=mean,mv,rw,gm,single")
+    for name in ("mean", "mv", "rw", "gm", "single"):
+        rows = read_rows(out.replace("{aggregation}", name))
+        assert [int(r["idx"]) for r in rows] == list(range(12))
+        assert all(r["predict"] == "3" and r["correct"] == "1" for r in rows), name
+        assert all(float(r["radius"]) > 0.3 for r in rows)
+    # The analysis reads the logs: everything certified at 0 and 0.25.
+    table = analyze.summarize([("gm", out.replace("{aggregation}", "gm"))], [0.0, 0.25, 5.0])
+    assert table[0][1:5] == [12, 100.0, 100.0, 0.0]
+
+
+def test_resume_after_interruption_gives_the_same_rows(setup):
+    full = str(setup["root"] / "full.tsv")
+    _certify(setup, full, "--aggregation=mean", "--max=8")
+    part = str(setup["root"] / "part.tsv")
+    _certify(setup, part, "--aggregation=mean", "--max=8")
+    # Simulate a kill mid-write: keep the header, 3 rows and half of the fourth.
+    with open(part) as f:
+        lines = f.read().split("\n")
+    with open(part, "w") as f:
+        f.write("\n".join(lines[:4]) + "\n" + lines[4][:5])
+    _certify(setup, part, "--aggregation=mean", "--max=8")
+    assert _rows(part) == _rows(full)
+    _certify(setup, part, "--aggregation=mean", "--max=8")  # complete: nothing added
+    assert _rows(part) == _rows(full)
+
+
+def test_rows_depend_only_on_seed_and_index(setup):
+    every = str(setup["root"] / "every.tsv")
+    odd_schedule = str(setup["root"] / "skip3.tsv")
+    _certify(setup, every, "--aggregation=gm", "--seed=4")
+    _certify(setup, odd_schedule, "--aggregation=gm", "--seed=4", "--skip=3")
+    by_idx = {r["idx"]: r for r in _rows(every)}
+    rows = _rows(odd_schedule)
+    assert [r["idx"] for r in rows] == ["0", "3", "6", "9"]
+    assert all(by_idx[r["idx"]] == r for r in rows)
+
+
+def test_resume_refuses_other_settings(setup):
+    path = str(setup["root"] / "settings.tsv")
+    _certify(setup, path, "--aggregation=mean", "--max=2")
+    with pytest.raises(LogError, match="--N: log 200 vs now 300"):
+        _certify(setup, path, "--aggregation=mean", "--max=2", "--N=300")
+    _certify(setup, path, "--aggregation=mean", "--max=2", "--N=300", "--noresume")
+    assert os.path.exists(path + ".old") and len(read_rows(path)) == 2
+
+
+def test_bad_weights_and_members(setup, tmp_path):
+    bad = tmp_path / "w.json"
+    bad.write_text(json.dumps({"method": "rw", "weights": [1, 1]}))
+    with pytest.raises(ValueError, match="2 weights but the ensemble has 3 members"):
+        _certify(setup, str(tmp_path / "x.tsv"), "--aggregation=rw", f"--rw_weights={bad}")
+    assert not os.path.exists(tmp_path / "x.tsv")  # failed before any log was opened
+    with pytest.raises(ValueError, match="no sween weights"):
+        _certify(setup, str(tmp_path / "x.tsv"), "--aggregation=sween")
+    other = constant_member(tmp_path / "big", 1, shape=(32, 32, 3))
+    with pytest.raises(ValueError, match="disagree on input shape"):
+        ensemble.load_ensemble([setup["dirs"][0], other])
+    with pytest.raises(ValueError, match="neither a SavedModel"):
+        ensemble.resolve_member_dirs([str(tmp_path)])
+
+
+@pytest.mark.parametrize("flag,match", [
+    ("--sigma=0", "sigma"), ("--alpha=1.5", "alpha"), ("--N0=0", "N0"), ("--N=0", "N"),
+    ("--batch=0", "batch"), ("--aggregation=mean,vote", "aggregation"),
+])
+def test_flag_validation(flag, match):
+    with pytest.raises(flags.IllegalFlagValueError, match=match):
+        parse_flags([flag])
+
+
+def test_images_checked():
+    with pytest.raises(ValueError, match="NaN"):
+        certify.check_images(np.array([np.nan], np.float32), "x")
+    with pytest.raises(ValueError, match=r"expected \[0, 1\]"):
+        certify.check_images(np.array([0.0, 255.0], np.float32), "x")
+
+
+def test_sween_weights_prefer_the_reliable_member():
+    labels = np.zeros(200, np.int64)
+    good = np.tile([0.9, 0.1], (200, 1))
+    bad = np.tile([0.1, 0.9], (200, 1))
+    lam, nll = weights.fit_sween_weights(np.stack([good, bad, good]), labels)
+    assert lam[1] < 1e-3 and abs(lam[0] - lam[2]) < 1e-6
+    assert nll == pytest.approx(-np.log(0.9), abs=1e-3)
+
+
+def test_analyze_known_table(tmp_path, capsys):
+    log = tmp_path / "a.tsv"
+    log.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
+                   "0\t1\t1\t0.5\t1\t0:00:01\n1\t2\t2\t0.1\t1\t0:00:01\n"
+                   "2\t3\t-1\t0.0\t0\t0:00:01\n3\t4\t5\t0.9\t0\t0:00:01\n")
+    parse_flags([f"--logs=A={log}", "--radii=0,0.25,0.5,0.75", f"--csv_out={tmp_path / 't.csv'}"])
+    analyze.main(["prog"])
+    out = capsys.readouterr().out
+    assert "| A | 4 | 50.0 | 25.0 | 25.0 | 0.0 | 0.150 |" in out
+    assert (tmp_path / "t.csv").read_text().splitlines()[1] == \
+        "A,4,50.0000,25.0000,25.0000,0.0000,0.1500"
