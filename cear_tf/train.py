@@ -284,6 +284,9 @@ def main(argv):
             raise app.UsageError(f"--role={role} needs --teacher_dir (a trained teacher)")
         teacher = members.load_member(FLAGS.teacher_dir)
         check_teacher(teacher, data.dataset_info(FLAGS.dataset))
+    if role != "ensemble" and FLAGS.resume and members.is_complete_member(model_dir):
+        logging.info("%s already exported at %s: skipped (--noresume retrains)", role, model_dir)
+        return
     splits = load_splits(FLAGS.dataset, FLAGS.data_dir, FLAGS.validation_size, FLAGS.split_seed,
                          FLAGS.train_subset)
     if role != "ensemble":

@@ -16,6 +16,8 @@ read by cear_tf.certify.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import scipy.optimize
 from absl import app, flags, logging
@@ -88,6 +90,10 @@ def main(argv):
     if FLAGS.validation_size < 1:
         raise app.UsageError("--validation_size must be >= 1: weights need a validation split")
     member_dirs = ensemble.resolve_member_dirs(FLAGS.models)
+    path = FLAGS.weights_out or ensemble.default_weights_path(member_dirs, FLAGS.method)
+    if FLAGS.resume and os.path.exists(path):
+        logging.info("%s exists: skipped (--noresume recomputes)", path)
+        return
     members = ensemble.load_ensemble(member_dirs)
     info = data.dataset_info(FLAGS.dataset)
     images, labels = data.load_split(FLAGS.dataset, "validation", FLAGS.data_dir,
@@ -110,7 +116,6 @@ def main(argv):
                                 for i, x in enumerate(images)], axis=1)
         weights, nll = fit_sween_weights(probs, np.repeat(labels, FLAGS.sween_draws))
         details.update(draws=FLAGS.sween_draws, nll=nll)
-    path = FLAGS.weights_out or ensemble.default_weights_path(member_dirs, FLAGS.method)
     ensemble.save_weights(path, FLAGS.method, member_dirs, weights, details)
     logging.info("%s weights %s -> %s", FLAGS.method, np.round(weights, 4).tolist(), path)
 

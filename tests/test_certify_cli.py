@@ -73,6 +73,20 @@ def test_rw_weights_known_answer_and_certify_all(setup):
     assert table[0][1:5] == [12, 100.0, 100.0, 0.0]
 
 
+def test_sween_weights_cli_and_certify(setup):
+    parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.25",
+                 "--batch=64", "--validation_size=10", "--method=sween", "--weights_images=4",
+                 "--sween_draws=8"])
+    weights.main(["prog"])
+    record = json.load(open(os.path.join(setup["ens"], "weights_sween.json")))
+    assert record["draws"] == 8 and record["images"] == 4
+    w = np.asarray(record["weights"])
+    assert w.sum() == pytest.approx(1.0) and w[2] < 0.05  # member 2 predicts 5, labels are 3
+    out = str(setup["root"] / "sween.tsv")
+    _certify(setup, out, "--aggregation=sween", "--max=3")
+    assert [r["predict"] for r in read_rows(out)] == ["3", "3", "3"]
+
+
 def test_resume_after_interruption_gives_the_same_rows(setup):
     full = str(setup["root"] / "full.tsv")
     _certify(setup, full, "--aggregation=mean", "--max=8")
@@ -116,7 +130,8 @@ def test_bad_weights_and_members(setup, tmp_path):
         _certify(setup, str(tmp_path / "x.tsv"), "--aggregation=rw", f"--rw_weights={bad}")
     assert not os.path.exists(tmp_path / "x.tsv")  # failed before any log was opened
     with pytest.raises(ValueError, match="no sween weights"):
-        _certify(setup, str(tmp_path / "x.tsv"), "--aggregation=sween")
+        _certify(setup, str(tmp_path / "x.tsv"), "--aggregation=sween",
+                 f"--sween_weights={tmp_path / 'missing.json'}")
     other = constant_member(tmp_path / "big", 1, shape=(32, 32, 3))
     with pytest.raises(ValueError, match="disagree on input shape"):
         ensemble.load_ensemble([setup["dirs"][0], other])
