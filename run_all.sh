@@ -1,32 +1,41 @@
 #!/usr/bin/env bash
-# The whole CEAR pipeline for one configuration:
+# The whole CEAR pipeline for one experiment:
 #   teacher -> students (ensembles) -> baselines -> weights -> certify (all aggregations) -> table.
 #
-# usage: ./run_all.sh [CONFIG_DIR | --full] [extra flags for every stage, e.g. --data_dir=...]
-#   CONFIG_DIR  a folder of stage flagfiles; default flags/mnist_quick (~10 min on 2 CPU cores)
-#   --full      the paper-scale MNIST experiment, flags/mnist_sigma025
+# usage: ./run_all.sh [EXPERIMENT.cfg | --full] [extra flags for every stage, e.g. --data_dir=...]
+#   EXPERIMENT.cfg  an experiment flagfile (--dataset, --sigma, --output_dir, ...); default
+#                   flags/mnist_quick.cfg, a real-data MNIST run of about 8 minutes on 2 CPU cores
+#   --full          the paper-scale MNIST experiment at sigma 0.25, flags/mnist_sigma025.cfg
 #
-# Stages run in this order for each flagfile present in CONFIG_DIR:
-#   teacher*.cfg, students*.cfg, gaussian*.cfg (cear_tf.train), weights*.cfg (cear_tf.weights),
-#   certify*.cfg (cear_tf.certify), analyze.cfg (cear_tf.analyze: prints the table).
-# Every stage skips finished work (exported members, existing weights, complete log rows), so
-# a rerun continues where the last one stopped.
+# The stage flagfiles come from the folder named like the experiment without its _sigma<...>
+# part (flags/mnist_sigma050_cpu.cfg -> flags/mnist_cpu/). Each stage runs as
+#   python -m <module> --flagfile=<stage file> --flagfile=<experiment file> [extra flags]
+# in this order: teacher*.cfg, students*.cfg, gaussian*.cfg (cear_tf.train), weights*.cfg
+# (cear_tf.weights), certify*.cfg (cear_tf.certify), analyze.cfg (cear_tf.analyze: the table).
+# Every stage skips finished work (exported members, existing weights, complete log rows), so a
+# rerun continues where the last one stopped.
 #
 # Data: $DATA_DIR if set, else ../shared/datasets if present, else tensorflow-datasets.
 # Python: $PYTHON if set, else .venv/bin/python if present, else python3.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-config=flags/mnist_quick
+experiment=flags/mnist_quick.cfg
 if [[ $# -gt 0 && $1 == --full ]]; then
-  config=flags/mnist_sigma025
+  experiment=flags/mnist_sigma025.cfg
   shift
 elif [[ $# -gt 0 && $1 != --* ]]; then
-  config=${1%/}
+  experiment=$1
   shift
 fi
-if [[ ! -d $config ]]; then
-  echo "run_all.sh: configuration folder '$config' not found (expected flagfiles in it)" >&2
+if [[ ! -f $experiment ]]; then
+  echo "run_all.sh: experiment flagfile '$experiment' not found (see flags/*.cfg)" >&2
+  exit 2
+fi
+name=$(basename "$experiment" .cfg)
+stages=$(dirname "$experiment")/$(sed -E 's/_sigma[0-9]+//' <<<"$name")
+if [[ ! -d $stages ]]; then
+  echo "run_all.sh: stage folder '$stages' for experiment '$experiment' not found" >&2
   exit 2
 fi
 
@@ -46,19 +55,18 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 stage() {
   local module=$1 flagfile=$2
   shift 2
-  echo "== $(date +%H:%M:%S) $module --flagfile=$flagfile" >&2
-  "$python" -m "$module" --flagfile="$flagfile" "$@"
+  echo "== $(date +%H:%M:%S) $module --flagfile=$flagfile --flagfile=$experiment" >&2
+  "$python" -m "$module" --flagfile="$flagfile" --flagfile="$experiment" "$@"
 }
 
 shopt -s nullglob
 start=$(date +%s)
-for f in "$config"/teacher*.cfg "$config"/students*.cfg "$config"/gaussian*.cfg; do
+for f in "$stages"/teacher*.cfg "$stages"/students*.cfg "$stages"/gaussian*.cfg; do
   stage cear_tf.train "$f" --verbose=2 "${data[@]}" "$@"
 done
-for f in "$config"/weights*.cfg; do stage cear_tf.weights "$f" "${data[@]}" "$@"; done
-for f in "$config"/certify*.cfg; do stage cear_tf.certify "$f" "${data[@]}" "$@"; done
-if [[ -f $config/analyze.cfg ]]; then
-  echo >&2
-  echo "Certified accuracy (%) and ACR, $config, $(( $(date +%s) - start )) s:" >&2
-  "$python" -m cear_tf.analyze --flagfile="$config/analyze.cfg"
+for f in "$stages"/weights*.cfg; do stage cear_tf.weights "$f" "${data[@]}" "$@"; done
+for f in "$stages"/certify*.cfg; do stage cear_tf.certify "$f" "${data[@]}" "$@"; done
+if [[ -f $stages/analyze.cfg ]]; then
+  echo "Certified accuracy (%) and ACR, $experiment, $(( $(date +%s) - start )) s:" >&2
+  stage cear_tf.analyze "$stages/analyze.cfg" "$@"
 fi

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 from absl import app, flags
 
+from cear_tf import common_flags
 from cear_tf.certify_log import read_rows
 
 FLAGS = flags.FLAGS
@@ -94,7 +95,8 @@ def main(argv):
     if not FLAGS.logs:
         raise app.UsageError("--logs is required")
     radii = [float(r) for r in FLAGS.radii]
-    table = summarize(parse_named(FLAGS.logs), radii)
+    table = summarize([(name, common_flags.expand_path(path))
+                       for name, path in parse_named(FLAGS.logs)], radii)
     print(markdown_table(table, radii))
     if FLAGS.csv_out:
         with open(FLAGS.csv_out, "w", newline="") as f:

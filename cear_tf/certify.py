@@ -16,8 +16,8 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from cear_tf import smoothing_flags  # noqa: F401  (defines the shared flags)
-from cear_tf import aggregate, data, ensemble
+from cear_tf import smoothing_flags
+from cear_tf import aggregate, common_flags, data, ensemble
 from cear_tf.certify_log import CertifyLog
 from cear_tf.smoothing import Smooth
 
@@ -113,7 +113,7 @@ def main(argv):
     for name in ("models", "outfile"):
         if not FLAGS[name].value:
             raise app.UsageError(f"--{name} is required")
-    member_dirs = ensemble.resolve_member_dirs(FLAGS.models)
+    member_dirs = smoothing_flags.member_dirs()
     members = ensemble.load_ensemble(member_dirs)
     info = data.dataset_info(FLAGS.dataset)
     if members[0].input_shape != info.image_shape or members[0].num_classes != info.num_classes:
@@ -121,8 +121,10 @@ def main(argv):
                          f"classes but {info.name} is {info.image_shape} -> {info.num_classes}")
     if "single" in FLAGS.aggregation and len(members) > 1:
         logging.warning("--aggregation=single certifies only the first member, %s", member_dirs[0])
-    aggregators = build_aggregators(FLAGS.aggregation, member_dirs, FLAGS.rw_weights,
-                                    FLAGS.sween_weights, FLAGS.gm_tolerance,
+    aggregators = build_aggregators(FLAGS.aggregation, member_dirs,
+                                    common_flags.expand_path(FLAGS.rw_weights),
+                                    common_flags.expand_path(FLAGS.sween_weights),
+                                    FLAGS.gm_tolerance,
                                     FLAGS.gm_max_iterations)
     images, labels = data.load_split(FLAGS.dataset, FLAGS.split, FLAGS.data_dir,
                                      FLAGS.validation_size, FLAGS.split_seed)
@@ -143,7 +145,7 @@ def main(argv):
             if a.name == "gm":
                 settings.update(gm_tolerance=FLAGS.gm_tolerance,
                                 gm_max_iterations=FLAGS.gm_max_iterations)
-            path = outfile_for(FLAGS.outfile, a.name, several)
+            path = outfile_for(common_flags.expand_path(FLAGS.outfile), a.name, several)
             logs[a.name] = CertifyLog(path, settings, resume=FLAGS.resume)
         indices = image_indices(len(labels), FLAGS.skip, FLAGS.max)
         run_certification(smooth, images, labels, indices, logs, FLAGS.N0, FLAGS.N, FLAGS.alpha,

@@ -48,3 +48,16 @@ flags.register_validator("sigma", lambda v: v > 0, message="--sigma must be > 0"
 flags.register_validator("output_dir", lambda v: bool(v), message="--output_dir must not be empty")
 
 FLAGS = flags.FLAGS
+
+OUTPUT_DIR_PLACEHOLDER = "{output_dir}"
+
+
+def expand_path(path):
+    """Replaces '{output_dir}' in a path flag by --output_dir.
+
+    Lets one stage flagfile (e.g. flags/mnist/students_cear.cfg) serve every experiment:
+    the experiment's flagfile sets --output_dir and --sigma, the stage file the rest.
+    """
+    if path is None:
+        return None
+    return path.replace(OUTPUT_DIR_PLACEHOLDER, FLAGS.output_dir)

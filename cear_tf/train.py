@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from absl import app, flags, logging
 
-from cear_tf import common_flags  # noqa: F401  (defines the shared flags)
+from cear_tf import common_flags
 from cear_tf import data, members, trainers
 import models
 
@@ -36,7 +36,7 @@ flags.DEFINE_bool("normalize", True,
                   "Put per-channel (x - mean) / std of the data set inside the model.")
 flags.DEFINE_string("model_dir", None,
                     "Where the member (or, for --role=ensemble, member_<i> folders) is written. "
-                    "Default: <output_dir>/<role>.")
+                    "Default: <output_dir>/<role>. '{output_dir}' is replaced by --output_dir.")
 flags.DEFINE_string("teacher_dir", None, "Teacher SavedModel, required for student/ensemble.")
 
 # Distillation and noise.
@@ -50,6 +50,8 @@ flags.DEFINE_enum("vga_mode", "per_model", list(trainers.NOISE_MODES),
                   "[sigma/2, 3 sigma/2].")
 flags.DEFINE_float("hard_label_weight", 0.0,
                    "Weight of hard-label cross-entropy mixed into the distillation loss.")
+flags.DEFINE_integer("num_members", 0, "Ensemble size (role=ensemble); 0 = one member per "
+                     "--temperatures entry. Students need one temperature per member.")
 flags.DEFINE_enum("member_role", "student", ["student", "gaussian"],
                   "How ensemble members are trained (gaussian: SWEEN candidates).")
 
@@ -79,6 +81,7 @@ flags.register_validator("lr_step_epochs", lambda v: v >= 1,
                          message="--lr_step_epochs must be >= 1")
 flags.register_validator("hard_label_weight", lambda v: 0 <= v <= 1,
                          message="--hard_label_weight must be in [0, 1]")
+flags.register_validator("num_members", lambda v: v >= 0, message="--num_members must be >= 0")
 flags.register_validator("train_subset", lambda v: v >= 0, message="--train_subset must be >= 0")
 
 
@@ -251,11 +254,18 @@ def train_member(cfg: MemberConfig, splits: Splits, model_dir: str, teacher=None
     return metadata
 
 
-def ensemble_configs(base: MemberConfig, temperatures, member_role: str) -> list[MemberConfig]:
+def ensemble_configs(base: MemberConfig, temperatures, member_role: str,
+                     num_members: int = 0) -> list[MemberConfig]:
     """One config per member: member i has seed base.seed + i and temperature T_i."""
+    if member_role == "student":
+        if num_members and num_members != len(temperatures):
+            raise ValueError(f"--num_members={num_members} but --temperatures has "
+                             f"{len(temperatures)} entries: students need one temperature each")
+    else:
+        temperatures = [None] * (num_members or len(temperatures))
     return [dataclasses.replace(base, role=member_role, seed=base.seed + i,
                                 vga=base.vga and member_role == "student",
-                                temperature=float(t) if member_role == "student" else None)
+                                temperature=float(t) if t is not None else None)
             for i, t in enumerate(temperatures)]
 
 
@@ -276,32 +286,33 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     role = FLAGS.role
-    model_dir = FLAGS.model_dir or os.path.join(FLAGS.output_dir, role)
-    teacher = None
-    needs_teacher = role == "student" or (role == "ensemble" and FLAGS.member_role == "student")
-    if needs_teacher:
-        if not FLAGS.teacher_dir:
-            raise app.UsageError(f"--role={role} needs --teacher_dir (a trained teacher)")
-        teacher = members.load_member(FLAGS.teacher_dir)
-        check_teacher(teacher, data.dataset_info(FLAGS.dataset))
-    if role != "ensemble" and FLAGS.resume and members.is_complete_member(model_dir):
-        logging.info("%s already exported at %s: skipped (--noresume retrains)", role, model_dir)
+    model_dir = common_flags.expand_path(FLAGS.model_dir) or os.path.join(FLAGS.output_dir, role)
+    if role == "ensemble":
+        configs = ensemble_configs(_config_from_flags("student"), FLAGS.temperatures,
+                                   FLAGS.member_role, FLAGS.num_members)
+        jobs = [(cfg, os.path.join(model_dir, f"member_{i}")) for i, cfg in enumerate(configs)]
+    else:
+        jobs = [(_config_from_flags(role), model_dir)]
+    todo = []
+    for cfg, member_dir in jobs:
+        if FLAGS.resume and members.is_complete_member(member_dir):
+            logging.info("%s already exported: skipped (--noresume retrains)", member_dir)
+        else:
+            todo.append((cfg, member_dir))
+    if not todo:
         return
+    teacher = None
+    if any(cfg.role == "student" for cfg, _ in todo):
+        teacher_dir = common_flags.expand_path(FLAGS.teacher_dir)
+        if not teacher_dir:
+            raise app.UsageError(f"--role={role} needs --teacher_dir (a trained teacher)")
+        teacher = members.load_member(teacher_dir)
+        check_teacher(teacher, data.dataset_info(FLAGS.dataset))
     splits = load_splits(FLAGS.dataset, FLAGS.data_dir, FLAGS.validation_size, FLAGS.split_seed,
                          FLAGS.train_subset)
-    if role != "ensemble":
-        train_member(_config_from_flags(role), splits, model_dir, teacher, FLAGS.resume,
-                     FLAGS.verbose)
-        return
-    base = _config_from_flags("student")
-    configs = ensemble_configs(base, FLAGS.temperatures, FLAGS.member_role)
-    for i, cfg in enumerate(configs):
-        member_dir = os.path.join(model_dir, f"member_{i}")
-        if members.is_complete_member(member_dir):
-            logging.info("member %d already exported at %s: skipped", i, member_dir)
-            continue
-        logging.info("training member %d/%d (T=%s, seed=%d, sigma=%.4f)", i + 1, len(configs),
-                     cfg.temperature, cfg.seed, cfg.sigma)
+    for n, (cfg, member_dir) in enumerate(todo, start=1):
+        logging.info("training %s %d/%d: %s (T=%s, seed=%d, sigma=%.4f)", cfg.role, n, len(todo),
+                     member_dir, cfg.temperature, cfg.seed, cfg.sigma)
         train_member(cfg, splits, member_dir, teacher, FLAGS.resume, FLAGS.verbose)
 
 

@@ -22,8 +22,8 @@ import numpy as np
 import scipy.optimize
 from absl import app, flags, logging
 
-from cear_tf import smoothing_flags  # noqa: F401  (defines the shared flags)
-from cear_tf import aggregate, data, ensemble
+from cear_tf import smoothing_flags
+from cear_tf import aggregate, common_flags, data, ensemble
 from cear_tf.smoothing import Smooth
 
 FLAGS = flags.FLAGS
@@ -89,8 +89,8 @@ def main(argv):
         raise app.UsageError("--models is required")
     if FLAGS.validation_size < 1:
         raise app.UsageError("--validation_size must be >= 1: weights need a validation split")
-    member_dirs = ensemble.resolve_member_dirs(FLAGS.models)
-    path = FLAGS.weights_out or ensemble.default_weights_path(member_dirs, FLAGS.method)
+    member_dirs = smoothing_flags.member_dirs()
+    path = common_flags.expand_path(FLAGS.weights_out) or ensemble.default_weights_path(member_dirs, FLAGS.method)
     if FLAGS.resume and os.path.exists(path):
         logging.info("%s exists: skipped (--noresume recomputes)", path)
         return

@@ -1,0 +1,167 @@
+"""Markdown report: our measured certified accuracy beside the paper's Tables 4-6.
+
+  python -m cear_tf.report --runs=runs/mnist_sigma025_cpu,runs/mnist_sigma050_cpu \
+      --report_dir=results/report
+
+Each run folder is an experiment's --output_dir; its certify/*.tsv logs are found and named
+by method (randsmooth -> RandSmooth, sween -> SWEEN, cear_minus_gm -> CEAR-(GM), cear_rw ->
+CEAR(RW), ...). Dataset, sigma, N and the image count come from each log's settings file,
+epochs and architecture from the members' cear.json. Writes report.md and one
+certified-accuracy-vs-radius PNG per run (like the paper's Figure 2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from typing import Any
+
+import numpy as np
+from absl import app, flags, logging
+
+from cear_tf import analyze, members, paper_tables
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_list("runs", None, "Experiment output folders holding certify/*.tsv logs.")
+flags.DEFINE_string("report_dir", "results/report", "Where report.md and the plots go.")
+flags.DEFINE_bool("plots", True, "Draw certified-accuracy-vs-radius plots (needs matplotlib).")
+
+
+def method_name(stem: str) -> str:
+    """Log file stem -> the paper's method name."""
+    m = re.fullmatch(r"cear(_minus)?_(\w+)", stem)
+    if m:
+        agg = m.group(2).upper() if m.group(2) in ("mv", "rw", "gm") else m.group(2)
+        return f"CEAR{'-' if m.group(1) else ''}({agg})"
+    return {"randsmooth": "RandSmooth", "sween": "SWEEN"}.get(stem, stem)
+
+
+def discover(run_dir: str) -> list[dict[str, Any]]:
+    """One record per log in run_dir/certify: method, path, settings, member metadata."""
+    folder = os.path.join(run_dir, "certify")
+    if not os.path.isdir(folder):
+        raise ValueError(f"--runs: {run_dir} has no certify/ folder of logs")
+    records = []
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".tsv"):
+            continue
+        path = os.path.join(folder, name)
+        settings_path = path + ".json"
+        if not os.path.exists(settings_path):
+            raise ValueError(f"{path}: no settings file {settings_path}")
+        with open(settings_path) as f:
+            settings = json.load(f)
+        first = settings.get("models", [None])[0]
+        meta = members.read_metadata(first) if first and os.path.isdir(first) else {}
+        records.append(dict(method=method_name(name[:-4]), path=path, settings=settings,
+                            member=meta, run=run_dir))
+    if not records:
+        raise ValueError(f"--runs: {folder} holds no .tsv logs")
+    return records
+
+
+def _order(method: str) -> int:
+    return (paper_tables.METHODS.index(method) if method in paper_tables.METHODS
+            else len(paper_tables.METHODS))
+
+
+def _standard_error(p_percent: float, n: int) -> float:
+    p = min(max(p_percent / 100, 0.0), 1.0)
+    return 100 * math.sqrt(max(p * (1 - p), 0.25 / n) / n)
+
+
+def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    settings = records[0]["settings"]
+    dataset, sigma = settings["dataset"], float(settings["sigma"])
+    radii = paper_tables.RADII[dataset]
+    paper = paper_tables.CERTIFIED_ACCURACY.get(dataset, {}).get(sigma, {})
+    header = ["method", "source", *[f"{r:g}" for r in radii], "ACR"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    curves = {}
+    details = []
+    for rec in sorted(records, key=lambda r: _order(r["method"])):
+        correct, radius = analyze.load_log(rec["path"])
+        n = len(correct)
+        ours = 100 * analyze.certified_accuracy(correct, radius, radii)
+        acr = analyze.average_certified_radius(correct, radius)
+        ref = paper.get(rec["method"])
+        if ref is not None:
+            lines.append("| " + " | ".join([rec["method"], "paper", *map(str, ref), ""]) + " |")
+        cells = []
+        for i, v in enumerate(ours):
+            mark = ""
+            if ref is not None and abs(v - ref[i]) > 2 * _standard_error(ref[i], n):
+                mark = "*"
+            cells.append(f"{v:.0f}{mark}")
+        lines.append("| " + " | ".join([rec["method"], f"ours (n={n})", *cells, f"{acr:.3f}"])
+                     + " |")
+        curves[rec["method"]] = (correct, radius)
+        s, m = rec["settings"], rec["member"]
+        details.append(f"{rec['method']}: N0={s.get('N0')}, N={s.get('N')}, alpha={s.get('alpha')}, "
+                       f"logit_noise={s.get('logit_noise')}, {n} images, members "
+                       f"{len(s.get('models', []))} x {m.get('arch', '?')} trained "
+                       f"{m.get('epochs', '?')} epochs on {m.get('train_examples', '?')} images")
+    table_no = paper_tables.TABLE_NUMBER.get(dataset)
+    text = [f"### {dataset}, sigma = {sigma:g} ({os.path.basename(records[0]['run'].rstrip('/'))})",
+            "",
+            f"Certified accuracy (%) at radius r. 'paper': Table {table_no} of the paper; 'ours': "
+            f"measured here. '*' marks our numbers that differ from the paper's by more than "
+            f"two binomial standard errors of the image sample.",
+            "", *lines, "", "Settings:", "", *[f"- {d}" for d in details], ""]
+    return "\n".join(text), dict(dataset=dataset, sigma=sigma, curves=curves)
+
+
+def plot_run(info: dict[str, Any], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top = max(paper_tables.RADII[info["dataset"]])
+    grid = np.linspace(0, top * 1.25, 200)
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for method, (correct, radius) in info["curves"].items():
+        ax.plot(grid, 100 * analyze.certified_accuracy(correct, radius, grid), label=method)
+    ax.set_xlabel("radius (L2)")
+    ax.set_ylabel("certified accuracy (%)")
+    ax.set_title(f"{info['dataset']}, sigma = {info['sigma']:g} (ours)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_report(run_dirs, report_dir: str, plots: bool = True) -> str:
+    os.makedirs(report_dir, exist_ok=True)
+    sections = ["# cear_tf: measured certified accuracy beside the paper", ""]
+    for run in run_dirs:
+        text, info = run_section(discover(run))
+        sections.append(text)
+        if plots:
+            png = f"certified_accuracy_{os.path.basename(run.rstrip('/'))}.png"
+            try:
+                plot_run(info, os.path.join(report_dir, png))
+                sections.append(f"![certified accuracy vs radius]({png})\n")
+            except ImportError:
+                logging.warning("matplotlib is not installed: no plots (pip install matplotlib)")
+                plots = False
+    report = "\n".join(sections)
+    with open(os.path.join(report_dir, "report.md"), "w") as f:
+        f.write(report)
+    return report
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.runs:
+        raise app.UsageError("--runs is required")
+    print(build_report(FLAGS.runs, FLAGS.report_dir, FLAGS.plots))
+
+
+if __name__ == "__main__":
+    app.run(main)

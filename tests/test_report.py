@@ -1,0 +1,77 @@
+import os
+import re
+
+import numpy as np
+import pytest
+
+from cear_tf import paper_tables, report
+from cear_tf.certify_log import CertifyLog
+from tests.conftest import SHARED_DATASETS
+from tests.helpers import parse_flags
+
+PAPER = SHARED_DATASETS.parent / "reference" / "cear-paper.txt"
+
+
+def test_transcribed_tables_match_the_paper_text():
+    if not PAPER.exists():
+        pytest.skip(f"{PAPER} not present")
+    text = PAPER.read_text()
+    row = re.compile(r"^(?:(\d+\.\d+) )?(RandSmooth|SWEEN|CEAR-?\((?:MV|RW|GM)\)) ((?:\d+ ){8}\d+)$")
+    found, table, sigma = {}, None, None
+    for line in text.splitlines():
+        for number, dataset in ((4, "mnist"), (5, "cifar10"), (6, "tinyimagenet")):
+            if line.startswith(f"Table {number}."):
+                table = dataset
+        if line.startswith("Table 1.") or line.startswith("Table 2.") or line.startswith("Table 3."):
+            table = None
+        m = row.match(line)
+        if m and table:
+            sigma = float(m.group(1)) if m.group(1) else sigma
+            found.setdefault(table, {}).setdefault(sigma, {})[m.group(2)] = \
+                [int(v) for v in m.group(3).split()]
+    assert found == paper_tables.CERTIFIED_ACCURACY
+    assert "CEAR(RW) 98.29% 10.60% 44.60% 81.00% 16.79% 46.00%" in text
+    assert paper_tables.ATTACK_SUCCESS["CEAR(RW)"] == (98.29, 10.6, 44.6, 81.0, 16.79, 46.0)
+
+
+@pytest.mark.parametrize("stem,name", [("randsmooth", "RandSmooth"), ("sween", "SWEEN"),
+                                       ("cear_minus_gm", "CEAR-(GM)"), ("cear_rw", "CEAR(RW)"),
+                                       ("cear_mv", "CEAR(MV)"), ("cear_mean", "CEAR(mean)")])
+def test_method_names(stem, name):
+    assert report.method_name(stem) == name
+
+
+def _fake_run(root, radii_by_method, sigma=0.25):
+    folder = root / "certify"
+    for stem, radii in radii_by_method.items():
+        settings = dict(dataset="mnist", sigma=sigma, N0=100, N=1000, alpha=0.001,
+                        logit_noise=0.0, models=[str(root / "nowhere")], aggregation=stem)
+        log = CertifyLog(str(folder / f"{stem}.tsv"), settings)
+        for i, r in enumerate(radii):
+            correct = r >= 0
+            log.write(i, 1, 1 if correct else -1, max(r, 0.0), correct, 0.1, 900, 1000, 0.9)
+        log.close()
+
+
+def test_report_places_ours_beside_the_paper(tmp_path):
+    run = tmp_path / "runs" / "mnist_sigma025_cpu"
+    _fake_run(run, {"cear_gm": [0.8, 0.6, 0.3, -1], "randsmooth": [0.8, 0.8, 0.8, 0.8]})
+    text = report.build_report([str(run)], str(tmp_path / "rep"), plots=True)
+    assert "| CEAR(GM) | paper | 98 | 97 | 93 | 90 | 0 | 0 | 0 | 0 | 0 |  |" in text
+    # ours at r = 0, .25, .5, .75: 3/4, 3/4, 2/4, 1/4; ACR (0.8 + 0.6 + 0.3) / 4.
+    # With 4 images two standard errors are ~25 points: only r = .5 and .75 differ clearly.
+    assert "| CEAR(GM) | ours (n=4) | 75 | 75 | 50* | 25* | 0 | 0 | 0 | 0 | 0 | 0.425 |" in text
+    assert text.index("RandSmooth | paper") < text.index("CEAR(GM) | paper")  # paper's order
+    assert "N=1000" in text and "4 images" in text
+    png = tmp_path / "rep" / "certified_accuracy_mnist_sigma025_cpu.png"
+    assert png.exists() and png.stat().st_size > 1000
+    assert (tmp_path / "rep" / "report.md").read_text() == text
+
+
+def test_report_cli_errors(tmp_path):
+    from absl import app
+    parse_flags([])
+    with pytest.raises(app.UsageError, match="--runs"):
+        report.main(["prog"])
+    with pytest.raises(ValueError, match="no certify/ folder"):
+        report.build_report([str(tmp_path)], str(tmp_path / "r"))
