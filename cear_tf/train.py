@@ -66,7 +66,8 @@ flags.DEFINE_integer("lr_step_epochs", 30, "step schedule: multiply by lr_gamma 
 flags.DEFINE_float("lr_gamma", 0.1, "step schedule: decay factor.")
 flags.DEFINE_enum("augment", "none", list(data.AUGMENTATIONS), "Data augmentation.")
 flags.DEFINE_integer("train_subset", 0,
-                     "Train on the first N images of the (shuffled) train split; 0 = all.")
+                     "Train on a random subset of N images of the train split (fixed by "
+                     "--split_seed, the same for every member); 0 = all.")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 per epoch.")
 
 flags.register_validator("temperature", lambda v: v >= 1, message="--temperature must be >= 1")
@@ -140,8 +141,11 @@ class Splits:
 def load_splits(dataset, data_dir, validation_size, split_seed, train_subset=0) -> Splits:
     kw = dict(data_dir=data_dir, validation_size=validation_size, split_seed=split_seed)
     train = data.load_split(dataset, "train", **kw)
-    if train_subset:
-        train = (train[0][:train_subset], train[1][:train_subset])
+    if train_subset and train_subset < len(train[1]):
+        # A random subset: local copies may be sorted by class (the CIFAR-10 image folders).
+        keep = np.sort(np.random.default_rng([split_seed, 1]).permutation(len(train[1]))
+                       [:train_subset])
+        train = (train[0][keep], train[1][keep])
     validation = data.load_split(dataset, "validation", **kw) if validation_size else None
     return Splits(train, validation, data.load_split(dataset, "test", **kw),
                   data.dataset_info(dataset), validation_size, split_seed)
