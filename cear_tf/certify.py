@@ -17,7 +17,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from cear_tf import smoothing_flags
-from cear_tf import aggregate, common_flags, data, ensemble
+from cear_tf import aggregate, common_flags, data, distribute, ensemble
 from cear_tf.certify_log import CertifyLog
 from cear_tf.smoothing import Smooth
 
@@ -35,6 +35,8 @@ flags.DEFINE_integer("gm_max_iterations", 100, "Geometric median: maximum Weiszf
 flags.DEFINE_enum("split", "test", list(data.SPLITS), "Split to certify.")
 flags.DEFINE_integer("skip", 1, "Certify every skip-th image (Cohen: 20 for CIFAR-10/ImageNet).")
 flags.DEFINE_integer("max", -1, "Stop at image index max (exclusive); -1 = all.")
+flags.DEFINE_string("shard", "0/1", "i/n: certify only the i-th of n disjoint interleaved parts "
+                    "of the selected images (merge the logs with python -m cear_tf.merge).")
 flags.DEFINE_string("outfile", None, "Log path; '{aggregation}' in it is replaced by each "
                     "aggregation's name (added before the suffix when several are given).")
 
@@ -42,10 +44,20 @@ flags.register_validator("aggregation", lambda v: bool(v) and all(a in aggregate
                          and len(set(v)) == len(v),
                          message=f"--aggregation must be distinct names from "
                                  f"{', '.join(aggregate.AGGREGATIONS)}")
+flags.register_validator("shard", lambda v: parse_shard(v) is not None,
+                         message="--shard must be i/n with 0 <= i < n")
 flags.register_validator("skip", lambda v: v >= 1, message="--skip must be >= 1")
 flags.register_validator("gm_tolerance", lambda v: v > 0, message="--gm_tolerance must be > 0")
 flags.register_validator("gm_max_iterations", lambda v: v >= 1,
                          message="--gm_max_iterations must be >= 1")
+
+
+def parse_shard(text: str) -> tuple[int, int] | None:
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        return None
+    return (i, n) if 0 <= i < n else None
 
 
 def outfile_for(template: str, name: str, several: bool) -> str:
@@ -71,10 +83,12 @@ def build_aggregators(names, member_dirs, rw_weights=None, sween_weights=None,
     return aggregators
 
 
-def image_indices(total: int, skip: int, max_index: int) -> list[int]:
-    """Cohen's selection: every skip-th index from 0, below max_index (-1 = no bound)."""
+def image_indices(total: int, skip: int, max_index: int, shard: str = "0/1") -> list[int]:
+    """Cohen's selection: every skip-th index from 0, below max_index (-1 = no bound); then
+    the shard's interleaved part of it."""
     stop = total if max_index < 0 else min(total, max_index)
-    return list(range(0, stop, skip))
+    i, n = parse_shard(shard)
+    return list(range(0, stop, skip))[i::n]
 
 
 def check_images(images: np.ndarray, where: str) -> None:
@@ -114,7 +128,9 @@ def main(argv):
         if not FLAGS[name].value:
             raise app.UsageError(f"--{name} is required")
     member_dirs = smoothing_flags.member_dirs()
-    members = ensemble.load_ensemble(member_dirs)
+    strategy = distribute.make_strategy(FLAGS.strategy)
+    with strategy.scope():  # members' variables are placed (mirrored) by the strategy
+        members = ensemble.load_ensemble(member_dirs)
     info = data.dataset_info(FLAGS.dataset)
     if members[0].input_shape != info.image_shape or members[0].num_classes != info.num_classes:
         raise ValueError(f"members take {members[0].input_shape} -> {members[0].num_classes} "
@@ -130,7 +146,8 @@ def main(argv):
                                      FLAGS.validation_size, FLAGS.split_seed)
     check_images(images, f"{FLAGS.dataset} {FLAGS.split}")
     smooth = Smooth(members, info.num_classes, FLAGS.sigma, aggregators,
-                    logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed)
+                    logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
+                    strategy=strategy)
     several = len(aggregators) > 1
     logs = {}
     try:
@@ -141,13 +158,15 @@ def main(argv):
                 sigma=FLAGS.sigma, logit_noise=FLAGS.logit_noise, N0=FLAGS.N0, N=FLAGS.N,
                 alpha=FLAGS.alpha, clip=FLAGS.clip, seed=FLAGS.seed,
                 validation_size=FLAGS.validation_size if FLAGS.split != "test" else None,
-                split_seed=FLAGS.split_seed if FLAGS.split != "test" else None)
+                split_seed=FLAGS.split_seed if FLAGS.split != "test" else None,
+                skip=FLAGS.skip, max=FLAGS.max, shard=FLAGS.shard, num_images=len(labels),
+                strategy=FLAGS.strategy)
             if a.name == "gm":
                 settings.update(gm_tolerance=FLAGS.gm_tolerance,
                                 gm_max_iterations=FLAGS.gm_max_iterations)
             path = outfile_for(common_flags.expand_path(FLAGS.outfile), a.name, several)
             logs[a.name] = CertifyLog(path, settings, resume=FLAGS.resume)
-        indices = image_indices(len(labels), FLAGS.skip, FLAGS.max)
+        indices = image_indices(len(labels), FLAGS.skip, FLAGS.max, FLAGS.shard)
         run_certification(smooth, images, labels, indices, logs, FLAGS.N0, FLAGS.N, FLAGS.alpha,
                           FLAGS.batch)
     finally:

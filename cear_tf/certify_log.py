@@ -16,6 +16,14 @@ COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 EXTRA_COLUMNS = ("count", "num", "p_lower")
 HEADER = "\t".join(COLUMNS + EXTRA_COLUMNS)
 
+# Settings that choose which images a log covers, not what a row holds: a log may be resumed
+# or merged across them (rows depend only on the binding settings and the image index).
+NON_BINDING = ("skip", "max", "shard", "num_images", "strategy")
+
+
+def binding(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k not in NON_BINDING}
+
 
 class LogError(ValueError):
     """A log file cannot be resumed or parsed."""
@@ -51,12 +59,12 @@ class CertifyLog:
             self._check_settings(settings)
             self._truncate_partial_row()
             self.done = {int(r["idx"]) for r in read_rows(path)}
+            self._write_settings(settings)  # the latest image selection
             self._file = open(path, "a")
         else:
             if os.path.exists(path) and not resume:
                 os.replace(path, path + ".old")  # never destroy rows silently
-            with open(self.settings_path, "w") as f:
-                json.dump(settings, f, indent=2, sort_keys=True)
+            self._write_settings(settings)
             self._file = open(path, "w")
             self._file.write(HEADER + "\n")
             self._file.flush()
@@ -66,13 +74,20 @@ class CertifyLog:
             raise LogError(f"{self.path} exists without its settings file {self.settings_path}; "
                            f"move it away or pass --noresume")
         with open(self.settings_path) as f:
-            old = json.load(f)
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            old = binding(json.load(f))
+        new = binding(settings)
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if diff:
-            details = ", ".join(f"--{k}: log {old.get(k)!r} vs now {settings.get(k)!r}"
+            details = ", ".join(f"--{k}: log {old.get(k)!r} vs now {new.get(k)!r}"
                                 for k in diff)
             raise LogError(f"{self.path} was made with other settings ({details}); use another "
                            f"--outfile or pass --noresume (the old log is kept as .old)")
+
+    def _write_settings(self, settings):
+        tmp = self.settings_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(settings, f, indent=2, sort_keys=True)
+        os.replace(tmp, self.settings_path)
 
     def _truncate_partial_row(self):
         with open(self.path, "rb+") as f:

@@ -9,7 +9,7 @@ import os
 
 from absl import flags
 
-from cear_tf import data
+from cear_tf import data, distribute
 
 # Data.
 flags.DEFINE_enum("dataset", "mnist", list(data.DATASETS), "Data set.")
@@ -35,6 +35,9 @@ flags.DEFINE_float(
 # Reproducibility and outputs.
 flags.DEFINE_integer("seed", 0, "Random seed (initialisation, shuffling, noise).")
 flags.DEFINE_string("output_dir", "runs", "Directory for models, logs and reports.")
+flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
+                  "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
+                  "multiworker (the workers in TF_CONFIG).")
 flags.DEFINE_bool("resume", True, "Resume interrupted work: training from its per-epoch "
                   "checkpoint, certification from the last complete row of its log "
                   "(checked against the log's settings). --noresume starts over.")

@@ -70,6 +70,9 @@ class Smooth:
       clip: clip noisy inputs to [0, 1] (part of the base classifier, so still sound).
       seed: the noise of image `idx` is a function of (seed, idx) only, so reruns, resumed
         runs and shards of a run reproduce the same draws.
+      strategy: a tf.distribute strategy; with R replicas, R noise batches run at once, one
+        per replica, and their counts are summed. The batches (and so the counts) are the
+        same as on one device.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class Smooth:
         logit_noise: float = 0.0,
         clip: bool = False,
         seed: int = 0,
+        strategy: tf.distribute.Strategy | None = None,
     ):
         if not members:
             raise ValueError("an ensemble needs at least one member")
@@ -100,7 +104,10 @@ class Smooth:
         self.logit_noise = float(logit_noise)
         self.clip = bool(clip)
         self.seed = int(seed)
+        self.strategy = strategy or tf.distribute.get_strategy()
         self._draw_counts = tf.function(self._draw_counts_graph, reduce_retracing=True)
+        self._replicated_counts = tf.function(self._replicated_counts_graph,
+                                              reduce_retracing=True)
         self._draw_probabilities = tf.function(self._noisy_probabilities, reduce_retracing=True)
 
     @property
@@ -157,31 +164,53 @@ class Smooth:
         the counts leave the graph.
         """
         totals = np.zeros((len(self.aggregators), self.num_classes), np.int64)
-        for counts in self._batches(self._draw_counts, x, num, batch_size, idx, phase):
+        x = tf.convert_to_tensor(x, tf.float32)
+        batches = self._batch_plan(num, batch_size, idx, phase)
+        replicas = self.strategy.num_replicas_in_sync
+        for start in range(0, len(batches), replicas):
+            group = batches[start:start + replicas]
+            if replicas == 1:
+                counts, bad = self._draw_counts(x, tf.constant(group[0][0], tf.int64),
+                                                tf.constant(group[0][1], tf.int32))
+                bad = tf.logical_not(bad)
+            else:
+                # Idle replicas run one throw-away draw (zero-size batches break some
+                # kernels) whose votes are masked out in the graph.
+                group += [(group[0][0], 0)] * (replicas - len(group))
+                counts, bad = self._replicated_counts(
+                    x, tf.constant([k for k, _ in group], tf.int64),
+                    tf.constant([n for _, n in group], tf.int32))
+            self._raise_if_nonfinite(bad.numpy(), idx)
             totals += counts.numpy()
         return dict(zip(self.names, totals))
 
     def noisy_member_probabilities(self, x: np.ndarray, num: int, batch_size: int,
                                    idx: int = 0) -> np.ndarray:
         """[M, num, K] member softmax outputs on `num` smoothing draws of x (SWEEN fitting)."""
-        parts = list(self._batches(self._draw_probabilities, x, num, batch_size, idx, _ESTIMATE))
-        return np.concatenate([p.numpy() for p in parts], axis=1)
-
-    def _batches(self, fn, x, num, batch_size, idx, phase):
-        """Runs fn(x, key, n) over `num` draws in batches, each with its own noise key."""
         x = tf.convert_to_tensor(x, tf.float32)
-        remaining, batch_index = int(num), 0
+        parts = []
+        for key, this in self._batch_plan(num, batch_size, idx, _ESTIMATE):
+            probs, finite = self._draw_probabilities(x, tf.constant(key, tf.int64),
+                                                     tf.constant(this, tf.int32))
+            self._raise_if_nonfinite(np.logical_not(finite.numpy()), idx)
+            parts.append(probs.numpy())
+        return np.concatenate(parts, axis=1)
+
+    def _batch_plan(self, num, batch_size, idx, phase) -> list[tuple[list[int], int]]:
+        """(noise key, draws) of each batch of image idx: the unit of noise generation."""
+        plan, remaining, batch_index = [], int(num), 0
         while remaining > 0:
             this = min(batch_size, remaining)
-            key = tf.constant([self.seed, (int(idx) * 3 + phase) * 2**20 + batch_index], tf.int64)
-            out, finite = fn(x, key, tf.constant(this, tf.int32))
-            finite = finite.numpy()
-            if not finite.all():
-                bad = int(np.argmin(finite))
-                raise NonFiniteError(f"member {bad} returned NaN or Inf logits on image {idx}")
-            yield out
+            plan.append(([self.seed, (int(idx) * 3 + phase) * 2**20 + batch_index], this))
             remaining -= this
             batch_index += 1
+        return plan
+
+    @staticmethod
+    def _raise_if_nonfinite(bad, idx):
+        if np.any(bad):
+            member = int(np.argmax(np.asarray(bad) > 0))
+            raise NonFiniteError(f"member {member} returned NaN or Inf logits on image {idx}")
 
     # -- graph ---------------------------------------------------------------------------
 
@@ -217,6 +246,18 @@ class Smooth:
             counts.append(tf.math.bincount(tf.cast(votes, tf.int32), minlength=self.num_classes,
                                            maxlength=self.num_classes, dtype=tf.int64))
         return tf.stack(counts), finite
+
+    def _replicated_counts_graph(self, x, keys, nums):
+        def replica_fn():
+            r = tf.distribute.get_replica_context().replica_id_in_sync_group
+            active = tf.cast(nums[r] > 0, tf.int64)
+            counts, finite = self._draw_counts_graph(x, keys[r], tf.maximum(nums[r], 1))
+            return counts * active, tf.cast(tf.logical_not(finite), tf.int64) * active
+
+        counts, bad = self.strategy.run(replica_fn)
+        total = tf.distribute.ReduceOp.SUM
+        return (self.strategy.reduce(total, counts, axis=None),
+                self.strategy.reduce(total, bad, axis=None))
 
 
 def _check_positive(**values):

@@ -19,10 +19,11 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import app, flags, logging
 
 from cear_tf import common_flags
-from cear_tf import data, members, trainers
+from cear_tf import data, distribute, members, trainers
 import models
 
 FLAGS = flags.FLAGS
@@ -195,8 +196,13 @@ def build_trainer(cfg: MemberConfig, info: data.DatasetInfo, teacher=None):
 
 
 def train_member(cfg: MemberConfig, splits: Splits, model_dir: str, teacher=None,
-                 resume: bool = True, verbose: int = 1, extra_callbacks=()) -> dict:
-    """Trains one member, exports it to `model_dir`, returns its metadata."""
+                 resume: bool = True, verbose: int = 1, extra_callbacks=(),
+                 strategy: tf.distribute.Strategy | None = None) -> dict:
+    """Trains one member, exports it to `model_dir`, returns its metadata.
+
+    Under a tf.distribute `strategy` the model and optimizer are created in its scope and
+    Keras splits each global batch of `cfg.batch_size` across the replicas.
+    """
     if cfg.role not in ("teacher", "student", "gaussian"):
         raise ValueError(f"unknown member role {cfg.role!r}")
     if cfg.role != "teacher" and cfg.base_sigma <= 0:
@@ -206,12 +212,13 @@ def train_member(cfg: MemberConfig, splits: Splits, model_dir: str, teacher=None
             raise ValueError("a student needs a teacher (--teacher_dir)")
         check_teacher(teacher, splits.info)
     keras.utils.set_random_seed(cfg.seed)
-    trainer = build_trainer(cfg, splits.info, teacher)
     x_train, y_train = splits.train
     steps = math.ceil(len(y_train) / cfg.batch_size)
-    trainer.compile(optimizer=keras.optimizers.SGD(
-        learning_rate=_learning_rate(cfg, steps), momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay or None))
+    with (strategy or tf.distribute.get_strategy()).scope():
+        trainer = build_trainer(cfg, splits.info, teacher)
+        trainer.compile(optimizer=keras.optimizers.SGD(
+            learning_rate=_learning_rate(cfg, steps), momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay or None))
 
     parent = os.path.dirname(os.path.abspath(model_dir))
     os.makedirs(parent, exist_ok=True)
@@ -305,19 +312,22 @@ def main(argv):
             todo.append((cfg, member_dir))
     if not todo:
         return
+    strategy = distribute.make_strategy(FLAGS.strategy)
     teacher = None
     if any(cfg.role == "student" for cfg, _ in todo):
         teacher_dir = common_flags.expand_path(FLAGS.teacher_dir)
         if not teacher_dir:
             raise app.UsageError(f"--role={role} needs --teacher_dir (a trained teacher)")
-        teacher = members.load_member(teacher_dir)
+        with strategy.scope():
+            teacher = members.load_member(teacher_dir)
         check_teacher(teacher, data.dataset_info(FLAGS.dataset))
     splits = load_splits(FLAGS.dataset, FLAGS.data_dir, FLAGS.validation_size, FLAGS.split_seed,
                          FLAGS.train_subset)
     for n, (cfg, member_dir) in enumerate(todo, start=1):
         logging.info("training %s %d/%d: %s (T=%s, seed=%d, sigma=%.4f)", cfg.role, n, len(todo),
                      member_dir, cfg.temperature, cfg.seed, cfg.sigma)
-        train_member(cfg, splits, member_dir, teacher, FLAGS.resume, FLAGS.verbose)
+        train_member(cfg, splits, member_dir, teacher, FLAGS.resume, FLAGS.verbose,
+                     strategy=strategy)
 
 
 if __name__ == "__main__":

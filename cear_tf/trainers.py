@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cear_tf.distribute import replica_seed, scale_for_replicas
+
 NOISE_MODES = ("per_model", "per_example")
 
 # Separate streams derived from a member's seed, so the VGA draw does not depend on how
@@ -85,17 +87,23 @@ class NoisyInputTrainer(keras.Model):
 
     # -- noise ---------------------------------------------------------------------------
 
+    def _next_seed(self):
+        # A fresh stateless seed per call, folded with the replica id under a distribution
+        # strategy so that replicas do not draw the same noise.
+        return replica_seed(tf.cast(self.noise_seed.next(), tf.int64))
+
     def add_noise(self, x):
         """x + noise at this member's training sigma, fresh on every call."""
         if self.noise_mode == "per_example":
             low, high = self.sigma_range
             batch = tf.shape(x)[0]
-            scale = keras.random.uniform((batch, 1, 1, 1), low, high, seed=self.noise_seed)
+            scale = tf.random.stateless_uniform((batch, 1, 1, 1), self._next_seed(), low, high,
+                                                dtype=x.dtype)
         elif self.sigma == 0.0:
             return x
         else:
-            scale = self.sigma
-        return x + scale * keras.random.normal(tf.shape(x), seed=self.noise_seed)
+            scale = tf.cast(self.sigma, x.dtype)
+        return x + scale * tf.random.stateless_normal(tf.shape(x), self._next_seed(), dtype=x.dtype)
 
     # -- keras.Model API -------------------------------------------------------------------
 
@@ -117,11 +125,11 @@ class NoisyInputTrainer(keras.Model):
         with tf.GradientTape() as tape:
             logits = self.network(noisy, training=True)
             loss = self.compute_member_loss(x, logits, y)
-            # Under a distribution strategy each replica's loss is averaged over the global
-            # batch by the optimizer's aggregation; model losses (regularisers) add here.
             if self.network.losses:
                 loss = loss + tf.add_n(self.network.losses)
-        grads = tape.gradient(loss, self.network.trainable_variables)
+            # Replicas' gradients are summed: each contributes its share of the global mean.
+            scaled = scale_for_replicas(loss)
+        grads = tape.gradient(scaled, self.network.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.network.trainable_variables))
         self.loss_tracker.update_state(loss)
         self.noisy_accuracy_tracker.update_state(y, logits)
@@ -157,6 +165,13 @@ def distillation_loss(teacher_logits, student_logits, temperature: float):
     return -tf.reduce_mean(tf.reduce_sum(soft_targets * log_probs, axis=-1)) * t * t
 
 
+class _Untracked:
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
 class Distiller(NoisyInputTrainer):
     """CEAR student: distillation with temperature scaling (DTS) on VGA-noised inputs.
 
@@ -183,15 +198,15 @@ class Distiller(NoisyInputTrainer):
             raise ValueError(f"temperature must be >= 1, got {temperature}")
         if not 0.0 <= hard_label_weight <= 1.0:
             raise ValueError(f"hard_label_weight must be in [0, 1], got {hard_label_weight}")
-        # A plain list hides the teacher from Keras' tracking: its weights are neither
-        # trained nor written into the student's checkpoints.
-        self._teacher_holder = [teacher]
+        # Held in a plain object, which Keras does not track (it does track lists): the
+        # teacher's weights are neither trained nor written into the student's checkpoints.
+        self._teacher_holder = _Untracked(teacher)
         self.temperature = float(temperature)
         self.hard_label_weight = float(hard_label_weight)
 
     @property
     def teacher(self):
-        return self._teacher_holder[0]
+        return self._teacher_holder.value
 
     def compute_member_loss(self, x_clean, logits, y):
         teacher_logits = tf.stop_gradient(self.teacher(x_clean))

@@ -8,6 +8,13 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices, so tf.distribute tests run a real MirroredStrategy on this machine.
+# Must happen before TensorFlow initialises its devices, hence here, at collection time.
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATASETS = pathlib.Path(
     os.environ.get("CEAR_TF_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))

@@ -94,6 +94,16 @@ def test_distiller_loss_uses_clean_teacher_input_and_hard_weight():
     np.testing.assert_array_equal(calls[0], x)  # the teacher saw the clean batch
 
 
+def test_teacher_weights_are_not_part_of_the_student():
+    teacher = models.build_model("lenet5", (28, 28, 1), 10)
+    network = models.build_model("lenet5", (28, 28, 1), 10)
+    d = trainers.Distiller(network, teacher, 3.0, 0.25)
+    d(np.zeros((1, 28, 28, 1), np.float32))
+    ids = {id(w) for w in d.weights}
+    assert not ids & {id(w) for w in teacher.weights}
+    assert {id(w) for w in network.weights} <= ids
+
+
 def test_vga_sigma_reproducible_and_in_range():
     draws = [trainers.vga_sigma(0.5, seed) for seed in range(500)]
     assert draws == [trainers.vga_sigma(0.5, seed) for seed in range(500)]
