@@ -80,6 +80,33 @@ def test_cifar_image_folders_dir_and_archives(tmp_path, archive):
     np.testing.assert_array_equal(_u8(x), out["test"][0])
 
 
+def test_archive_decode_is_cached_and_invalidated(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CEAR_TF_CACHE", str(cache))
+    src, packed = tmp_path / "src", tmp_path / "packed"
+    packed.mkdir()
+    out = fakes.write_cifar_folders(src, seed=1)
+    archive = packed / "c.tar.gz"
+    fakes.tar_folder(src, archive)
+    x1, _ = data.load_split("cifar10", "test", str(packed))
+    assert len(list(cache.glob("cifar10-test-*.npz"))) == 1
+    data._load_official_cached.cache_clear()
+    np.testing.assert_array_equal(data.load_split("cifar10", "test", str(packed))[0], x1)
+    # A rewritten archive (new size/mtime) is decoded again, not served stale from the cache.
+    shutil.rmtree(src)
+    out2 = fakes.write_cifar_folders(src, seed=2)
+    fakes.tar_folder(src, archive)
+    os.utime(archive, ns=(1, 10**18))
+    data._load_official_cached.cache_clear()
+    x2, _ = data.load_split("cifar10", "test", str(packed))
+    np.testing.assert_array_equal(_u8(x2), out2["test"][0])
+    assert not np.array_equal(out["test"][0], out2["test"][0])
+    monkeypatch.setenv("CEAR_TF_CACHE", "off")
+    data._load_official_cached.cache_clear()
+    data.load_split("cifar10", "test", str(packed))
+    assert len(list(cache.glob("*.npz"))) == 2
+
+
 @pytest.mark.parametrize("archive", [None, "zip"])
 def test_tinyimagenet_layout(tmp_path, archive):
     (train, val) = fakes.write_tinyimagenet(tmp_path / "src")
