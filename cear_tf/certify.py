@@ -17,19 +17,11 @@ import numpy as np
 from absl import app, flags, logging
 
 from cear_tf import smoothing_flags
-from cear_tf import aggregate, common_flags, data, distribute, ensemble
+from cear_tf import common_flags, data, distribute, ensemble
 from cear_tf.certify_log import CertifyLog
 from cear_tf.smoothing import Smooth
 
 FLAGS = flags.FLAGS
-
-# Ensemble.
-flags.DEFINE_list("aggregation", ["mean"], f"Aggregations, any of {', '.join(aggregate.AGGREGATIONS)}.")
-flags.DEFINE_string("rw_weights", None, "RW weights JSON (default: weights_rw.json beside the "
-                    "members, written by cear_tf.weights).")
-flags.DEFINE_string("sween_weights", None, "SWEEN weights JSON (default: weights_sween.json).")
-flags.DEFINE_float("gm_tolerance", 1e-6, "Geometric median: stop when no row moves more than this.")
-flags.DEFINE_integer("gm_max_iterations", 100, "Geometric median: maximum Weiszfeld iterations.")
 
 # Which images.
 flags.DEFINE_enum("split", "test", list(data.SPLITS), "Split to certify.")
@@ -37,19 +29,10 @@ flags.DEFINE_integer("skip", 1, "Certify every skip-th image (Cohen: 20 for CIFA
 flags.DEFINE_integer("max", -1, "Stop at image index max (exclusive); -1 = all.")
 flags.DEFINE_string("shard", "0/1", "i/n: certify only the i-th of n disjoint interleaved parts "
                     "of the selected images (merge the logs with python -m cear_tf.merge).")
-flags.DEFINE_string("outfile", None, "Log path; '{aggregation}' in it is replaced by each "
-                    "aggregation's name (added before the suffix when several are given).")
 
-flags.register_validator("aggregation", lambda v: bool(v) and all(a in aggregate.AGGREGATIONS for a in v)
-                         and len(set(v)) == len(v),
-                         message=f"--aggregation must be distinct names from "
-                                 f"{', '.join(aggregate.AGGREGATIONS)}")
 flags.register_validator("shard", lambda v: parse_shard(v) is not None,
                          message="--shard must be i/n with 0 <= i < n")
 flags.register_validator("skip", lambda v: v >= 1, message="--skip must be >= 1")
-flags.register_validator("gm_tolerance", lambda v: v > 0, message="--gm_tolerance must be > 0")
-flags.register_validator("gm_max_iterations", lambda v: v >= 1,
-                         message="--gm_max_iterations must be >= 1")
 
 
 def parse_shard(text: str) -> tuple[int, int] | None:
@@ -67,20 +50,6 @@ def outfile_for(template: str, name: str, several: bool) -> str:
         return template
     root, ext = os.path.splitext(template)
     return f"{root}_{name}{ext}"
-
-
-def build_aggregators(names, member_dirs, rw_weights=None, sween_weights=None,
-                      gm_tolerance=1e-6, gm_max_iterations=100):
-    aggregators = []
-    for name in names:
-        weights = None
-        if name in aggregate.WEIGHTED:
-            path = {"rw": rw_weights, "sween": sween_weights}[name] or \
-                ensemble.default_weights_path(member_dirs, name)
-            weights = ensemble.load_weights(path, name, member_dirs)
-        aggregators.append(aggregate.make_aggregator(
-            name, len(member_dirs), weights, gm_tolerance, gm_max_iterations))
-    return aggregators
 
 
 def image_indices(total: int, skip: int, max_index: int, shard: str = "0/1") -> list[int]:
@@ -137,11 +106,7 @@ def main(argv):
                          f"classes but {info.name} is {info.image_shape} -> {info.num_classes}")
     if "single" in FLAGS.aggregation and len(members) > 1:
         logging.warning("--aggregation=single certifies only the first member, %s", member_dirs[0])
-    aggregators = build_aggregators(FLAGS.aggregation, member_dirs,
-                                    common_flags.expand_path(FLAGS.rw_weights),
-                                    common_flags.expand_path(FLAGS.sween_weights),
-                                    FLAGS.gm_tolerance,
-                                    FLAGS.gm_max_iterations)
+    aggregators = smoothing_flags.aggregators(member_dirs)
     images, labels = data.load_split(FLAGS.dataset, FLAGS.split, FLAGS.data_dir,
                                      FLAGS.validation_size, FLAGS.split_seed)
     check_images(images, f"{FLAGS.dataset} {FLAGS.split}")

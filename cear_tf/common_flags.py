@@ -35,6 +35,11 @@ flags.DEFINE_float(
 # Reproducibility and outputs.
 flags.DEFINE_integer("seed", 0, "Random seed (initialisation, shuffling, noise).")
 flags.DEFINE_string("output_dir", "runs", "Directory for models, logs and reports.")
+flags.DEFINE_string(
+    "outfile", None,
+    "Output file: cear_tf.certify's log ('{aggregation}' is replaced by each aggregation's "
+    "name, or the name is added before the suffix when several are given); cear_tf.attack's "
+    "results table. '{output_dir}' is replaced by --output_dir.")
 flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
                   "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
                   "multiworker (the workers in TF_CONFIG).")

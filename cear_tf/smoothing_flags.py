@@ -1,12 +1,19 @@
-"""Flags of the smoothed ensemble, shared by cear_tf.certify and cear_tf.weights."""
+"""Flags of the (smoothed) ensemble, shared by cear_tf.certify, cear_tf.weights and
+cear_tf.attack: members, aggregation and its weights, noise and sampling."""
 
 from absl import flags
 
-from cear_tf import common_flags
-from cear_tf import ensemble
+from cear_tf import aggregate, common_flags, ensemble
 
 flags.DEFINE_list("models", None, "Member SavedModel directories, or ensemble directories "
                   "holding member_<i>/ folders ('{output_dir}' is replaced by --output_dir).")
+flags.DEFINE_list("aggregation", ["mean"],
+                  f"Aggregations, any of {', '.join(aggregate.AGGREGATIONS)}.")
+flags.DEFINE_string("rw_weights", None, "RW weights JSON (default: weights_rw.json beside the "
+                    "members, written by cear_tf.weights).")
+flags.DEFINE_string("sween_weights", None, "SWEEN weights JSON (default: weights_sween.json).")
+flags.DEFINE_float("gm_tolerance", 1e-6, "Geometric median: stop when no row moves more than this.")
+flags.DEFINE_integer("gm_max_iterations", 100, "Geometric median: maximum Weiszfeld iterations.")
 flags.DEFINE_float("logit_noise", 0.0, "Per-member input noise eps_l added on top of the "
                    "smoothing noise (0 = Algorithm 1 as printed).")
 flags.DEFINE_bool("clip", False, "Clip noisy inputs to [0, 1] (the released code does).")
@@ -15,6 +22,13 @@ flags.DEFINE_integer("N", 100000, "Estimation draws.")
 flags.DEFINE_float("alpha", 0.001, "Failure probability of each certificate.")
 flags.DEFINE_integer("batch", 1000, "Noise draws per forward pass.")
 
+flags.register_validator(
+    "aggregation",
+    lambda v: bool(v) and all(a in aggregate.AGGREGATIONS for a in v) and len(set(v)) == len(v),
+    message=f"--aggregation must be distinct names from {', '.join(aggregate.AGGREGATIONS)}")
+flags.register_validator("gm_tolerance", lambda v: v > 0, message="--gm_tolerance must be > 0")
+flags.register_validator("gm_max_iterations", lambda v: v >= 1,
+                         message="--gm_max_iterations must be >= 1")
 flags.register_validator("logit_noise", lambda v: v >= 0, message="--logit_noise must be >= 0")
 flags.register_validator("N0", lambda v: v >= 1, message="--N0 must be >= 1")
 flags.register_validator("N", lambda v: v >= 1, message="--N must be >= 1")
@@ -25,3 +39,18 @@ flags.register_validator("batch", lambda v: v >= 1, message="--batch must be >= 
 def member_dirs():
     """The member directories --models names, placeholders expanded."""
     return ensemble.resolve_member_dirs([common_flags.expand_path(p) for p in flags.FLAGS.models])
+
+
+def aggregators(member_dirs, names=None):
+    """The aggregators --aggregation names, with weights read for rw and sween."""
+    f = flags.FLAGS
+    out = []
+    for name in names or f.aggregation:
+        weights = None
+        if name in aggregate.WEIGHTED:
+            path = common_flags.expand_path({"rw": f.rw_weights, "sween": f.sween_weights}[name])
+            path = path or ensemble.default_weights_path(member_dirs, name)
+            weights = ensemble.load_weights(path, name, member_dirs)
+        out.append(aggregate.make_aggregator(name, len(member_dirs), weights, f.gm_tolerance,
+                                             f.gm_max_iterations))
+    return out
