@@ -41,8 +41,12 @@ def _flat(x):
     return tf.reshape(x, [tf.shape(x)[0], -1])
 
 
-def _expand(v, like):
+def expand_like(v, like):
+    """[B] -> [B, 1, 1, 1] (as many ones as `like` has non-batch axes)."""
     return tf.reshape(v, [-1] + [1] * (len(like.shape) - 1))
+
+
+_expand = expand_like
 
 
 def lp_norm(delta: tf.Tensor, norm: str) -> tf.Tensor:
@@ -117,7 +121,8 @@ def apgd_checkpoints(n_iter: int) -> list[int]:
     p = [0.0, 0.22]
     while p[-1] < 1:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({int(math.ceil(q * n_iter)) for q in p if q <= 1})
+    # Rounded like the reference implementation (int(p * n_iter)), guarding float error.
+    return sorted({int(math.floor(q * n_iter + 1e-9)) for q in p[1:] if q <= 1})
 
 
 def _step_direction(grad, norm):

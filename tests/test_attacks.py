@@ -1,0 +1,158 @@
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+
+import models
+from cear_tf import attack, attacks
+from tests.helpers import parse_flags
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A LeNet-5 trained briefly: on real MNIST if present, else on learnable synthetic data."""
+    from tests.conftest import SHARED_DATASETS
+    from cear_tf import data
+    keras.utils.set_random_seed(0)
+    if (SHARED_DATASETS / "mnist").exists():
+        x, y = data.load_split("mnist", "train", str(SHARED_DATASETS), validation_size=0)
+        x, y = x[:8000], y[:8000]
+        xt, yt = data.load_split("mnist", "test", str(SHARED_DATASETS))
+        xt, yt = xt[:64], yt[:64]
+    else:
+        from tests.helpers import tiny_splits
+        s = tiny_splits(n_train=2000, n_val=0, n_test=64)
+        (x, y), (xt, yt) = s.train, s.test
+    net = models.build_model("lenet5", (28, 28, 1), 10)
+    net.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    net.fit(x, y, batch_size=128, epochs=1, verbose=0)
+    return net, xt, yt.astype(np.int32)
+
+
+def _acc(net, x, y):
+    return float((net(x).numpy().argmax(1) == y).mean())
+
+
+@pytest.mark.parametrize("norm,eps", [("inf", 0.1), ("2", 1.0)])
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_apgd_agrees_with_art(trained, norm, eps, loss):
+    art = pytest.importorskip("art.attacks.evasion")
+    from art.estimators.classification import TensorFlowV2Classifier
+    net, x, y = trained
+    clf = TensorFlowV2Classifier(
+        model=net, nb_classes=10, input_shape=(28, 28, 1), clip_values=(0, 1),
+        loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ref = art.AutoProjectedGradientDescent(
+        clf, norm=np.inf if norm == "inf" else 2, eps=eps, eps_step=2 * eps, max_iter=30,
+        nb_random_init=1, batch_size=64, verbose=False,
+        loss_type={"ce": "cross_entropy", "dlr": "difference_logits_ratio"}[loss])
+    theirs = _acc(net, ref.generate(x=x, y=y), y)
+    adv = attacks.apgd(lambda z: net(z), x, y, eps, norm, loss, n_iter=30)
+    ours = _acc(net, adv.numpy(), y)
+    assert abs(ours - theirs) <= 0.08, (ours, theirs)  # 64 images: a few points
+    assert ours < _acc(net, x, y)  # the attack does something
+
+
+def test_attacks_respect_budget_and_box(trained):
+    net, x, y = trained
+    for norm, eps in (("inf", 0.05), ("2", 0.5)):
+        for loss in ("ce", "dlr"):
+            adv = attacks.apgd(lambda z: net(z), x, y, eps, norm, loss, n_iter=10,
+                               n_restarts=2).numpy()
+            assert adv.min() >= 0 and adv.max() <= 1
+            assert attacks.lp_norm(adv - x, norm).numpy().max() <= eps * (1 + 1e-6)
+
+
+def _min_eps_by_bisection(net, x, y, norm, hi, steps=6):
+    """Baseline: the smallest budget at which APGD-CE succeeds, per image (bisection)."""
+    lo_b, hi_b = np.zeros(len(y)), np.full(len(y), hi)
+    for _ in range(steps):
+        mid = (lo_b + hi_b) / 2
+        found = np.zeros(len(y), bool)
+        for e in np.unique(mid):
+            sel = mid == e
+            adv = attacks.apgd(lambda z: net(z), x[sel], y[sel], float(e), norm, "ce", n_iter=15)
+            found[sel] = net(adv).numpy().argmax(1) != y[sel]
+        hi_b = np.where(found, mid, hi_b)
+        lo_b = np.where(found, lo_b, mid)
+    return hi_b
+
+
+@pytest.mark.parametrize("norm,hi", [("inf", 0.4), ("2", 4.0)])
+def test_fab_finds_small_verified_adversarials(trained, norm, hi):
+    net, x, y = trained
+    x, y = x[:16], y[:16]
+    adv, norms = attacks.fab(lambda z: net(z), x, y, norm, n_iter=30, n_restarts=1)
+    adv, norms = adv.numpy(), norms.numpy()
+    clean_correct = net(x).numpy().argmax(1) == y
+    assert (norms[~clean_correct] == 0).all()  # already wrong: norm 0
+    found = np.isfinite(norms) & clean_correct
+    assert found.sum() >= 0.9 * clean_correct.sum()
+    pred = net(adv).numpy().argmax(1)
+    assert (pred[found] != y[found]).all()  # every returned adversarial changes the prediction
+    np.testing.assert_allclose(attacks.lp_norm(adv - x, norm).numpy()[found], norms[found],
+                               rtol=1e-5)
+    assert adv.min() >= 0 and adv.max() <= 1
+    baseline = _min_eps_by_bisection(net, x, y, norm, hi)
+    # Minimum-norm FAB should not be worse than a bisection over PGD budgets on most points.
+    assert np.mean(norms[found] <= baseline[found] * 1.1 + 1e-6) >= 0.7
+
+
+def test_eot_averages_losses_and_gradients():
+    calls = tf.Variable(0.0)
+    w = tf.constant(np.linspace(-1, 1, 4).reshape(1, 2, 2, 1), tf.float32)
+
+    def target(x):  # scores depend on a counter, like a randomised model on each query
+        calls.assign_add(1.0)
+        s = calls * tf.reduce_sum(x * w, axis=[1, 2, 3])
+        return tf.stack([tf.zeros_like(s), s], axis=1)
+
+    x = tf.fill([1, 2, 2, 1], 0.5)
+    _, _, scores = attacks.loss_and_gradient(target, x, tf.constant([0]), "ce", eot=4)
+    # Draws 1..4: the averaged score is mean(1..4) * w.x = 2.5 * 0.
+    np.testing.assert_allclose(scores.numpy()[0, 1], 2.5 * float(tf.reduce_sum(x * w)))
+    _, grad, _ = attacks.loss_and_gradient(
+        lambda z: tf.stack([tf.zeros([1]), tf.reduce_sum(z * w, axis=[1, 2, 3])], axis=1),
+        x, tf.constant([0]), "ce", eot=3)
+    # d CE / d x for class 0 with scores [0, s]: sigmoid(s) * w, here s = 0.
+    np.testing.assert_allclose(grad.numpy(), 0.5 * w.numpy(), atol=1e-6)
+
+
+def test_checkpoints_follow_the_paper():
+    # p = 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99 (then 1.05 > 1).
+    assert attacks.apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(norm="1", eps=0.1), "unknown norm"), (dict(norm="inf", eps=0.0), "eps"),
+    (dict(norm="inf", eps=0.1, images=np.full((1, 2), 2.0)), r"\[0, 1\]"),
+])
+def test_bad_attack_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        attacks.check_attack_arguments(**kwargs)
+
+
+def test_attack_cli_on_an_unbreakable_ensemble(tmp_path):
+    from tests import data_fakes as fakes
+    from tests.test_certify_cli import constant_member
+    data_dir = tmp_path / "mnist"
+    fakes.write_mnist(data_dir, n_train=20, n_test=10)
+    fakes.write_idx(data_dir / "t10k-labels-idx1-ubyte", np.full(10, 3, np.uint8))
+    dirs = [constant_member(tmp_path / f"m{i}", 3, strength=20.0) for i in range(2)]
+    out = tmp_path / "att.tsv"
+    parse_flags([f"--data_dir={data_dir}", f"--models={','.join(dirs)}", "--aggregation=mean",
+                 "--logit_noise=0.1", "--norm=2", "--eps=0.5", "--attacks=apgd-ce,fab",
+                 "--n_images=6", "--n_iter=5", f"--outfile={out}", "--validation_size=5"])
+    attack.main(["prog"])
+    rows = [line.split("\t") for line in out.read_text().splitlines()]
+    assert rows[0] == list(attack.COLUMNS)
+    body = {(r[0], r[1]): r for r in rows[1:]}
+    assert set(body) >= {("member:0", "apgd-ce"), ("member:1", "fab"), ("mean", "all")}
+    for r in rows[1:]:
+        assert float(r[6]) == 1.0 and float(r[7]) == 1.0 and float(r[8]) == 0.0
+    with pytest.raises(ValueError, match="member:i"):
+        attack.parse_source("member:5", 2)
+    from absl import flags
+    with pytest.raises(flags.IllegalFlagValueError):
+        parse_flags(["--attacks=cw"])
