@@ -181,6 +181,10 @@ def main(argv):
         raise app.UsageError("--models and --outfile are required")
     if len(FLAGS.aggregation) != 1:
         raise app.UsageError("--aggregation: give exactly one aggregation for the attacked ensemble")
+    path = common_flags.expand_path(FLAGS.outfile)
+    if FLAGS.resume and os.path.exists(path):
+        logging.info("%s exists: skipped (--noresume appends a new run)", path)
+        return
     member_dirs = smoothing_flags.member_dirs()
     loaded = ensemble.load_ensemble(member_dirs)
     (aggregator,) = smoothing_flags.aggregators(member_dirs)
@@ -192,7 +196,6 @@ def main(argv):
     rows = evaluate(model, images[keep], labels[keep].astype(np.int32), sources, FLAGS.attacks,
                     FLAGS.norm, FLAGS.eps, FLAGS.eot, FLAGS.n_iter, FLAGS.restarts,
                     FLAGS.attack_batch, FLAGS.seed)
-    path = common_flags.expand_path(FLAGS.outfile)
     write_rows(path, rows)
     print("| source | attack | clean acc | robust acc | success rate |\n|---|---|---|---|---|")
     for r in rows:
