@@ -75,3 +75,18 @@ def test_report_cli_errors(tmp_path):
         report.main(["prog"])
     with pytest.raises(ValueError, match="no certify/ folder"):
         report.build_report([str(tmp_path)], str(tmp_path / "r"))
+
+
+def test_attack_table_beside_the_paper(tmp_path):
+    from cear_tf import attack
+    run = tmp_path / "mnist_sigma025_cpu"
+    base = dict(norm="2", eps=1.0, eot=1, images=10, clean_accuracy=0.9, seconds=1.0)
+    attack.write_rows(str(run / "attack" / "cear_rw_l2.tsv"), [
+        dict(base, source="member:0", attack="all", robust_accuracy=0.8, success_rate=0.1),
+        dict(base, source="mean", attack="all", robust_accuracy=0.7, success_rate=0.25)])
+    attack.write_rows(str(run / "attack" / "cear_rw_linf_eot.tsv"), [
+        dict(base, source="ensemble", attack="all", robust_accuracy=0.2, success_rate=0.75)])
+    text = report.attack_section(str(run))
+    assert "| CEAR(RW) | paper | 98.29% | 10.60% | 44.60% | | |" in text
+    assert "| CEAR(RW) | ours | 90.00% | 25.00% |  |  | 75.00% |" in text
+    assert "RandSmooth | ours" not in text
