@@ -19,9 +19,18 @@ from absl import app, flags, logging
 from cear_tf import smoothing_flags
 from cear_tf import common_flags, data, distribute, ensemble
 from cear_tf.certify_log import CertifyLog
-from cear_tf.smoothing import Smooth
+from cear_tf.smoothing import Certificate, Smooth
 
 FLAGS = flags.FLAGS
+
+# Faster certification (Horvath et al. 2022).
+flags.DEFINE_integer("consensus_k", 0, "K-consensus: run the first K members on every draw and "
+                     "the rest only where those K disagree (0 = off).")
+flags.DEFINE_float("target_radius", -1.0, "Adaptive sampling: decide only whether each image is "
+                   "certified at this radius, with staged sample sizes --stages (< 0 = off: "
+                   "plain CERTIFY with --N).")
+flags.DEFINE_list("stages", ["1000", "10000", "100000"], "Adaptive sampling: cumulative "
+                  "estimation draws at which to decide (alpha is split equally).")
 
 # Which images.
 flags.DEFINE_enum("split", "test", list(data.SPLITS), "Split to certify.")
@@ -32,6 +41,11 @@ flags.DEFINE_string("shard", "0/1", "i/n: certify only the i-th of n disjoint in
 
 flags.register_validator("shard", lambda v: parse_shard(v) is not None,
                          message="--shard must be i/n with 0 <= i < n")
+flags.register_validator("consensus_k", lambda v: v >= 0, message="--consensus_k must be >= 0")
+flags.register_validator(
+    "stages", lambda v: len(v) > 0 and all(x.isdigit() and int(x) >= 1 for x in v)
+    and all(int(b) > int(a) for a, b in zip(v, v[1:])),
+    message="--stages must be increasing integers >= 1")
 flags.register_validator("skip", lambda v: v >= 1, message="--skip must be >= 1")
 
 
@@ -69,14 +83,24 @@ def check_images(images: np.ndarray, where: str) -> None:
 
 
 def run_certification(smooth: Smooth, images, labels, indices, logs: dict[str, CertifyLog],
-                      n0, n, alpha, batch_size) -> None:
-    """Certifies images[indices], writing each image's row to every log that lacks it."""
+                      n0, n, alpha, batch_size, target_radius=None, stages=()) -> None:
+    """Certifies images[indices], writing each image's row to every log that lacks it.
+
+    With a target_radius, each row is the adaptive decision (Smooth.certify_radius): its
+    `num` column holds the estimation draws used and `count` is -1.
+    """
     todo = [i for i in indices if any(i not in log.done for log in logs.values())]
     logging.info("%d images to certify (%d already in the logs)", len(todo), len(indices) - len(todo))
     start = time.time()
     for done, idx in enumerate(todo, start=1):
         t0 = time.time()
-        certificates = smooth.certify(images[idx], n0, n, alpha, batch_size, idx=idx)
+        if target_radius is None:
+            certificates = smooth.certify(images[idx], n0, n, alpha, batch_size, idx=idx)
+        else:
+            decisions = smooth.certify_radius(images[idx], target_radius, n0, stages, alpha,
+                                              batch_size, idx=idx)
+            certificates = {name: Certificate(d.prediction, d.radius, -1, d.samples, float("nan"))
+                            for name, d in decisions.items()}
         seconds = time.time() - t0
         label = int(labels[idx])
         for name, log in logs.items():
@@ -112,7 +136,7 @@ def main(argv):
     check_images(images, f"{FLAGS.dataset} {FLAGS.split}")
     smooth = Smooth(members, info.num_classes, FLAGS.sigma, aggregators,
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
-                    strategy=strategy)
+                    strategy=strategy, consensus_k=FLAGS.consensus_k)
     several = len(aggregators) > 1
     logs = {}
     try:
@@ -124,6 +148,9 @@ def main(argv):
                 alpha=FLAGS.alpha, clip=FLAGS.clip, seed=FLAGS.seed,
                 validation_size=FLAGS.validation_size if FLAGS.split != "test" else None,
                 split_seed=FLAGS.split_seed if FLAGS.split != "test" else None,
+                consensus_k=FLAGS.consensus_k,
+                target_radius=FLAGS.target_radius if FLAGS.target_radius >= 0 else None,
+                stages=[int(v) for v in FLAGS.stages] if FLAGS.target_radius >= 0 else None,
                 skip=FLAGS.skip, max=FLAGS.max, shard=FLAGS.shard, num_images=len(labels),
                 strategy=FLAGS.strategy)
             if a.name == "gm":
@@ -132,8 +159,11 @@ def main(argv):
             path = outfile_for(common_flags.expand_path(FLAGS.outfile), a.name, several)
             logs[a.name] = CertifyLog(path, settings, resume=FLAGS.resume)
         indices = image_indices(len(labels), FLAGS.skip, FLAGS.max, FLAGS.shard)
+        target = FLAGS.target_radius if FLAGS.target_radius >= 0 else None
         run_certification(smooth, images, labels, indices, logs, FLAGS.N0, FLAGS.N, FLAGS.alpha,
-                          FLAGS.batch)
+                          FLAGS.batch, target, [int(v) for v in FLAGS.stages])
+        logging.info("member forward passes: %d (%.0f per image)", smooth.member_passes,
+                     smooth.member_passes / max(len(indices), 1))
     finally:
         for log in logs.values():
             log.close()

@@ -53,6 +53,21 @@ def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
     return float(proportion_confint(n_a, n, alpha=2 * alpha, method="beta")[0])
 
 
+def _upper_confidence_bound(n_a: int, n: int, alpha: float) -> float:
+    if n_a >= n:
+        return 1.0
+    return float(proportion_confint(n_a, n, alpha=2 * alpha, method="beta")[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class RadiusDecision:
+    prediction: int  # c_A when a radius > 0 was certified, else ABSTAIN
+    certified: bool  # certified at the target radius
+    radius: float  # the radius certified at the deciding stage (may be below the target)
+    samples: int  # estimation draws used
+    stage: int  # index of the deciding stage
+
+
 def certified_radius(p_lower: float, sigma: float) -> float:
     """sigma * PhiInv(p_lower): the radius for p_A >= p_lower, p_B <= 1 - p_lower."""
     return float(sigma * norm.ppf(p_lower))
@@ -73,6 +88,10 @@ class Smooth:
       strategy: a tf.distribute strategy; with R replicas, R noise batches run at once, one
         per replica, and their counts are summed. The batches (and so the counts) are the
         same as on one device.
+      consensus_k: K-consensus (Horvath et al. 2022): on each draw run the first K members;
+        where they agree on a class that class is the ensemble's vote and the other members
+        are not run; elsewhere all members run and the aggregator decides. This is another
+        (deterministic) base classifier, so every guarantee above holds for it. 0 = off.
     """
 
     def __init__(
@@ -85,6 +104,7 @@ class Smooth:
         clip: bool = False,
         seed: int = 0,
         strategy: tf.distribute.Strategy | None = None,
+        consensus_k: int = 0,
     ):
         if not members:
             raise ValueError("an ensemble needs at least one member")
@@ -104,6 +124,10 @@ class Smooth:
         self.logit_noise = float(logit_noise)
         self.clip = bool(clip)
         self.seed = int(seed)
+        if not 0 <= consensus_k <= len(members):
+            raise ValueError(f"consensus_k must be in [0, {len(members)}], got {consensus_k}")
+        self.consensus_k = int(consensus_k)
+        self.member_passes = 0  # member forward passes run so far (per draw and member)
         self.strategy = strategy or tf.distribute.get_strategy()
         self._draw_counts = tf.function(self._draw_counts_graph, reduce_retracing=True)
         self._replicated_counts = tf.function(self._replicated_counts_graph,
@@ -156,8 +180,56 @@ class Smooth:
             out[name] = int(order[0]) if p_value <= alpha else ABSTAIN
         return out
 
+    def certify_radius(self, x: np.ndarray, radius: float, n0: int, stages: Sequence[int],
+                       alpha: float, batch_size: int, idx: int = 0) -> dict[str, "RadiusDecision"]:
+        """Adaptive sampling (Horvath et al. 2022): is G certified at `radius`?
+
+        G is certified at r iff p_A > p_thr = Phi(r / sigma). After n0 selection draws pick
+        c_A, estimation draws are added until the cumulative count reaches stages[0],
+        stages[1], ...; at each stage the one-sided Clopper-Pearson bounds at level
+        alpha / len(stages) on the cumulative counts decide: lower bound > p_thr certifies
+        (stop), upper bound < p_thr abstains early (stop); the last stage decides. By the
+        union bound over the stages, a certificate is wrong with probability at most alpha,
+        as for CERTIFY. Easy images stop at the first stage, hence the savings.
+        """
+        _check_positive(n0=n0, batch_size=batch_size)
+        _check_alpha(alpha)
+        if radius < 0:
+            raise ValueError(f"radius must be >= 0, got {radius}")
+        stages = [int(n) for n in stages]
+        if not stages or stages[0] < 1 or any(b <= a for a, b in zip(stages, stages[1:])):
+            raise ValueError(f"stages must be increasing sample counts >= 1, got {stages}")
+        level = alpha / len(stages)
+        p_thr = float(norm.cdf(radius / self.sigma))
+        selection = self.sample_counts(x, n0, batch_size, idx, _SELECT)
+        c_a = {name: int(np.argmax(selection[name])) for name in self.names}
+        counts = {name: 0 for name in self.names}
+        decided: dict[str, RadiusDecision] = {}
+        drawn, next_batch = 0, 0
+        for j, total in enumerate(stages):
+            new = self.sample_counts(x, total - drawn, batch_size, idx, _ESTIMATE, next_batch)
+            next_batch += -(-(total - drawn) // batch_size)
+            drawn = total
+            last = j == len(stages) - 1
+            for name in self.names:
+                if name in decided:
+                    continue
+                counts[name] += int(new[name][c_a[name]])
+                low = lower_confidence_bound(counts[name], total, level)
+                if low > p_thr and low > 0.5:
+                    decided[name] = RadiusDecision(c_a[name], True, certified_radius(low, self.sigma),
+                                                   total, j)
+                elif last or _upper_confidence_bound(counts[name], total, level) < p_thr:
+                    certified = low > 0.5
+                    decided[name] = RadiusDecision(
+                        c_a[name] if certified else ABSTAIN, False,
+                        certified_radius(low, self.sigma) if certified else 0.0, total, j)
+            if len(decided) == len(self.names):
+                break
+        return decided
+
     def sample_counts(self, x: np.ndarray, num: int, batch_size: int, idx: int = 0,
-                      phase: int = _ESTIMATE) -> dict[str, np.ndarray]:
+                      phase: int = _ESTIMATE, start_batch: int = 0) -> dict[str, np.ndarray]:
         """Class counts [K] per aggregator over `num` noise draws of image x.
 
         Draws stream in batches of `batch_size`, so memory does not grow with `num`; only
@@ -165,23 +237,24 @@ class Smooth:
         """
         totals = np.zeros((len(self.aggregators), self.num_classes), np.int64)
         x = tf.convert_to_tensor(x, tf.float32)
-        batches = self._batch_plan(num, batch_size, idx, phase)
+        batches = self._batch_plan(num, batch_size, idx, phase, start_batch)
         replicas = self.strategy.num_replicas_in_sync
         for start in range(0, len(batches), replicas):
             group = batches[start:start + replicas]
             if replicas == 1:
-                counts, bad = self._draw_counts(x, tf.constant(group[0][0], tf.int64),
-                                                tf.constant(group[0][1], tf.int32))
+                counts, bad, passes = self._draw_counts(x, tf.constant(group[0][0], tf.int64),
+                                                        tf.constant(group[0][1], tf.int32))
                 bad = tf.logical_not(bad)
             else:
                 # Idle replicas run one throw-away draw (zero-size batches break some
                 # kernels) whose votes are masked out in the graph.
                 group += [(group[0][0], 0)] * (replicas - len(group))
-                counts, bad = self._replicated_counts(
+                counts, bad, passes = self._replicated_counts(
                     x, tf.constant([k for k, _ in group], tf.int64),
                     tf.constant([n for _, n in group], tf.int32))
             self._raise_if_nonfinite(bad.numpy(), idx)
             totals += counts.numpy()
+            self.member_passes += int(passes)
         return dict(zip(self.names, totals))
 
     def noisy_member_probabilities(self, x: np.ndarray, num: int, batch_size: int,
@@ -196,9 +269,9 @@ class Smooth:
             parts.append(probs.numpy())
         return np.concatenate(parts, axis=1)
 
-    def _batch_plan(self, num, batch_size, idx, phase) -> list[tuple[list[int], int]]:
+    def _batch_plan(self, num, batch_size, idx, phase, start_batch=0) -> list[tuple[list[int], int]]:
         """(noise key, draws) of each batch of image idx: the unit of noise generation."""
-        plan, remaining, batch_index = [], int(num), 0
+        plan, remaining, batch_index = [], int(num), int(start_batch)
         while remaining > 0:
             this = min(batch_size, remaining)
             plan.append(([self.seed, (int(idx) * 3 + phase) * 2**20 + batch_index], this))
@@ -214,13 +287,16 @@ class Smooth:
 
     # -- graph ---------------------------------------------------------------------------
 
-    def member_probabilities(self, images: tf.Tensor, key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def member_probabilities(self, images: tf.Tensor, key: tf.Tensor,
+                             members: range | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """[M, B, K] softmax outputs on `images` (already smoothed) and [M] finiteness flags.
 
         With logit noise, member i sees images + eta_i, eta_i from its own stream.
+        `members` restricts the computation to a range of member indices.
         """
         probs, finite = [], []
-        for i, member in enumerate(self.members):
+        for i in members if members is not None else range(len(self.members)):
+            member = self.members[i]
             inputs = images
             if self.logit_noise > 0:
                 member_key = tf.random.experimental.stateless_fold_in(key, i + 1)
@@ -239,25 +315,60 @@ class Smooth:
         return self.member_probabilities(images, key)
 
     def _draw_counts_graph(self, x, key, num):
+        """Votes of every aggregator on `num` draws -> ([A, K] counts, [M] finite, passes)."""
+        if self.consensus_k:
+            return self._consensus_counts(x, key, num)
         probs, finite = self._noisy_probabilities(x, key, num)
-        counts = []
+        votes = [tf.argmax(aggregator(probs), axis=-1) for aggregator in self.aggregators]
+        passes = tf.cast(num, tf.int64) * len(self.members)
+        return self._bincount(votes), finite, passes
+
+    def _bincount(self, votes):
+        return tf.stack([tf.math.bincount(tf.cast(v, tf.int32), minlength=self.num_classes,
+                                          maxlength=self.num_classes, dtype=tf.int64)
+                         for v in votes])
+
+    def _consensus_counts(self, x, key, num):
+        k, m = self.consensus_k, len(self.members)
+        shape = tf.concat([[num], tf.shape(x)], axis=0)
+        images = x[None] + self.sigma * tf.random.stateless_normal(shape, key)
+        first, finite_first = self.member_probabilities(images, key, range(k))
+        first_votes = tf.argmax(first, axis=-1)  # [K, B]
+        agree = tf.reduce_all(tf.equal(first_votes, first_votes[:1]), axis=0)
+        rows = tf.where(tf.logical_not(agree))[:, 0]
+        finite = finite_first
+        if k < m:
+            def run_rest():
+                return self.member_probabilities(
+                    tf.gather(images, rows), tf.random.experimental.stateless_fold_in(key, 10**6),
+                    range(k, m))
+
+            def skip_rest():  # every draw agreed: zero-size batches are not run through models
+                return (tf.zeros([m - k, 0, self.num_classes]), tf.ones([m - k], tf.bool))
+
+            rest, finite_rest = tf.cond(tf.size(rows) > 0, run_rest, skip_rest)
+            finite = tf.concat([finite_first, finite_rest], axis=0)
+            probs = tf.concat([tf.gather(first, rows, axis=1), rest], axis=0)
+        else:
+            probs = tf.gather(first, rows, axis=1)
+        votes = []
         for aggregator in self.aggregators:
-            votes = tf.argmax(aggregator(probs), axis=-1)
-            counts.append(tf.math.bincount(tf.cast(votes, tf.int32), minlength=self.num_classes,
-                                           maxlength=self.num_classes, dtype=tf.int64))
-        return tf.stack(counts), finite
+            decided = tf.argmax(aggregator(probs), axis=-1)
+            votes.append(tf.tensor_scatter_nd_update(first_votes[0], rows[:, None], decided))
+        passes = tf.cast(num, tf.int64) * k + tf.size(rows, out_type=tf.int64) * (m - k)
+        return self._bincount(votes), finite, passes
 
     def _replicated_counts_graph(self, x, keys, nums):
         def replica_fn():
             r = tf.distribute.get_replica_context().replica_id_in_sync_group
             active = tf.cast(nums[r] > 0, tf.int64)
-            counts, finite = self._draw_counts_graph(x, keys[r], tf.maximum(nums[r], 1))
-            return counts * active, tf.cast(tf.logical_not(finite), tf.int64) * active
+            counts, finite, passes = self._draw_counts_graph(x, keys[r], tf.maximum(nums[r], 1))
+            return (counts * active, tf.cast(tf.logical_not(finite), tf.int64) * active,
+                    passes * active)
 
-        counts, bad = self.strategy.run(replica_fn)
+        outputs = self.strategy.run(replica_fn)
         total = tf.distribute.ReduceOp.SUM
-        return (self.strategy.reduce(total, counts, axis=None),
-                self.strategy.reduce(total, bad, axis=None))
+        return tuple(self.strategy.reduce(total, o, axis=None) for o in outputs)
 
 
 def _check_positive(**values):

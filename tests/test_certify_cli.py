@@ -175,3 +175,16 @@ def test_analyze_known_table(tmp_path, capsys):
     assert "| A | 4 | 50.0 | 25.0 | 25.0 | 0.0 | 0.150 |" in out
     assert (tmp_path / "t.csv").read_text().splitlines()[1] == \
         "A,4,50.0000,25.0000,25.0000,0.0000,0.1500"
+
+
+def test_adaptive_and_consensus_cli(setup):
+    out = str(setup["root"] / "adaptive.tsv")
+    _certify(setup, out, "--aggregation=mean", "--max=4", "--target_radius=0.25",
+             "--stages=100,1000", "--consensus_k=2")
+    rows = read_rows(out)
+    assert [r["predict"] for r in rows] == ["3"] * 4
+    assert all(int(r["num"]) == 100 and float(r["radius"]) >= 0.25 for r in rows)
+    settings = json.load(open(out + ".json"))
+    assert settings["target_radius"] == 0.25 and settings["consensus_k"] == 2
+    with pytest.raises(flags.IllegalFlagValueError, match="stages"):
+        parse_flags(["--stages=100,50"])

@@ -157,3 +157,64 @@ def test_constructor_errors():
         Smooth([member], 2, 0.5, agg, logit_noise=-1)
     with pytest.raises(ValueError, match="at least one member"):
         Smooth([], 2, 0.5, agg)
+
+
+# ---- adaptive sampling and K-consensus (Horvath et al. 2022) ------------------------------
+
+
+def test_adaptive_certificates_are_sound():
+    """Target radius above the exact one: certifying it is an error, rate <= alpha."""
+    sigma, d, alpha = 0.5, 0.3, 0.05
+    smooth = _smooth(d, sigma, seed=4)
+    wrong = 0
+    for idx in range(300):
+        c = smooth.certify_radius(X0, 0.32, 20, [50, 200, 1000], alpha, 500, idx=idx)["single"]
+        wrong += c.certified
+    # p_A = Phi(0.6) = 0.726 < p_thr = Phi(0.64) = 0.739. Binomial(300, .05) > 25: p < 0.01.
+    assert wrong <= 25, wrong
+
+
+def test_adaptive_stops_early_on_easy_and_hopeless_images():
+    stages = [100, 1000, 10000]
+    easy = _smooth(2.0, 0.5).certify_radius(X0, 0.5, 50, stages, 0.001, 1000)["single"]
+    # 100/100 votes: lower bound (0.001/3)^(1/100) = 0.923 > Phi(1) = 0.841 at stage one.
+    assert easy.certified and easy.samples == 100 and easy.prediction == 1
+    assert easy.radius >= 0.5
+    hopeless = _smooth(0.05, 0.5).certify_radius(X0, 1.0, 50, stages, 0.001, 1000)["single"]
+    assert not hopeless.certified and hopeless.samples == 100  # upper bound far below p_thr
+    with pytest.raises(ValueError, match="stages"):
+        _smooth(0.1, 0.5).certify_radius(X0, 0.5, 10, [100, 100], 0.01, 100)
+
+
+def _constant(cls, k=3):
+    def member(images):
+        return tf.tile(tf.one_hot([cls], k) * 5.0, [tf.shape(images)[0], 1])
+    return member
+
+
+def test_k_consensus_votes_and_savings():
+    members = [_constant(1), _constant(1), _constant(2), _constant(2), _constant(2)]
+    aggs = [aggregate.make_aggregator(a, 5) for a in ("mean", "mv")]
+    full = Smooth(members, 3, 0.5, aggs)
+    assert full.sample_counts(X0, 100, 50)["mv"].tolist() == [0, 0, 100]
+    assert full.member_passes == 500
+    k2 = Smooth(members, 3, 0.5, aggs, consensus_k=2)  # the first two agree on class 1
+    assert k2.sample_counts(X0, 100, 50)["mean"].tolist() == [0, 100, 0]
+    assert k2.member_passes == 200
+    k3 = Smooth(members, 3, 0.5, aggs, consensus_k=3)  # they disagree: all five decide
+    assert k3.sample_counts(X0, 100, 50)["mean"].tolist() == [0, 0, 100]
+    assert k3.member_passes == 500
+    with pytest.raises(ValueError, match="consensus_k"):
+        Smooth(members, 3, 0.5, aggs, consensus_k=6)
+
+
+def test_k_consensus_on_a_real_boundary_mixes_both_paths():
+    # Members with different boundaries: near them some draws agree, some do not.
+    members = [linear_member(d) for d in (0.1, 0.0, -0.1, 0.05, -0.05)]
+    aggs = [aggregate.make_aggregator("mean", 5)]
+    full = Smooth(members, 2, 0.5, aggs, seed=3)
+    k2 = Smooth(members, 2, 0.5, aggs, seed=3, consensus_k=2)
+    a, b = full.sample_counts(X0, 4000, 1000)["mean"], k2.sample_counts(X0, 4000, 1000)["mean"]
+    assert a.sum() == b.sum() == 4000
+    assert 2 * 4000 < k2.member_passes < 5 * 4000
+    assert abs(int(a[1]) - int(b[1])) < 400  # a different but close base classifier
