@@ -28,6 +28,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", None, "Experiment output folders holding certify/*.tsv logs.")
 flags.DEFINE_string("report_dir", "results/report", "Where report.md and the plots go.")
 flags.DEFINE_bool("plots", True, "Draw certified-accuracy-vs-radius plots (needs matplotlib).")
+flags.DEFINE_string("collect_dir", None, "First copy each run's small files (certify and attack "
+                    "logs with their settings, members' cear.json) to <collect_dir>/<run name>, "
+                    "and report from there: the copy is what a repository keeps so the report "
+                    "rebuilds without the models.")
 
 
 def method_name(stem: str) -> str:
@@ -55,12 +59,43 @@ def discover(run_dir: str) -> list[dict[str, Any]]:
         with open(settings_path) as f:
             settings = json.load(f)
         first = settings.get("models", [None])[0]
-        meta = members.read_metadata(first) if first and os.path.isdir(first) else {}
+        meta = _member_metadata(first, run_dir) if first else {}
         records.append(dict(method=method_name(name[:-4]), path=path, settings=settings,
                             member=meta, run=run_dir))
     if not records:
         raise ValueError(f"--runs: {folder} holds no .tsv logs")
     return records
+
+
+def _member_metadata(model_dir: str, run_dir: str) -> dict:
+    """cear.json of a member, at its recorded path or at the same place under run_dir."""
+    if os.path.isdir(model_dir):
+        return members.read_metadata(model_dir)
+    parts = os.path.normpath(model_dir).split(os.sep)
+    name = os.path.basename(os.path.normpath(run_dir))
+    if name in parts:
+        moved = os.path.join(run_dir, *parts[parts.index(name) + 1:])
+        if os.path.isdir(moved):
+            return members.read_metadata(moved)
+    return {}
+
+
+def collect(run_dir: str, collect_dir: str) -> str:
+    """Copies a run's logs, attack results and members' cear.json; returns the copy's path."""
+    import shutil
+    target = os.path.join(collect_dir, os.path.basename(os.path.normpath(run_dir)))
+    for root, _, files in os.walk(run_dir):
+        rel = os.path.relpath(root, run_dir)
+        if ".ckpt" in rel or ".logs" in rel or "variables" in rel.split(os.sep):
+            continue
+        for f in files:
+            keep = (f == "cear.json" or f.startswith("weights_") and f.endswith(".json")
+                    or rel.split(os.sep)[0] in ("certify", "attack")
+                    and f.endswith((".tsv", ".tsv.json")))
+            if keep:
+                os.makedirs(os.path.join(target, rel), exist_ok=True)
+                shutil.copy2(os.path.join(root, f), os.path.join(target, rel, f))
+    return target
 
 
 def _order(method: str) -> int:
@@ -226,7 +261,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.runs:
         raise app.UsageError("--runs is required")
-    print(build_report(FLAGS.runs, FLAGS.report_dir, FLAGS.plots))
+    runs = FLAGS.runs
+    if FLAGS.collect_dir:
+        runs = [collect(r, FLAGS.collect_dir) for r in runs]
+    print(build_report(runs, FLAGS.report_dir, FLAGS.plots))
 
 
 if __name__ == "__main__":

@@ -90,3 +90,29 @@ def test_attack_table_beside_the_paper(tmp_path):
     assert "| CEAR(RW) | paper | 98.29% | 10.60% | 44.60% | | |" in text
     assert "| CEAR(RW) | ours | 90.00% | 25.00% |  |  | 75.00% |" in text
     assert "RandSmooth | ours" not in text
+
+
+def test_collect_keeps_small_files_and_report_rebuilds_from_them(tmp_path):
+    import json
+    run = tmp_path / "runs" / "mnist_sigma050_cpu"
+    member = run / "cear" / "member_0"
+    (member / "variables").mkdir(parents=True)
+    (member / "variables" / "big.data").write_bytes(b"x" * 1000)
+    (member / "saved_model.pb").write_bytes(b"pb")
+    (member / "cear.json").write_text(json.dumps({"arch": "lenet5", "epochs": 3,
+                                                  "train_examples": 55000}))
+    folder = run / "certify"
+    log = CertifyLog(str(folder / "cear_gm.tsv"),
+                     dict(dataset="mnist", sigma=0.5, N0=100, N=1000, alpha=0.001,
+                          logit_noise=0.0, models=[str(member)], aggregation="gm"))
+    log.write(0, 1, 1, 0.7, True, 0.1, 990, 1000, 0.99)
+    log.close()
+    copy = report.collect(str(run), str(tmp_path / "results"))
+    kept = sorted(str(p.relative_to(copy)) for p in __import__("pathlib").Path(copy).rglob("*")
+                  if p.is_file())
+    assert kept == ["cear/member_0/cear.json", "certify/cear_gm.tsv", "certify/cear_gm.tsv.json"]
+    import shutil
+    shutil.rmtree(run)  # the models are gone; the copy still names their epochs
+    text = report.build_report([copy], str(tmp_path / "rep"), plots=False)
+    assert "lenet5 trained 3 epochs on 55000 images" in text
+    assert "| CEAR(GM) | paper | 96 | 93 | 90 | 84 | 75 | 61 | 44 | 25 | 0 |  |" in text
