@@ -40,18 +40,23 @@ def _cifar_arrays(rng, n):
             rng.integers(0, 10, size=n).astype(np.int64))
 
 
-def write_cifar_python(root, per_batch=4, n_test=6, seed=0):
+def _write_cifar_batches(root, folder, suffix, write_batch, per_batch, n_test, seed):
     rng = np.random.default_rng(seed)
-    folder = os.path.join(root, "cifar-10-batches-py")
+    folder = os.path.join(root, folder)
     os.makedirs(folder, exist_ok=True)
     train = []
     for i in range(1, 6):
-        images, labels = _cifar_arrays(rng, per_batch)
-        _pickle_batch(os.path.join(folder, f"data_batch_{i}"), images, labels)
-        train.append((images, labels))
+        arrays = _cifar_arrays(rng, per_batch)
+        write_batch(os.path.join(folder, f"data_batch_{i}{suffix}"), *arrays)
+        train.append(arrays)
     test = _cifar_arrays(rng, n_test)
-    _pickle_batch(os.path.join(folder, "test_batch"), *test)
+    write_batch(os.path.join(folder, f"test_batch{suffix}"), *test)
     return (np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])), test
+
+
+def write_cifar_python(root, per_batch=4, n_test=6, seed=0):
+    return _write_cifar_batches(root, "cifar-10-batches-py", "", _pickle_batch, per_batch,
+                                n_test, seed)
 
 
 def _pickle_batch(path, images, labels):
@@ -61,17 +66,8 @@ def _pickle_batch(path, images, labels):
 
 
 def write_cifar_binary(root, per_batch=4, n_test=6, seed=0):
-    rng = np.random.default_rng(seed)
-    folder = os.path.join(root, "cifar-10-batches-bin")
-    os.makedirs(folder, exist_ok=True)
-    train = []
-    for i in range(1, 6):
-        arrays = _cifar_arrays(rng, per_batch)
-        _binary_batch(os.path.join(folder, f"data_batch_{i}.bin"), *arrays)
-        train.append(arrays)
-    test = _cifar_arrays(rng, n_test)
-    _binary_batch(os.path.join(folder, "test_batch.bin"), *test)
-    return (np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])), test
+    return _write_cifar_batches(root, "cifar-10-batches-bin", ".bin", _binary_batch, per_batch,
+                                n_test, seed)
 
 
 def _binary_batch(path, images, labels):
