@@ -216,12 +216,8 @@ def measure(arch, m, repeats, xla):
     shape, batch, draws = cfg["shape"], cfg["batch"], cfg["draws"]
     members = _members(arch, m, shape, classes)
     x = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
-    engine_all = Smooth(members, classes, 0.25, _aggregators(m))
-    engine_one = Smooth(members, classes, 0.25, _aggregators(m)[:1])
-    if xla:
-        for e in (engine_all, engine_one):
-            e._draw_counts = tf.function(e._draw_counts_graph, jit_compile=True,
-                                         reduce_retracing=True)
+    engine_all = Smooth(members, classes, 0.25, _aggregators(m), jit_compile=xla)
+    engine_one = Smooth(members, classes, 0.25, _aggregators(m)[:1], jit_compile=xla)
     np_aggs = numpy_aggregators(m)
     rows = []
     for _ in range(repeats):

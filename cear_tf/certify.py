@@ -29,6 +29,8 @@ flags.DEFINE_integer("consensus_k", 0, "K-consensus: run the first K members on 
 flags.DEFINE_float("target_radius", -1.0, "Adaptive sampling: decide only whether each image is "
                    "certified at this radius, with staged sample sizes --stages (< 0 = off: "
                    "plain CERTIFY with --N).")
+flags.DEFINE_bool("xla", False, "Compile the sampling step with XLA (measure first: on the "
+                  "2-core CPU it did not help, see cear_tf.bench).")
 flags.DEFINE_list("stages", ["1000", "10000", "100000"], "Adaptive sampling: cumulative "
                   "estimation draws at which to decide (alpha is split equally).")
 
@@ -136,7 +138,7 @@ def main(argv):
     check_images(images, f"{FLAGS.dataset} {FLAGS.split}")
     smooth = Smooth(members, info.num_classes, FLAGS.sigma, aggregators,
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
-                    strategy=strategy, consensus_k=FLAGS.consensus_k)
+                    strategy=strategy, consensus_k=FLAGS.consensus_k, jit_compile=FLAGS.xla)
     several = len(aggregators) > 1
     logs = {}
     try:

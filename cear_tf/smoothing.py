@@ -92,6 +92,8 @@ class Smooth:
         where they agree on a class that class is the ensemble's vote and the other members
         are not run; elsewhere all members run and the aggregator decides. This is another
         (deterministic) base classifier, so every guarantee above holds for it. 0 = off.
+      jit_compile: compile the sampling step with XLA (not with K-consensus, whose
+        data-dependent shapes XLA cannot compile).
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class Smooth:
         seed: int = 0,
         strategy: tf.distribute.Strategy | None = None,
         consensus_k: int = 0,
+        jit_compile: bool = False,
     ):
         if not members:
             raise ValueError("an ensemble needs at least one member")
@@ -129,7 +132,10 @@ class Smooth:
         self.consensus_k = int(consensus_k)
         self.member_passes = 0  # member forward passes run so far (per draw and member)
         self.strategy = strategy or tf.distribute.get_strategy()
-        self._draw_counts = tf.function(self._draw_counts_graph, reduce_retracing=True)
+        if jit_compile and consensus_k:
+            raise ValueError("jit_compile (XLA) cannot be combined with consensus_k")
+        self._draw_counts = tf.function(self._draw_counts_graph, reduce_retracing=True,
+                                        jit_compile=jit_compile or None)
         self._replicated_counts = tf.function(self._replicated_counts_graph,
                                               reduce_retracing=True)
         self._draw_probabilities = tf.function(self._noisy_probabilities, reduce_retracing=True)
@@ -324,8 +330,8 @@ class Smooth:
         return self._bincount(votes), finite, passes
 
     def _bincount(self, votes):
-        return tf.stack([tf.math.bincount(tf.cast(v, tf.int32), minlength=self.num_classes,
-                                          maxlength=self.num_classes, dtype=tf.int64)
+        # A one-hot sum rather than tf.math.bincount, whose output size XLA cannot infer.
+        return tf.stack([tf.reduce_sum(tf.one_hot(v, self.num_classes, dtype=tf.int64), axis=0)
                          for v in votes])
 
     def _consensus_counts(self, x, key, num):

@@ -218,3 +218,15 @@ def test_k_consensus_on_a_real_boundary_mixes_both_paths():
     assert a.sum() == b.sum() == 4000
     assert 2 * 4000 < k2.member_passes < 5 * 4000
     assert abs(int(a[1]) - int(b[1])) < 400  # a different but close base classifier
+
+
+def test_xla_gives_the_same_counts_on_large_margins():
+    members = [linear_member(d) for d in (1.5, 2.0)]
+    aggs = [aggregate.make_aggregator(a, 2) for a in ("mean", "mv", "gm")]
+    plain = Smooth(members, 2, 0.25, aggs, seed=1)
+    xla = Smooth(members, 2, 0.25, aggs, seed=1, jit_compile=True)
+    a, b = plain.sample_counts(X0, 3000, 1000), xla.sample_counts(X0, 3000, 1000)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+    with pytest.raises(ValueError, match="XLA"):
+        Smooth(members, 2, 0.25, aggs, consensus_k=1, jit_compile=True)
