@@ -163,3 +163,16 @@ def test_cli_ensemble_trains_and_skips_finished(teacher_dir, tmp_path):
     parse_flags(argv)
     train.main(["prog"])
     assert os.path.getmtime(out / "member_0" / "saved_model.pb") == stamp  # skipped
+
+
+def test_clipnorm_reaches_the_optimizer_and_metadata(tmp_path):
+    import keras as k
+    seen = {}
+
+    class Probe(k.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen["clip"] = self.model.optimizer.global_clipnorm
+
+    meta = train.train_member(_cfg(clipnorm=1.0), tiny_splits(), str(tmp_path / "m"), verbose=0,
+                              extra_callbacks=[Probe()])
+    assert seen["clip"] == 1.0 and meta["clipnorm"] == 1.0
