@@ -46,7 +46,6 @@ def expand_like(v, like):
     return tf.reshape(v, [-1] + [1] * (len(like.shape) - 1))
 
 
-_expand = expand_like
 
 
 def lp_norm(delta: tf.Tensor, norm: str) -> tf.Tensor:
@@ -60,12 +59,12 @@ def project(x: tf.Tensor, x_orig: tf.Tensor, eps, norm: str) -> tf.Tensor:
     """Onto the eps-ball around x_orig (per example), then the [0, 1] box."""
     delta = x - x_orig
     if norm == "inf":
-        e = _expand(tf.cast(eps, x.dtype) * tf.ones([tf.shape(x)[0]], x.dtype), x)
+        e = expand_like(tf.cast(eps, x.dtype) * tf.ones([tf.shape(x)[0]], x.dtype), x)
         delta = tf.clip_by_value(delta, -e, e)
     else:
         n = lp_norm(delta, "2")
         factor = tf.minimum(1.0, tf.cast(eps, x.dtype) / tf.maximum(n, 1e-12))
-        delta = delta * _expand(factor, x)
+        delta = delta * expand_like(factor, x)
     return tf.clip_by_value(x_orig + delta, 0.0, 1.0)
 
 
@@ -128,18 +127,18 @@ def apgd_checkpoints(n_iter: int) -> list[int]:
 def _step_direction(grad, norm):
     if norm == "inf":
         return tf.sign(grad)
-    return grad / _expand(tf.maximum(lp_norm(grad, "2"), 1e-12), grad)
+    return grad / expand_like(tf.maximum(lp_norm(grad, "2"), 1e-12), grad)
 
 
 def _random_start(x, eps, norm, rng: tf.random.Generator):
     """A random point of the eps-ball (eps scalar or per example [B]) inside the box."""
     e = tf.cast(eps, x.dtype) * tf.ones([tf.shape(x)[0]], x.dtype)
     if norm == "inf":
-        delta = rng.uniform(tf.shape(x), -1.0, 1.0) * _expand(e, x)
+        delta = rng.uniform(tf.shape(x), -1.0, 1.0) * expand_like(e, x)
     else:
         d = rng.normal(tf.shape(x))
         radius = e * rng.uniform([tf.shape(x)[0]])
-        delta = d / _expand(tf.maximum(lp_norm(d, "2"), 1e-12), x) * _expand(radius, x)
+        delta = d / expand_like(tf.maximum(lp_norm(d, "2"), 1e-12), x) * expand_like(radius, x)
     return project(x + delta, x, e, norm)
 
 
@@ -176,9 +175,9 @@ def apgd(target: Target, x_orig, y, eps: float, norm: str = "inf", loss: str = "
         for k in range(n_iter):
             fooled_now = tf.logical_not(tf.equal(tf.argmax(scores, axis=1, output_type=tf.int32), y))
             newly = tf.logical_and(fooled_now, tf.logical_not(fooled))
-            best_adv = tf.where(_expand(newly, x), x, best_adv)
+            best_adv = tf.where(expand_like(newly, x), x, best_adv)
             fooled = tf.logical_or(fooled, fooled_now)
-            z = project(x + _expand(step, x) * _step_direction(grad, norm), x_orig, eps, norm)
+            z = project(x + expand_like(step, x) * _step_direction(grad, norm), x_orig, eps, norm)
             a = momentum if k > 0 else 1.0
             x_new = project(x + a * (z - x) + (1 - a) * (x - x_prev), x_orig, eps, norm)
             x_prev, x = x, x_new
@@ -186,8 +185,8 @@ def apgd(target: Target, x_orig, y, eps: float, norm: str = "inf", loss: str = "
             loss_x, grad, scores = gradient(x, y)
             successes += tf.cast(loss_x > loss_prev, tf.float32)
             improved = loss_x > best_loss
-            x_best = tf.where(_expand(improved, x), x, x_best)
-            grad_best = tf.where(_expand(improved, x), grad, grad_best)
+            x_best = tf.where(expand_like(improved, x), x, x_best)
+            grad_best = tf.where(expand_like(improved, x), grad, grad_best)
             best_loss = tf.where(improved, loss_x, best_loss)
             if k + 1 in checkpoints:
                 window = k + 1 - last_check
@@ -197,15 +196,15 @@ def apgd(target: Target, x_orig, y, eps: float, norm: str = "inf", loss: str = "
                 halve = tf.logical_or(few_successes, stalled)
                 step_at_check = step
                 step = tf.where(halve, step / 2, step)
-                x = tf.where(_expand(halve, x), x_best, x)
-                grad = tf.where(_expand(halve, x), grad_best, grad)
+                x = tf.where(expand_like(halve, x), x_best, x)
+                grad = tf.where(expand_like(halve, x), grad_best, grad)
                 successes = tf.zeros([b])
                 last_check, loss_at_check = k + 1, best_loss
         fooled_now = tf.logical_not(tf.equal(tf.argmax(scores, axis=1, output_type=tf.int32), y))
         newly = tf.logical_and(fooled_now, tf.logical_not(fooled))
-        best_adv = tf.where(_expand(newly, x), x, best_adv)
+        best_adv = tf.where(expand_like(newly, x), x, best_adv)
         fooled = tf.logical_or(fooled, fooled_now)
-        best_adv = tf.where(_expand(fooled, x), best_adv, x_best)
+        best_adv = tf.where(expand_like(fooled, x), best_adv, x_best)
     return best_adv
 
 
@@ -308,15 +307,15 @@ def fab(target: Target, x_orig, y, norm: str = "inf", n_iter: int = 100, n_resta
             delta_o = project_onto_hyperplane_in_box(x_orig, w_star, -f_star - offset, norm)
             n_x, n_o = lp_norm(delta_x, norm), lp_norm(delta_o, norm)
             alpha = tf.minimum(n_x / tf.maximum(n_x + n_o, 1e-12), alpha_max)
-            a = _expand(alpha, x)
+            a = expand_like(alpha, x)
             x = tf.clip_by_value((1 - a) * (x + eta * delta_x) + a * (x_orig + eta * delta_o),
                                  0.0, 1.0)
             fooled = tf.logical_not(tf.equal(predict(target, x, eot), y))
             norms = lp_norm(x - x_orig, norm)
             better = tf.logical_and(fooled, norms < best_norm)
-            best = tf.where(_expand(better, x), x, best)
+            best = tf.where(expand_like(better, x), x, best)
             best_norm = tf.where(better, norms, best_norm)
-            x = tf.where(_expand(fooled, x), (1 - beta) * x_orig + beta * x, x)
+            x = tf.where(expand_like(fooled, x), (1 - beta) * x_orig + beta * x, x)
     return best, best_norm
 
 

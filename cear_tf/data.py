@@ -598,10 +598,5 @@ def _parse_tinyimagenet(source: _Source, split: str):
 _PARSERS = {"mnist": _parse_mnist, "cifar10": _parse_cifar10, "tinyimagenet": _parse_tinyimagenet}
 
 
-def fingerprint(images: np.ndarray) -> str:
-    """Short content hash, recorded in metadata so a log can be tied to its data."""
-    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
-
-
 __all__ = ["DATASETS", "SPLITS", "DataError", "DatasetInfo", "dataset_info", "load_split",
-           "make_pipeline", "split_indices", "to_float", "fingerprint"]
+           "make_pipeline", "split_indices", "to_float"]
