@@ -10,7 +10,6 @@ subsampling and scaled tanh; those do not change what the network can represent 
 the ReLU/max-pool form trains to >99% in a few epochs.
 """
 
-import keras
 from keras import layers
 
 

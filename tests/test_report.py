@@ -1,7 +1,5 @@
-import os
 import re
 
-import numpy as np
 import pytest
 
 from cear_tf import paper_tables, report
