@@ -186,6 +186,7 @@ def main(argv):
         logging.info("%s exists: skipped (--noresume appends a new run)", path)
         return
     member_dirs = smoothing_flags.member_dirs()
+    smoothing_flags.apply_precision()
     loaded = ensemble.load_ensemble(member_dirs)
     (aggregator,) = smoothing_flags.aggregators(member_dirs)
     sources = parse_source(FLAGS.source, len(loaded))

@@ -1,6 +1,7 @@
 """Certification throughput, measured side by side in one process (ratios, not timings).
 
   python -m cear_tf.bench [--archs=lenet5,resnet20,resnet110] [--repeats=3] [--xla]
+                         [--compare_precision=mixed_bfloat16]
 
 For each architecture, with M randomly initialised members and one image:
   * engine      our `Smooth`, 4 aggregations (mean, mv, rw, gm) from one set of passes;
@@ -26,6 +27,7 @@ from absl import app, flags
 
 import models
 from cear_tf import aggregate
+from cear_tf import precision as precision_lib
 from cear_tf.smoothing import Smooth
 
 FLAGS = flags.FLAGS
@@ -33,8 +35,17 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("archs", ["lenet5", "resnet20", "resnet110"], "Architectures to measure.")
 flags.DEFINE_integer("members", 5, "Ensemble size.")
 flags.DEFINE_integer("repeats", 3, "Repeats of every measurement.")
+flags.DEFINE_integer("draws", 0, "Noise draws per measurement (0 = the architecture's default "
+                     "in SETTINGS, a few seconds each on 2 cores).")
 flags.DEFINE_bool("xla", False, "Compile the engine's sampling step with XLA.")
+flags.DEFINE_enum("compare_precision", "float32", list(precision_lib.PRECISIONS),
+                  "Also time the engine with this inference precision (one more column: its "
+                  "passes/s over float32's).")
 flags.DEFINE_string("json_out", None, "Also write the raw measurements as JSON.")
+
+flags.register_validator("members", lambda v: v >= 1, message="--members must be >= 1")
+flags.register_validator("repeats", lambda v: v >= 1, message="--repeats must be >= 1")
+flags.register_validator("draws", lambda v: v >= 0, message="--draws must be >= 0")
 
 # Certify batch and draws per architecture (a few seconds per measurement on 2 cores).
 SETTINGS = {
@@ -210,14 +221,23 @@ def time_torch(arch, shape, classes, x, draws, batch, sigma=0.25) -> float | Non
     return time.perf_counter() - start
 
 
-def measure(arch, m, repeats, xla):
+def measure(arch, m, repeats, xla, precision="float32", draws=0):
     cfg = SETTINGS[arch]
     classes = cfg.get("classes", 10)
-    shape, batch, draws = cfg["shape"], cfg["batch"], cfg["draws"]
+    shape, batch, draws = cfg["shape"], cfg["batch"], draws or cfg["draws"]
     members = _members(arch, m, shape, classes)
     x = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
     engine_all = Smooth(members, classes, 0.25, _aggregators(m), jit_compile=xla)
     engine_one = Smooth(members, classes, 0.25, _aggregators(m)[:1], jit_compile=xla)
+    engine_low = None
+    if precision != "float32":
+        # The rewrite is applied when a graph is first run: trace the float32 engine first,
+        # then the reduced-precision one, then switch the rewrite off again.
+        engine_one.sample_counts(x, batch, batch)
+        precision_lib.set_inference_precision(precision)
+        engine_low = Smooth(members, classes, 0.25, _aggregators(m)[:1], jit_compile=xla)
+        engine_low.sample_counts(x, batch, batch)
+        precision_lib.set_inference_precision("float32")
     np_aggs = numpy_aggregators(m)
     rows = []
     for _ in range(repeats):
@@ -225,9 +245,11 @@ def measure(arch, m, repeats, xla):
         t_naive = time_naive(members, np_aggs, x, draws, batch)
         t_one = time_engine(engine_one, x, draws, batch)
         t_torch = time_torch(arch, shape, classes, x, draws, batch)
+        t_low = time_engine(engine_low, x, draws, batch) if engine_low else None
         rows.append(dict(engine_4agg_s=t_all, naive_4agg_s=t_naive,
                          engine_pass_per_s=m * draws / t_one,
-                         torch_pass_per_s=draws / t_torch if t_torch else None))
+                         torch_pass_per_s=draws / t_torch if t_torch else None,
+                         low_precision_pass_per_s=m * draws / t_low if t_low else None))
     return dict(arch=arch, members=m, batch=batch, draws=draws,
                 flops_per_pass=count_flops(members[0]), runs=rows)
 
@@ -243,15 +265,22 @@ def main(argv):
     unknown = [a for a in FLAGS.archs if a not in SETTINGS]
     if unknown:
         raise app.UsageError(f"--archs: unknown {unknown}; allowed: {', '.join(SETTINGS)}")
+    try:
+        precision_lib.check_precision(FLAGS.compare_precision, "--compare_precision")
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     peak = [matmul_peak() for _ in range(FLAGS.repeats)]
-    results = [measure(a, FLAGS.members, FLAGS.repeats, FLAGS.xla) for a in FLAGS.archs]
+    results = [measure(a, FLAGS.members, FLAGS.repeats, FLAGS.xla, FLAGS.compare_precision,
+                       FLAGS.draws) for a in FLAGS.archs]
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{__import__('os').cpu_count()} logical CPUs, TensorFlow {tf.__version__}; "
           f"float32 matmul peak {np.median(peak) / 1e9:.1f} GFLOP/s (median of {len(peak)}); "
-          f"xla={FLAGS.xla}")
+          f"xla={FLAGS.xla}; native bfloat16: {precision_lib.cpu_has_native_bfloat16()}")
+    low = FLAGS.compare_precision != "float32"
     print("| arch | M x draws @ batch | engine vs naive Keras, 4 aggregations | "
-          "engine vs PyTorch, passes/s | engine passes/s | engine GFLOP/s | % of matmul peak |")
-    print("|---|---|---|---|---|---|---|")
+          "engine vs PyTorch, passes/s | engine passes/s | engine GFLOP/s | % of matmul peak |"
+          + (f" {FLAGS.compare_precision} vs float32, passes/s |" if low else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if low else ""))
     for r in results:
         runs = r["runs"]
         speedup = [x["naive_4agg_s"] / x["engine_4agg_s"] for x in runs]
@@ -262,9 +291,13 @@ def main(argv):
         else:
             vs_torch = "torch not installed"
         frac = [100 * g * 1e9 / np.median(peak) for g in gflops]
+        low_col = ""
+        if low:
+            ratio = [x["low_precision_pass_per_s"] / x["engine_pass_per_s"] for x in runs]
+            low_col = f" {_stats(ratio)}x |"
         print(f"| {r['arch']} | {r['members']} x {r['draws']} @ {r['batch']} | {_stats(speedup)}x "
               f"| {vs_torch}x | {np.median(passes):.0f} | {np.median(gflops):.1f} | "
-              f"{_stats(frac)} |")
+              f"{_stats(frac)} |{low_col}")
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
             json.dump(dict(peak_flops=peak, results=results), f, indent=2)

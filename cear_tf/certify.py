@@ -123,6 +123,7 @@ def main(argv):
         if not FLAGS[name].value:
             raise app.UsageError(f"--{name} is required")
     member_dirs = smoothing_flags.member_dirs()
+    smoothing_flags.apply_precision()
     strategy = distribute.make_strategy(FLAGS.strategy)
     with strategy.scope():  # members' variables are placed (mirrored) by the strategy
         members = ensemble.load_ensemble(member_dirs)
@@ -154,7 +155,9 @@ def main(argv):
                 target_radius=FLAGS.target_radius if FLAGS.target_radius >= 0 else None,
                 stages=[int(v) for v in FLAGS.stages] if FLAGS.target_radius >= 0 else None,
                 skip=FLAGS.skip, max=FLAGS.max, shard=FLAGS.shard, num_images=len(labels),
-                strategy=FLAGS.strategy)
+                strategy=FLAGS.strategy,
+                # Recorded only when reduced, so float32 logs made before the flag resume.
+                precision=FLAGS.precision if FLAGS.precision != "float32" else None)
             if a.name == "gm":
                 settings.update(gm_tolerance=FLAGS.gm_tolerance,
                                 gm_max_iterations=FLAGS.gm_max_iterations)

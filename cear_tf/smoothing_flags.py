@@ -4,6 +4,7 @@ cear_tf.attack: members, aggregation and its weights, noise and sampling."""
 from absl import flags
 
 from cear_tf import aggregate, common_flags, ensemble
+from cear_tf import precision as precision_lib
 
 flags.DEFINE_list("models", None, "Member SavedModel directories, or ensemble directories "
                   "holding member_<i>/ folders ('{output_dir}' is replaced by --output_dir).")
@@ -21,6 +22,9 @@ flags.DEFINE_integer("N0", 100, "Selection draws.")
 flags.DEFINE_integer("N", 100000, "Estimation draws.")
 flags.DEFINE_float("alpha", 0.001, "Failure probability of each certificate.")
 flags.DEFINE_integer("batch", 1000, "Noise draws per forward pass.")
+flags.DEFINE_enum("precision", "float32", list(precision_lib.PRECISIONS),
+                  "Member inference precision: float32, mixed_bfloat16 (oneDNN CPU rewrite; "
+                  "fast only on CPUs with AVX512_BF16/AMX) or mixed_float16 (GPU).")
 
 flags.register_validator(
     "aggregation",
@@ -34,6 +38,11 @@ flags.register_validator("N0", lambda v: v >= 1, message="--N0 must be >= 1")
 flags.register_validator("N", lambda v: v >= 1, message="--N must be >= 1")
 flags.register_validator("alpha", lambda v: 0 < v < 1, message="--alpha must be in (0, 1)")
 flags.register_validator("batch", lambda v: v >= 1, message="--batch must be >= 1")
+
+
+def apply_precision():
+    """Sets --precision for the graphs traced from now on (before building the engine)."""
+    precision_lib.set_inference_precision(flags.FLAGS.precision)
 
 
 def member_dirs():

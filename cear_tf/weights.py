@@ -94,6 +94,7 @@ def main(argv):
     if FLAGS.resume and os.path.exists(path):
         logging.info("%s exists: skipped (--noresume recomputes)", path)
         return
+    smoothing_flags.apply_precision()
     members = ensemble.load_ensemble(member_dirs)
     info = data.dataset_info(FLAGS.dataset)
     images, labels = data.load_split(FLAGS.dataset, "validation", FLAGS.data_dir,
@@ -101,7 +102,7 @@ def main(argv):
     images, labels = images[:FLAGS.weights_images], labels[:FLAGS.weights_images]
     details = dict(dataset=FLAGS.dataset, sigma=FLAGS.sigma, images=int(len(labels)),
                    validation_size=FLAGS.validation_size, split_seed=FLAGS.split_seed,
-                   logit_noise=FLAGS.logit_noise, seed=FLAGS.seed)
+                   logit_noise=FLAGS.logit_noise, seed=FLAGS.seed, precision=FLAGS.precision)
     if FLAGS.method == "rw":
         weights, accuracy = robust_weights(
             members, info.num_classes, images, labels, FLAGS.sigma, FLAGS.radius, FLAGS.N0,

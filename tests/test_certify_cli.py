@@ -188,3 +188,28 @@ def test_adaptive_and_consensus_cli(setup):
     assert settings["target_radius"] == 0.25 and settings["consensus_k"] == 2
     with pytest.raises(flags.IllegalFlagValueError, match="stages"):
         parse_flags(["--stages=100,50"])
+
+
+def test_precision_flag_recorded_and_binding(setup):
+    """--precision=mixed_bfloat16 certifies these large-margin members exactly as float32,
+    records itself in the settings, and a float32 log is not resumed under it."""
+    from cear_tf import precision
+    if tf_gpu():
+        pytest.skip("mixed_bfloat16 is a CPU rewrite")
+    f32 = str(setup["root"] / "f32.tsv")
+    bf16 = str(setup["root"] / "bf16.tsv")
+    _certify(setup, f32, "--aggregation=mean", "--max=3")
+    try:
+        _certify(setup, bf16, "--aggregation=mean", "--max=3", "--precision=mixed_bfloat16")
+        with pytest.raises(LogError, match="--precision: log None vs now 'mixed_bfloat16'"):
+            _certify(setup, f32, "--aggregation=mean", "--max=3", "--precision=mixed_bfloat16")
+    finally:
+        precision.set_inference_precision("float32")
+    assert _rows(bf16) == _rows(f32) and len(_rows(f32)) == 3
+    with open(bf16 + ".json") as f:
+        assert json.load(f)["precision"] == "mixed_bfloat16"
+
+
+def tf_gpu():
+    import tensorflow as tf
+    return bool(tf.config.list_physical_devices("GPU"))

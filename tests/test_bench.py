@@ -1,0 +1,41 @@
+"""cear_tf.bench runs end to end on a tiny workload and reports what it measured."""
+
+import json
+import os
+import subprocess
+import sys
+
+import models
+from cear_tf import bench
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_lenet5_flops_by_hand():
+    # c1 28*28*6*25, c3 10*10*16*150, dense 400*120 + 120*84 + 84*10 multiply-adds, x2.
+    expected = 2 * (28 * 28 * 6 * 25 + 10 * 10 * 16 * 150 + 400 * 120 + 120 * 84 + 84 * 10)
+    assert bench.count_flops(models.build_model("lenet5", (28, 28, 1), 10)) == expected
+
+
+def test_bench_cli_tiny(tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cear_tf.bench", "--archs=lenet5", "--members=2", "--repeats=1",
+         "--draws=1500", "--compare_precision=mixed_bfloat16", f"--json_out={out}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| lenet5 |")]
+    assert len(table) == 1 and table[0].count("|") == 9  # 8 columns incl. the bfloat16 one
+    record = json.loads(out.read_text())
+    (result,) = record["results"]
+    (run,) = result["runs"]
+    assert result["flops_per_pass"] == 833040 and result["draws"] == 1500
+    for key in ("engine_4agg_s", "naive_4agg_s", "engine_pass_per_s", "low_precision_pass_per_s"):
+        assert run[key] > 0
+
+
+def test_bench_rejects_bad_flags():
+    proc = subprocess.run([sys.executable, "-m", "cear_tf.bench", "--archs=vgg"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "--archs: unknown ['vgg']" in proc.stderr
