@@ -41,11 +41,15 @@ flags.DEFINE_bool("xla", False, "Compile the engine's sampling step with XLA.")
 flags.DEFINE_enum("compare_precision", "float32", list(precision_lib.PRECISIONS),
                   "Also time the engine with this inference precision (one more column: its "
                   "passes/s over float32's).")
+flags.DEFINE_list("sweep_batches", [], "Also time the engine's passes/s at each of these certify "
+                  "batch sizes (batch-size tuning; one more table).")
 flags.DEFINE_string("json_out", None, "Also write the raw measurements as JSON.")
 
 flags.register_validator("members", lambda v: v >= 1, message="--members must be >= 1")
 flags.register_validator("repeats", lambda v: v >= 1, message="--repeats must be >= 1")
 flags.register_validator("draws", lambda v: v >= 0, message="--draws must be >= 0")
+flags.register_validator("sweep_batches", lambda v: all(b.isdigit() and int(b) >= 1 for b in v),
+                         message="--sweep_batches must be integers >= 1")
 
 # Certify batch and draws per architecture (a few seconds per measurement on 2 cores).
 SETTINGS = {
@@ -254,9 +258,24 @@ def measure(arch, m, repeats, xla, precision="float32", draws=0):
                 flops_per_pass=count_flops(members[0]), runs=rows)
 
 
-def _stats(values):
+def sweep_batches(arch, m, batches, repeats, draws=0):
+    """Engine passes/s (one aggregation) at each certify batch size: {batch: [per repeat]}."""
+    cfg = SETTINGS[arch]
+    classes = cfg.get("classes", 10)
+    members = _members(arch, m, cfg["shape"], classes)
+    x = np.random.default_rng(0).uniform(size=cfg["shape"]).astype(np.float32)
+    engine = Smooth(members, classes, 0.25, _aggregators(m)[:1])
+    out = {}
+    for _ in range(repeats):
+        for b in batches:
+            n = max(draws or cfg["draws"], b)
+            out.setdefault(b, []).append(m * n / time_engine(engine, x, n, b))
+    return out
+
+
+def _stats(values, digits=2):
     v = np.asarray(values, float)
-    return f"{np.median(v):.2f} ({v.min():.2f}-{v.max():.2f})"
+    return f"{np.median(v):.{digits}f} ({v.min():.{digits}f}-{v.max():.{digits}f})"
 
 
 def main(argv):
@@ -298,9 +317,18 @@ def main(argv):
         print(f"| {r['arch']} | {r['members']} x {r['draws']} @ {r['batch']} | {_stats(speedup)}x "
               f"| {vs_torch}x | {np.median(passes):.0f} | {np.median(gflops):.1f} | "
               f"{_stats(frac)} |{low_col}")
+    sweeps = {}
+    if FLAGS.sweep_batches:
+        batches = [int(b) for b in FLAGS.sweep_batches]
+        print("\nengine passes/s by certify batch size (median, min-max over repeats)")
+        print("| arch | " + " | ".join(f"batch {b}" for b in batches) + " |")
+        print("|---|" + "---|" * len(batches))
+        for arch in FLAGS.archs:
+            sweeps[arch] = sweep_batches(arch, FLAGS.members, batches, FLAGS.repeats, FLAGS.draws)
+            print(f"| {arch} | " + " | ".join(_stats(sweeps[arch][b], 0) for b in batches) + " |")
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
-            json.dump(dict(peak_flops=peak, results=results), f, indent=2)
+            json.dump(dict(peak_flops=peak, results=results, batch_sweep=sweeps), f, indent=2)
 
 
 if __name__ == "__main__":

@@ -22,15 +22,20 @@ def test_bench_cli_tiny(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
         [sys.executable, "-m", "cear_tf.bench", "--archs=lenet5", "--members=2", "--repeats=1",
-         "--draws=1500", "--compare_precision=mixed_bfloat16", f"--json_out={out}"],
+         "--draws=1500", "--compare_precision=mixed_bfloat16", "--sweep_batches=250,500",
+         f"--json_out={out}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = [line for line in proc.stdout.splitlines() if line.startswith("| lenet5 |")]
+    main_table = proc.stdout.split("by certify batch size")[0]
+    table = [line for line in main_table.splitlines() if line.startswith("| lenet5 |")]
     assert len(table) == 1 and table[0].count("|") == 9  # 8 columns incl. the bfloat16 one
     record = json.loads(out.read_text())
     (result,) = record["results"]
     (run,) = result["runs"]
     assert result["flops_per_pass"] == 833040 and result["draws"] == 1500
+    sweep = record["batch_sweep"]["lenet5"]
+    assert sorted(sweep) == ["250", "500"] and all(v[0] > 0 for v in sweep.values())
+    assert "| lenet5 | " in proc.stdout.split("by certify batch size")[1]
     for key in ("engine_4agg_s", "naive_4agg_s", "engine_pass_per_s", "low_precision_pass_per_s"):
         assert run[key] > 0
 
