@@ -90,15 +90,63 @@ def aggregate_geometric_median(
     return q
 
 
+# ---- log-space forms, for gradients (attacks) --------------------------------------------
+#
+# log(aggregate(softmax(z))) computed from float32 probabilities has no gradient where a
+# member is confident: softmax rounds to exactly 0 and 1 once a logit margin exceeds ~17, and
+# distilled students (logits scaled by the temperature) are there on most images. That is
+# the gradient masking of defensive distillation (Carlini & Wagner 2016), and an attack that
+# differentiates it reports robustness that is not there. The forms below take the members'
+# log-probabilities (log_softmax, exact at any margin) and mix them with logsumexp.
+
+
+def log_mixture(log_probs: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """log sum_i w_i p_i from log p_i [M, B, K] and weights [M] or [M, B], stably."""
+    w = tf.cast(weights, log_probs.dtype)
+    while len(w.shape) < len(log_probs.shape):
+        w = w[..., None]
+    return tf.reduce_logsumexp(tf.math.log(w) + log_probs, axis=0)
+
+
+def geometric_median_weights(probs: tf.Tensor, tolerance: float = 1e-6,
+                             max_iterations: int = 100) -> tf.Tensor:
+    """[M, B] Weiszfeld weights (1/d_i normalised) at the geometric median: the median is
+    (up to `tolerance`) the convex combination sum_i beta_i p_i with these weights."""
+    q = aggregate_geometric_median(probs, tolerance, max_iterations)
+    inv = 1.0 / tf.maximum(tf.norm(probs - q[None], axis=-1), GM_DISTANCE_FLOOR)
+    return inv / tf.reduce_sum(inv, axis=0, keepdims=True)
+
+
+def log_geometric_median(log_probs: tf.Tensor, tolerance: float = 1e-6,
+                         max_iterations: int = 100) -> tf.Tensor:
+    """log of the geometric median as a mixture of the members, differentiated through the
+    members with the Weiszfeld weights held fixed (the median is a non-smooth function of
+    its points; holding its weights is the usual straight-through approximation)."""
+    beta = tf.stop_gradient(geometric_median_weights(tf.exp(log_probs), tolerance,
+                                                     max_iterations))
+    return log_mixture(log_probs, beta)
+
+
 @dataclasses.dataclass(frozen=True)
 class Aggregator:
-    """A named aggregation with its parameters bound: `scores = aggregator(probs)`."""
+    """A named aggregation with its parameters bound: `scores = aggregator(probs)`.
+
+    `log_fn` maps member log-probabilities [M, B, K] to log-scores [B, K] that are
+    differentiable at any confidence (see `log_mixture`); majority vote, piecewise constant,
+    uses the mean's as its surrogate.
+    """
 
     name: str
     fn: Callable[[tf.Tensor], tf.Tensor]
+    log_fn: Callable[[tf.Tensor], tf.Tensor] | None = None
 
     def __call__(self, probs):
         return self.fn(probs)
+
+    def log_scores(self, log_probs):
+        if self.log_fn is None:
+            raise ValueError(f"aggregator {self.name!r} has no log-space form")
+        return self.log_fn(log_probs)
 
 
 def make_aggregator(
@@ -122,11 +170,15 @@ def make_aggregator(
             raise ValueError(f"{name} weights must be finite, >= 0 and not all 0, got {w.tolist()}")
         w = w / w.sum()
         const = tf.constant(w, tf.float32)
-        return Aggregator(name, lambda p: aggregate_weighted(p, const))
+        return Aggregator(name, lambda p: aggregate_weighted(p, const),
+                          lambda lp: log_mixture(lp, const))
     if name == "gm":
         if gm_tolerance <= 0 or gm_max_iterations < 1:
             raise ValueError("gm needs tolerance > 0 and max_iterations >= 1")
-        return Aggregator(name, lambda p: aggregate_geometric_median(p, gm_tolerance,
-                                                                     gm_max_iterations))
+        return Aggregator(name,
+                          lambda p: aggregate_geometric_median(p, gm_tolerance, gm_max_iterations),
+                          lambda lp: log_geometric_median(lp, gm_tolerance, gm_max_iterations))
+    uniform = tf.fill([num_members], 1.0 / num_members)
     fn = {"single": aggregate_single, "mean": aggregate_mean, "mv": aggregate_majority_vote}[name]
-    return Aggregator(name, fn)
+    log_fn = aggregate_single if name == "single" else (lambda lp: log_mixture(lp, uniform))
+    return Aggregator(name, fn, log_fn)

@@ -9,7 +9,8 @@ eps_l^2 I) drawn per member and per query, and the members' probabilities are ag
 Adversarial examples are crafted on
   --source=member:i  one member as deployed (its own input noise): transferability,
   --source=members   each member in turn (rows per member and their mean, as in Table 3),
-  --source=ensemble  the whole randomised ensemble (log of the aggregated probabilities),
+  --source=ensemble  the whole randomised ensemble (log of the aggregated probabilities,
+                     mixed in log space so saturated members keep their gradients),
 with --eot=k averaging each gradient over k noise draws (k = 1: the attack the paper ran;
 larger k: the adaptive attack that sees through the noise).
 
@@ -77,13 +78,19 @@ class DeployedEnsemble:
     def member_scores(self, i):
         return lambda x: tf.cast(self.members[i](self._noisy(x)), tf.float32)
 
+    def _member_log_probs(self, x):
+        return tf.stack([tf.nn.log_softmax(tf.cast(m(self._noisy(x)), tf.float32), axis=-1)
+                         for m in self.members])
+
     def ensemble_scores(self, x):
-        probs = tf.stack([tf.nn.softmax(tf.cast(m(self._noisy(x)), tf.float32), axis=-1)
-                          for m in self.members])
-        return tf.math.log(tf.maximum(self.aggregator(probs), 1e-12))
+        """Log of the aggregated probabilities, in the aggregator's log-space form, so the
+        gradient survives saturated (e.g. distilled) members; see aggregate.log_mixture."""
+        return self.aggregator.log_scores(self._member_log_probs(x))
 
     def predict(self, x):
-        return tf.argmax(self.ensemble_scores(x), axis=1, output_type=tf.int32).numpy()
+        """One query of the deployed classifier: argmax of the aggregator itself."""
+        probs = tf.exp(self._member_log_probs(x))
+        return tf.argmax(self.aggregator(probs), axis=1, output_type=tf.int32).numpy()
 
 
 def parse_source(text: str, num_members: int) -> list:

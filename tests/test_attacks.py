@@ -156,3 +156,56 @@ def test_attack_cli_on_an_unbreakable_ensemble(tmp_path):
     from absl import flags
     with pytest.raises(flags.IllegalFlagValueError):
         parse_flags(["--attacks=cw"])
+
+
+def _saturated_members(scale=100.0, m=3):
+    """Linear members on [2, 2, 1] images: class 1 iff mean pixel > 0.5, logits x scale
+    (margins of ~tens at the test points, like distilled students evaluated at T = 1)."""
+    def member(i):
+        def logits(x):
+            s = scale * (tf.reduce_mean(x, axis=[1, 2, 3]) - 0.5 + 0.01 * i)
+            return tf.stack([-s, s], axis=1)
+        return logits
+    return [member(i) for i in range(m)]
+
+
+@pytest.mark.parametrize("name", ["mean", "rw", "gm", "mv", "single", "sween"])
+def test_log_space_aggregation_matches_and_keeps_gradients(name):
+    from cear_tf import aggregate
+    m = 3
+    agg = aggregate.make_aggregator(name, m, weights=[0.5, 0.3, 0.2]
+                                    if name in aggregate.WEIGHTED else None)
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(size=(m, 5, 4)), tf.float32)
+    log_probs = tf.nn.log_softmax(logits)
+    reference = "mean" if name == "mv" else name  # mv's surrogate is the mean
+    ref = aggregate.make_aggregator(reference, m, weights=[0.5, 0.3, 0.2]
+                                    if name in aggregate.WEIGHTED else None)
+    np.testing.assert_allclose(agg.log_scores(log_probs).numpy(),
+                               np.log(ref(tf.nn.softmax(logits)).numpy()), atol=2e-4)
+    # Saturated members: softmax is exactly one-hot, log-space gradients are not zero.
+    x = tf.fill([1, 2, 2, 1], 0.7)  # member margins ~40: p of the other class < 1e-12
+    members = _saturated_members()
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        lp = tf.stack([tf.nn.log_softmax(f(x)) for f in members])
+        naive = tf.math.log(tf.maximum(agg(tf.exp(lp)), 1e-12))
+        stable = agg.log_scores(lp)
+        losses = [attacks.cross_entropy(s, tf.constant([1])) for s in (naive, stable)]
+    naive_grad = tape.gradient(losses[0], x)  # None for mv: votes are not differentiable
+    assert naive_grad is None or float(tf.reduce_max(tf.abs(naive_grad))) == 0.0
+    assert float(tf.reduce_max(tf.abs(tape.gradient(losses[1], x)))) > 0.0
+
+
+def test_ensemble_attack_breaks_saturated_members():
+    """The whole-ensemble APGD finds the adversarials that exist (the boundary is 0.2 away
+    in L-inf) although every member's softmax is saturated."""
+    from cear_tf import aggregate
+    members = _saturated_members()
+    model = attack.DeployedEnsemble(members, aggregate.make_aggregator("gm", 3), 0.0)
+    x = tf.fill([8, 2, 2, 1], 0.65)
+    y = tf.ones([8], tf.int32)
+    assert (model.predict(x) == 1).all()
+    adv = attacks.apgd(model.ensemble_scores, x, y, 0.2, "inf", "ce", n_iter=20)
+    assert (model.predict(adv) == 0).all()
+    assert float(tf.reduce_max(tf.abs(adv - x))) <= 0.2 + 1e-6
