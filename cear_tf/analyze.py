@@ -80,12 +80,16 @@ def markdown_table(table, radii) -> str:
 
 
 def parse_named(entries: Sequence[str]) -> list[tuple[str, str]]:
+    """PATH or NAME=PATH; names and paths may both hold '=', so the split is taken at the
+    first '=' whose right side exists (else at the first '=', and load_log reports it)."""
     out = []
     for e in entries:
-        name, sep, path = e.partition("=")
-        if not sep:
-            name, path = os.path.splitext(os.path.basename(e))[0], e
-        out.append((name, path))
+        splits = [i for i, c in enumerate(e) if c == "="]
+        if not splits or os.path.exists(e):
+            out.append((os.path.splitext(os.path.basename(e))[0], e))
+            continue
+        i = next((i for i in splits if os.path.exists(e[i + 1:])), splits[0])
+        out.append((e[:i], e[i + 1:]))
     return out
 
 
@@ -95,8 +99,7 @@ def main(argv):
     if not FLAGS.logs:
         raise app.UsageError("--logs is required")
     radii = [float(r) for r in FLAGS.radii]
-    table = summarize([(name, common_flags.expand_path(path))
-                       for name, path in parse_named(FLAGS.logs)], radii)
+    table = summarize(parse_named([common_flags.expand_path(e) for e in FLAGS.logs]), radii)
     print(markdown_table(table, radii))
     if FLAGS.csv_out:
         with open(FLAGS.csv_out, "w", newline="") as f:

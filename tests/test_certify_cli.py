@@ -175,6 +175,12 @@ def test_analyze_known_table(tmp_path, capsys):
     assert "| A | 4 | 50.0 | 25.0 | 25.0 | 0.0 | 0.150 |" in out
     assert (tmp_path / "t.csv").read_text().splitlines()[1] == \
         "A,4,50.0000,25.0000,25.0000,0.0000,0.1500"
+    # '=' in the name or in the path: split where the path exists.
+    odd = tmp_path / "sigma=0.25"
+    odd.mkdir()
+    (odd / "b.tsv").write_text(log.read_text())
+    assert analyze.parse_named([f"N=1e5={log}", f"B={odd / 'b.tsv'}", str(odd / "b.tsv")]) == [
+        ("N=1e5", str(log)), ("B", str(odd / "b.tsv")), ("b", str(odd / "b.tsv"))]
 
 
 def test_adaptive_and_consensus_cli(setup):
