@@ -97,7 +97,11 @@ def loss_and_gradient(target: Target, x, y, loss_name: str, eot: int = 1):
             tape.watch(x)
             scores = target(x)
             loss = loss_fn(scores, y)
-        total_grad += tape.gradient(loss, x)
+        grad = tape.gradient(loss, x)
+        # A NaN gradient would silently turn the iterate into NaN; say where it came from.
+        grad = tf.debugging.assert_all_finite(
+            grad, f"the attack target's {loss_name} gradient is NaN or Inf")
+        total_grad += grad
         total_loss += loss
         total_scores += scores
     return total_loss / eot, total_grad / eot, total_scores / eot

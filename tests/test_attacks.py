@@ -151,6 +151,16 @@ def test_attack_cli_on_an_unbreakable_ensemble(tmp_path):
     assert set(body) >= {("member:0", "apgd-ce"), ("member:1", "fab"), ("mean", "all")}
     for r in rows[1:]:
         assert float(r[6]) == 1.0 and float(r[7]) == 1.0 and float(r[8]) == 0.0
+    out2 = tmp_path / "att_ensemble.tsv"
+    parse_flags([f"--data_dir={data_dir}", f"--models={','.join(dirs)}", "--aggregation=gm",
+                 "--logit_noise=0.1", "--norm=inf", "--eps=0.1", "--attacks=apgd-ce,apgd-dlr",
+                 "--source=ensemble", "--eot=2", "--n_images=6", "--n_iter=5",
+                 f"--outfile={out2}", "--validation_size=5"])
+    attack.main(["prog"])
+    rows = [line.split("\t") for line in out2.read_text().splitlines()[1:]]
+    assert [r[1] for r in rows] == ["apgd-ce", "apgd-dlr", "apgd-ce/log-space",
+                                    "apgd-dlr/log-space", "all"]
+    assert all(r[0] == "ensemble" and float(r[8]) == 0.0 for r in rows)
     with pytest.raises(ValueError, match="member:i"):
         attack.parse_source("member:5", 2)
     from absl import flags
@@ -198,14 +208,35 @@ def test_log_space_aggregation_matches_and_keeps_gradients(name):
 
 
 def test_ensemble_attack_breaks_saturated_members():
-    """The whole-ensemble APGD finds the adversarials that exist (the boundary is 0.2 away
-    in L-inf) although every member's softmax is saturated."""
+    """The whole-ensemble APGD on the log-space form finds the adversarials that exist (the
+    boundary is 0.2 away in L-inf) although every member's softmax is saturated."""
     from cear_tf import aggregate
     members = _saturated_members()
     model = attack.DeployedEnsemble(members, aggregate.make_aggregator("gm", 3), 0.0)
     x = tf.fill([8, 2, 2, 1], 0.65)
     y = tf.ones([8], tf.int32)
     assert (model.predict(x) == 1).all()
-    adv = attacks.apgd(model.ensemble_scores, x, y, 0.2, "inf", "ce", n_iter=20)
+    adv = attacks.apgd(model.ensemble_log_space_scores, x, y, 0.2, "inf", "ce", n_iter=20)
     assert (model.predict(adv) == 0).all()
     assert float(tf.reduce_max(tf.abs(adv - x))) <= 0.2 + 1e-6
+    # The direct form log(max(A(p), 1e-12)) has no gradient at the start: why both run.
+    masked = attacks.apgd(model.ensemble_scores, x, y, 0.2, "inf", "ce", n_iter=20)
+    assert (model.predict(masked) == 0).mean() < 1
+
+
+def test_geometric_median_gradient_is_finite_on_a_member_point():
+    """Members whose float32 softmax is exactly the same one-hot vector: the median starts
+    on their common point, where the distance has no derivative (tf.norm's gradient is 0/0
+    there); the gradient must stay finite, NaN would poison the attack."""
+    from cear_tf import aggregate
+    agg = aggregate.make_aggregator("gm", 3)
+    logits = tf.Variable(np.array([[[60.0, 0.0, -1.0]], [[70.0, 2.0, 0.0]], [[80.0, 0.0, 1.0]]],
+                                  np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        log_probs = tf.nn.log_softmax(logits)
+        stable = agg.log_scores(log_probs)
+        plain = tf.math.log(agg(tf.exp(log_probs)))
+        losses = [attacks.cross_entropy(s, tf.constant([0])) for s in (stable, plain)]
+    for loss in losses:
+        assert np.all(np.isfinite(tape.gradient(loss, logits).numpy()))
+    assert np.abs(tape.gradient(losses[0], logits).numpy()).max() > 0
