@@ -212,7 +212,7 @@ def main(argv):
         return
     member_dirs = smoothing_flags.member_dirs()
     smoothing_flags.apply_precision()
-    loaded = ensemble.load_ensemble(member_dirs)
+    loaded = ensemble.load_ensemble(member_dirs, FLAGS.freeze_members)
     (aggregator,) = smoothing_flags.aggregators(member_dirs)
     sources = parse_source(FLAGS.source, len(loaded))
     images, labels = data.load_split(FLAGS.dataset, "test", FLAGS.data_dir)

@@ -26,7 +26,7 @@ import tensorflow as tf
 from absl import app, flags
 
 import models
-from cear_tf import aggregate
+from cear_tf import aggregate, members as members_lib
 from cear_tf import precision as precision_lib
 from cear_tf.smoothing import Smooth
 
@@ -230,16 +230,19 @@ def measure(arch, m, repeats, xla, precision="float32", draws=0):
     classes = cfg.get("classes", 10)
     shape, batch, draws = cfg["shape"], cfg["batch"], draws or cfg["draws"]
     members = _members(arch, m, shape, classes)
+    # The engine gets members frozen as cear_tf.certify loads them; the naive way keeps the
+    # Keras models (what users call today).
+    frozen = [members_lib.freeze_keras(net) for net in members]
     x = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
-    engine_all = Smooth(members, classes, 0.25, _aggregators(m), jit_compile=xla)
-    engine_one = Smooth(members, classes, 0.25, _aggregators(m)[:1], jit_compile=xla)
+    engine_all = Smooth(frozen, classes, 0.25, _aggregators(m), jit_compile=xla)
+    engine_one = Smooth(frozen, classes, 0.25, _aggregators(m)[:1], jit_compile=xla)
     engine_low = None
     if precision != "float32":
         # The rewrite is applied when a graph is first run: trace the float32 engine first,
         # then the reduced-precision one, then switch the rewrite off again.
         engine_one.sample_counts(x, batch, batch)
         precision_lib.set_inference_precision(precision)
-        engine_low = Smooth(members, classes, 0.25, _aggregators(m)[:1], jit_compile=xla)
+        engine_low = Smooth(frozen, classes, 0.25, _aggregators(m)[:1], jit_compile=xla)
         engine_low.sample_counts(x, batch, batch)
         precision_lib.set_inference_precision("float32")
     np_aggs = numpy_aggregators(m)
@@ -264,7 +267,8 @@ def sweep_batches(arch, m, batches, repeats, draws=0):
     classes = cfg.get("classes", 10)
     members = _members(arch, m, cfg["shape"], classes)
     x = np.random.default_rng(0).uniform(size=cfg["shape"]).astype(np.float32)
-    engine = Smooth(members, classes, 0.25, _aggregators(m)[:1])
+    engine = Smooth([members_lib.freeze_keras(net) for net in members], classes, 0.25,
+                    _aggregators(m)[:1])
     out = {}
     for _ in range(repeats):
         for b in batches:

@@ -126,7 +126,7 @@ def main(argv):
     smoothing_flags.apply_precision()
     strategy = distribute.make_strategy(FLAGS.strategy)
     with strategy.scope():  # members' variables are placed (mirrored) by the strategy
-        members = ensemble.load_ensemble(member_dirs)
+        members = ensemble.load_ensemble(member_dirs, FLAGS.freeze_members)
     info = data.dataset_info(FLAGS.dataset)
     if members[0].input_shape != info.image_shape or members[0].num_classes != info.num_classes:
         raise ValueError(f"members take {members[0].input_shape} -> {members[0].num_classes} "

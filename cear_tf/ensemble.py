@@ -32,9 +32,10 @@ def resolve_member_dirs(paths: Sequence[str]) -> list[str]:
     return dirs
 
 
-def load_ensemble(dirs: Sequence[str]) -> list[members_lib.Member]:
-    """Loads members and checks they agree on input shape and class count."""
-    loaded = [members_lib.load_member(d) for d in dirs]
+def load_ensemble(dirs: Sequence[str], frozen: bool = True) -> list[members_lib.Member]:
+    """Loads members (frozen: see members.load_member) and checks they agree on input shape
+    and class count."""
+    loaded = [members_lib.load_member(d, frozen) for d in dirs]
     first = loaded[0]
     for m in loaded[1:]:
         if m.input_shape != first.input_shape:

