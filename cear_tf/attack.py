@@ -12,7 +12,7 @@ Adversarial examples are crafted on
   --source=ensemble  the whole randomised ensemble (log of the aggregated probabilities;
                      every APGD attack runs twice, on that and on the aggregator's log-space
                      form, rows `<attack>/log-space`, which keeps gradients of saturated
-                     members),
+                     members; for gm also on the members' mean, rows `<attack>/mean-surrogate`),
 with --eot=k averaging each gradient over k noise draws (k = 1: the attack the paper ran;
 larger k: the adaptive attack that sees through the noise).
 
@@ -31,7 +31,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from cear_tf import smoothing_flags
-from cear_tf import attacks, common_flags, data, ensemble
+from cear_tf import aggregate, attacks, common_flags, data, ensemble
 from cear_tf.aggregate import Aggregator
 
 FLAGS = flags.FLAGS
@@ -100,6 +100,13 @@ class DeployedEnsemble:
         source attacks both (see `evaluate`)."""
         return self.aggregator.log_scores(self._member_log_probs(x))
 
+    def ensemble_mean_scores(self, x):
+        """Log of the members' mean probability, a smooth stand-in for a non-smooth
+        aggregator (BPDA, Athalye et al. 2018): the geometric median's gradient through the
+        Weiszfeld iterations is ill-conditioned, and attacking the mean transfers to it."""
+        uniform = tf.fill([len(self.members)], 1.0 / len(self.members))
+        return aggregate.log_mixture(self._member_log_probs(x), uniform)
+
     def predict(self, x):
         """One query of the deployed classifier: argmax of the aggregator itself."""
         probs = tf.exp(self._member_log_probs(x))
@@ -142,6 +149,9 @@ def evaluate(model: DeployedEnsemble, images, labels, sources, attack_names, nor
             plan = [(name, name, model.ensemble_scores) for name in attack_names]
             plan += [(f"{name}/log-space", name, model.ensemble_log_space_scores)
                      for name in attack_names if name != "fab"]
+            if model.aggregator.name == "gm":
+                plan += [(f"{name}/mean-surrogate", name, model.ensemble_mean_scores)
+                         for name in attack_names if name != "fab"]
         else:
             plan = [(name, name, model.member_scores(source)) for name in attack_names]
         robust_all = correct.copy()

@@ -225,7 +225,8 @@ def attack_section(run_dir: str) -> str:
         "on its single network) and evaluated on the noisy-logit ensemble. With EOT: crafted on "
         "the whole randomised ensemble, gradients averaged over noise draws (APGD-CE and "
         "APGD-DLR, each on two surrogates: the log of the aggregated probabilities and its "
-        "log-space form; an image counts if any succeeds).",
+        "log-space form, for GM also on the members' mean (BPDA); an image counts if any "
+        "succeeds).",
         "", *lines, ""])
 
 

@@ -159,7 +159,8 @@ def test_attack_cli_on_an_unbreakable_ensemble(tmp_path):
     attack.main(["prog"])
     rows = [line.split("\t") for line in out2.read_text().splitlines()[1:]]
     assert [r[1] for r in rows] == ["apgd-ce", "apgd-dlr", "apgd-ce/log-space",
-                                    "apgd-dlr/log-space", "all"]
+                                    "apgd-dlr/log-space", "apgd-ce/mean-surrogate",
+                                    "apgd-dlr/mean-surrogate", "all"]
     assert all(r[0] == "ensemble" and float(r[8]) == 0.0 for r in rows)
     with pytest.raises(ValueError, match="member:i"):
         attack.parse_source("member:5", 2)
