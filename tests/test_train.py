@@ -35,7 +35,11 @@ def test_export_round_trip_same_logits(teacher_dir):
     out = fn(images=tf.constant(x))["logits"].numpy()
     member = members.load_member(teacher_dir)
     assert member.input_shape == (28, 28, 1) and member.num_classes == 10
-    np.testing.assert_allclose(member(tf.constant(x)).numpy(), out, rtol=0, atol=0)
+    # With variables: bit-identical; frozen (the default): constant folding reorders float
+    # arithmetic, so equal to rounding.
+    plain = members.load_member(teacher_dir, frozen=False)
+    np.testing.assert_allclose(plain(tf.constant(x)).numpy(), out, rtol=0, atol=0)
+    np.testing.assert_allclose(member(tf.constant(x)).numpy(), out, rtol=1e-5, atol=1e-5)
     meta = json.load(open(os.path.join(teacher_dir, "cear.json")))
     for key in ("arch", "dataset", "role", "base_sigma", "sigma", "temperature", "seed", "epochs",
                 "clean_test_accuracy", "noisy_test_accuracy", "package_version"):
