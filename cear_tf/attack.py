@@ -31,7 +31,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from cear_tf import smoothing_flags
-from cear_tf import aggregate, attacks, common_flags, data, ensemble
+from cear_tf import aggregate, attacks, common_flags, data
 from cear_tf.aggregate import Aggregator
 
 FLAGS = flags.FLAGS
@@ -70,6 +70,7 @@ class DeployedEnsemble:
         self.members = list(members)
         self.aggregator = aggregator
         self.logit_noise = float(logit_noise)
+        self._mean = aggregate.make_aggregator("mean", len(self.members))
         self.rng = tf.random.Generator.from_seed(seed)
 
     def _noisy(self, x):
@@ -104,8 +105,7 @@ class DeployedEnsemble:
         """Log of the members' mean probability, a smooth stand-in for a non-smooth
         aggregator (BPDA, Athalye et al. 2018): the geometric median's gradient through the
         Weiszfeld iterations is ill-conditioned, and attacking the mean transfers to it."""
-        uniform = tf.fill([len(self.members)], 1.0 / len(self.members))
-        return aggregate.log_mixture(self._member_log_probs(x), uniform)
+        return self._mean.log_scores(self._member_log_probs(x))
 
     def predict(self, x):
         """One query of the deployed classifier: argmax of the aggregator itself."""
@@ -221,8 +221,7 @@ def main(argv):
         logging.info("%s exists: skipped (--noresume appends a new run)", path)
         return
     member_dirs = smoothing_flags.member_dirs()
-    smoothing_flags.apply_precision()
-    loaded = ensemble.load_ensemble(member_dirs, FLAGS.freeze_members)
+    loaded = smoothing_flags.load_members(member_dirs)
     (aggregator,) = smoothing_flags.aggregators(member_dirs)
     sources = parse_source(FLAGS.source, len(loaded))
     images, labels = data.load_split(FLAGS.dataset, "test", FLAGS.data_dir)

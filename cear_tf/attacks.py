@@ -46,8 +46,6 @@ def expand_like(v, like):
     return tf.reshape(v, [-1] + [1] * (len(like.shape) - 1))
 
 
-
-
 def lp_norm(delta: tf.Tensor, norm: str) -> tf.Tensor:
     flat = _flat(delta)
     if norm == "inf":

@@ -17,7 +17,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from cear_tf import smoothing_flags
-from cear_tf import common_flags, data, distribute, ensemble
+from cear_tf import common_flags, data, distribute
 from cear_tf.certify_log import CertifyLog
 from cear_tf.smoothing import Certificate, Smooth
 
@@ -123,10 +123,9 @@ def main(argv):
         if not FLAGS[name].value:
             raise app.UsageError(f"--{name} is required")
     member_dirs = smoothing_flags.member_dirs()
-    smoothing_flags.apply_precision()
     strategy = distribute.make_strategy(FLAGS.strategy)
     with strategy.scope():  # members' variables are placed (mirrored) by the strategy
-        members = ensemble.load_ensemble(member_dirs, FLAGS.freeze_members)
+        members = smoothing_flags.load_members(member_dirs)
     info = data.dataset_info(FLAGS.dataset)
     if members[0].input_shape != info.image_shape or members[0].num_classes != info.num_classes:
         raise ValueError(f"members take {members[0].input_shape} -> {members[0].num_classes} "

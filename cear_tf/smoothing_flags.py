@@ -42,9 +42,11 @@ flags.register_validator("alpha", lambda v: 0 < v < 1, message="--alpha must be 
 flags.register_validator("batch", lambda v: v >= 1, message="--batch must be >= 1")
 
 
-def apply_precision():
-    """Sets --precision for the graphs traced from now on (before building the engine)."""
+def load_members(member_dirs):
+    """Sets --precision for the graphs traced from now on, then loads the members
+    (frozen unless --nofreeze_members); call before building the engine."""
     precision_lib.set_inference_precision(flags.FLAGS.precision)
+    return ensemble.load_ensemble(member_dirs, flags.FLAGS.freeze_members)
 
 
 def member_dirs():

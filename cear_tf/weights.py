@@ -94,8 +94,7 @@ def main(argv):
     if FLAGS.resume and os.path.exists(path):
         logging.info("%s exists: skipped (--noresume recomputes)", path)
         return
-    smoothing_flags.apply_precision()
-    members = ensemble.load_ensemble(member_dirs, FLAGS.freeze_members)
+    members = smoothing_flags.load_members(member_dirs)
     info = data.dataset_info(FLAGS.dataset)
     images, labels = data.load_split(FLAGS.dataset, "validation", FLAGS.data_dir,
                                      FLAGS.validation_size, FLAGS.split_seed)

@@ -227,8 +227,8 @@ def test_ensemble_attack_breaks_saturated_members():
 
 def test_geometric_median_gradient_is_finite_on_a_member_point():
     """Members whose float32 softmax is exactly the same one-hot vector: the median starts
-    on their common point, where the distance has no derivative (tf.norm's gradient is 0/0
-    there); the gradient must stay finite, NaN would poison the attack."""
+    on their common point, where the distance has no derivative; the gradient must stay
+    finite, NaN would poison the attack."""
     from cear_tf import aggregate
     agg = aggregate.make_aggregator("gm", 3)
     logits = tf.Variable(np.array([[[60.0, 0.0, -1.0]], [[70.0, 2.0, 0.0]], [[80.0, 0.0, 1.0]]],
