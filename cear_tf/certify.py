@@ -37,6 +37,9 @@ flags.DEFINE_list("stages", ["1000", "10000", "100000"], "Adaptive sampling: cum
 # Which images.
 flags.DEFINE_enum("split", "test", list(data.SPLITS), "Split to certify.")
 flags.DEFINE_integer("skip", 1, "Certify every skip-th image (Cohen: 20 for CIFAR-10/ImageNet).")
+flags.DEFINE_integer("start", 0, "First image index; a multiple of --skip keeps the images "
+                     "inside Cohen's every-skip-th set (the authors' certify script: "
+                     "--start=2160 --max=3500 --skip=20, 67 images).")
 flags.DEFINE_integer("max", -1, "Stop at image index max (exclusive); -1 = all.")
 flags.DEFINE_string("shard", "0/1", "i/n: certify only the i-th of n disjoint interleaved parts "
                     "of the selected images (merge the logs with python -m cear_tf.merge).")
@@ -49,6 +52,7 @@ flags.register_validator(
     and all(int(b) > int(a) for a, b in zip(v, v[1:])),
     message="--stages must be increasing integers >= 1")
 flags.register_validator("skip", lambda v: v >= 1, message="--skip must be >= 1")
+flags.register_validator("start", lambda v: v >= 0, message="--start must be >= 0")
 
 
 def parse_shard(text: str) -> tuple[int, int] | None:
@@ -68,12 +72,13 @@ def outfile_for(template: str, name: str, several: bool) -> str:
     return f"{root}_{name}{ext}"
 
 
-def image_indices(total: int, skip: int, max_index: int, shard: str = "0/1") -> list[int]:
-    """Cohen's selection: every skip-th index from 0, below max_index (-1 = no bound); then
-    the shard's interleaved part of it."""
+def image_indices(total: int, skip: int, max_index: int, shard: str = "0/1",
+                  start: int = 0) -> list[int]:
+    """Cohen's selection: every skip-th index from `start`, below max_index (-1 = no bound);
+    then the shard's interleaved part of it."""
     stop = total if max_index < 0 else min(total, max_index)
     i, n = parse_shard(shard)
-    return list(range(0, stop, skip))[i::n]
+    return list(range(start, stop, skip))[i::n]
 
 
 def check_images(images: np.ndarray, where: str) -> None:
@@ -145,7 +150,7 @@ def main(argv):
         for a in aggregators:
             settings = dict(
                 dataset=FLAGS.dataset, split=FLAGS.split, aggregation=a.name,
-                models=[os.path.abspath(d) for d in member_dirs],
+                models=[os.path.relpath(os.path.abspath(d)) for d in member_dirs],
                 sigma=FLAGS.sigma, logit_noise=FLAGS.logit_noise, N0=FLAGS.N0, N=FLAGS.N,
                 alpha=FLAGS.alpha, clip=FLAGS.clip, seed=FLAGS.seed,
                 validation_size=FLAGS.validation_size if FLAGS.split != "test" else None,
@@ -153,7 +158,7 @@ def main(argv):
                 consensus_k=FLAGS.consensus_k,
                 target_radius=FLAGS.target_radius if FLAGS.target_radius >= 0 else None,
                 stages=[int(v) for v in FLAGS.stages] if FLAGS.target_radius >= 0 else None,
-                skip=FLAGS.skip, max=FLAGS.max, shard=FLAGS.shard, num_images=len(labels),
+                skip=FLAGS.skip, start=FLAGS.start, max=FLAGS.max, shard=FLAGS.shard, num_images=len(labels),
                 strategy=FLAGS.strategy,
                 # Recorded only when reduced, so float32 logs made before the flag resume.
                 precision=FLAGS.precision if FLAGS.precision != "float32" else None)
@@ -162,7 +167,7 @@ def main(argv):
                                 gm_max_iterations=FLAGS.gm_max_iterations)
             path = outfile_for(common_flags.expand_path(FLAGS.outfile), a.name, several)
             logs[a.name] = CertifyLog(path, settings, resume=FLAGS.resume)
-        indices = image_indices(len(labels), FLAGS.skip, FLAGS.max, FLAGS.shard)
+        indices = image_indices(len(labels), FLAGS.skip, FLAGS.max, FLAGS.shard, FLAGS.start)
         target = FLAGS.target_radius if FLAGS.target_radius >= 0 else None
         run_certification(smooth, images, labels, indices, logs, FLAGS.N0, FLAGS.N, FLAGS.alpha,
                           FLAGS.batch, target, [int(v) for v in FLAGS.stages])

@@ -18,7 +18,7 @@ HEADER = "\t".join(COLUMNS + EXTRA_COLUMNS)
 
 # Settings that choose which images a log covers, not what a row holds: a log may be resumed
 # or merged across them (rows depend only on the binding settings and the image index).
-NON_BINDING = ("skip", "max", "shard", "num_images", "strategy")
+NON_BINDING = ("skip", "start", "max", "shard", "num_images", "strategy")
 
 
 def binding(settings: dict[str, Any]) -> dict[str, Any]:

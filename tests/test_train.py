@@ -13,6 +13,13 @@ from tests.helpers import parse_flags, tiny_splits
 from tests import data_fakes as fakes
 
 
+def train_tiny(*args, **kw):
+    """train_member on tiny random splits, where accuracy is not the point: export even at
+    chance level (the collapse check has tests of its own)."""
+    kw.setdefault("allow_collapsed", True)
+    return train.train_member(*args, **kw)
+
+
 def _cfg(**kw):
     base = dict(role="teacher", arch="lenet5", dataset="mnist", seed=0, epochs=1, batch_size=16,
                 learning_rate=0.05, lr_schedule="constant")
@@ -23,7 +30,7 @@ def _cfg(**kw):
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("teacher") / "teacher")
-    train.train_member(_cfg(epochs=2), tiny_splits(), path, verbose=0)
+    train_tiny(_cfg(epochs=2), tiny_splits(), path, verbose=0)
     return path
 
 
@@ -60,7 +67,7 @@ def test_exported_logits_equal_keras_logits(tmp_path):
 
 def test_student_metadata_records_vga(teacher_dir, tmp_path):
     teacher = members.load_member(teacher_dir)
-    meta = train.train_member(_cfg(role="student", base_sigma=0.4, vga=True, temperature=3.0,
+    meta = train_tiny(_cfg(role="student", base_sigma=0.4, vga=True, temperature=3.0,
                                    seed=5, learning_rate=0.01),
                               tiny_splits(), str(tmp_path / "s"), teacher, verbose=0)
     assert 0.2 <= meta["sigma"] <= 0.6 and meta["sigma"] != 0.4
@@ -93,11 +100,11 @@ def test_resume_after_interrupted_epoch_continues(tmp_path):
     model_dir = str(tmp_path / "m")
     cfg = _cfg(epochs=3)
     with pytest.raises(KeyboardInterrupt):
-        train.train_member(cfg, splits, model_dir, verbose=0,
+        train_tiny(cfg, splits, model_dir, verbose=0,
                            extra_callbacks=[_Interrupt(epoch=1, batch=1)])
     assert _epochs_logged(model_dir) == [0]
     assert os.path.isdir(model_dir + ".ckpt") and not os.path.exists(model_dir)
-    train.train_member(cfg, splits, model_dir, verbose=0)
+    train_tiny(cfg, splits, model_dir, verbose=0)
     assert _epochs_logged(model_dir) == [0, 1, 2]  # epoch 0 not trained again
     assert members.is_complete_member(model_dir)
     assert not os.path.exists(model_dir + ".ckpt")  # removed once training finished
@@ -107,9 +114,9 @@ def test_noresume_restarts(tmp_path):
     splits = tiny_splits()
     model_dir = str(tmp_path / "m")
     with pytest.raises(KeyboardInterrupt):
-        train.train_member(_cfg(epochs=2), splits, model_dir, verbose=0,
+        train_tiny(_cfg(epochs=2), splits, model_dir, verbose=0,
                            extra_callbacks=[_Interrupt(epoch=1, batch=0)])
-    train.train_member(_cfg(epochs=2), splits, model_dir, resume=False, verbose=0)
+    train_tiny(_cfg(epochs=2), splits, model_dir, resume=False, verbose=0)
     assert _epochs_logged(model_dir) == [0, 0, 1]
 
 
@@ -117,14 +124,14 @@ def test_bad_inputs_fail_before_training(teacher_dir, tmp_path):
     splits = tiny_splits()
     model_dir = str(tmp_path / "bad")
     with pytest.raises(ValueError, match="teacher"):
-        train.train_member(_cfg(role="student", base_sigma=0.25, temperature=2.0), splits,
+        train_tiny(_cfg(role="student", base_sigma=0.25, temperature=2.0), splits,
                            model_dir, teacher=None, verbose=0)
     with pytest.raises(ValueError, match="sigma"):
-        train.train_member(_cfg(role="gaussian", base_sigma=0.0), splits, model_dir, verbose=0)
+        train_tiny(_cfg(role="gaussian", base_sigma=0.0), splits, model_dir, verbose=0)
     teacher = members.load_member(teacher_dir)
     cifar = tiny_splits(dataset="cifar10")
     with pytest.raises(ValueError, match=r"takes input \(28, 28, 1\).*\(32, 32, 3\)"):
-        train.train_member(_cfg(role="student", dataset="cifar10", base_sigma=0.25,
+        train_tiny(_cfg(role="student", dataset="cifar10", base_sigma=0.25,
                                 temperature=2.0, arch="resnet20"), cifar, model_dir, teacher,
                            verbose=0)
     assert not os.path.exists(model_dir + ".logs")  # nothing started
@@ -155,7 +162,8 @@ def test_cli_ensemble_trains_and_skips_finished(teacher_dir, tmp_path):
     out = tmp_path / "ens"
     argv = [f"--data_dir={data_dir}", "--role=ensemble", f"--teacher_dir={teacher_dir}",
             "--temperatures=2,4", "--sigma=0.5", "--epochs=1", "--batch_size=16",
-            "--validation_size=10", f"--model_dir={out}", "--verbose=0", "--seed=3"]
+            "--validation_size=10", f"--model_dir={out}", "--verbose=0", "--seed=3",
+            "--allow_collapsed"]
     parse_flags(argv)
     train.main(["prog"])
     metas = [json.load(open(out / f"member_{i}" / "cear.json")) for i in range(2)]
@@ -177,6 +185,6 @@ def test_clipnorm_reaches_the_optimizer_and_metadata(tmp_path):
         def on_train_begin(self, logs=None):
             seen["clip"] = self.model.optimizer.global_clipnorm
 
-    meta = train.train_member(_cfg(clipnorm=1.0), tiny_splits(), str(tmp_path / "m"), verbose=0,
+    meta = train_tiny(_cfg(clipnorm=1.0), tiny_splits(), str(tmp_path / "m"), verbose=0,
                               extra_callbacks=[Probe()])
     assert seen["clip"] == 1.0 and meta["clipnorm"] == 1.0
