@@ -11,8 +11,8 @@
 # part (flags/mnist_sigma050_cpu.cfg -> flags/mnist_cpu/). Each stage runs as
 #   python -m <module> --flagfile=<stage file> --flagfile=<experiment file> [extra flags]
 # in this order: teacher*.cfg, students*.cfg, gaussian*.cfg (cear_tf.train), weights*.cfg
-# (cear_tf.weights), certify*.cfg (cear_tf.certify), attack*.cfg (cear_tf.attack), analyze.cfg
-# (cear_tf.analyze: the table).
+# (cear_tf.weights), certify*.cfg (cear_tf.certify), variance*.cfg (cear_tf.variance),
+# attack*.cfg (cear_tf.attack), analyze.cfg (cear_tf.analyze: the table).
 # Every stage skips finished work (exported members, existing weights, complete log rows), so a
 # rerun continues where the last one stopped.
 #
@@ -67,6 +67,7 @@ for f in "$stages"/teacher*.cfg "$stages"/students*.cfg "$stages"/gaussian*.cfg;
 done
 for f in "$stages"/weights*.cfg; do stage cear_tf.weights "$f" "${data[@]}" "$@"; done
 for f in "$stages"/certify*.cfg; do stage cear_tf.certify "$f" "${data[@]}" "$@"; done
+for f in "$stages"/variance*.cfg; do stage cear_tf.variance "$f" "${data[@]}" "$@"; done
 for f in "$stages"/attack*.cfg; do stage cear_tf.attack "$f" "${data[@]}" "$@"; done
 if [[ -f $stages/analyze.cfg ]]; then
   echo "Certified accuracy (%) and ACR, $experiment, $(( $(date +%s) - start )) s:" >&2

@@ -10,6 +10,7 @@ lowest class index among the classes with the most votes).
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Callable, Sequence
 
 import numpy as np
@@ -17,6 +18,18 @@ import tensorflow as tf
 
 AGGREGATIONS = ("single", "mean", "mv", "rw", "gm", "sween")
 WEIGHTED = ("rw", "sween")
+# "<name>_first<k>": the unweighted aggregation over the first k members only (the ensembles
+# of k = 1..M members of Horvath et al. 2022, all certified from one set of member passes).
+PREFIXABLE = ("mean", "mv", "gm")
+_PREFIX = re.compile(r"(" + "|".join(PREFIXABLE) + r")_first([1-9][0-9]*)")
+
+
+def parse_aggregation(name: str) -> tuple[str, int | None] | None:
+    """(base aggregation, k or None) of an aggregation name, None if it is not one."""
+    if name in AGGREGATIONS:
+        return name, None
+    m = _PREFIX.fullmatch(name)
+    return (m.group(1), int(m.group(2))) if m else None
 
 GM_DISTANCE_FLOOR = 1e-12
 
@@ -166,6 +179,11 @@ class Aggregator:
         return self.log_fn(log_probs)
 
 
+def per_member_aggregators(num_members: int) -> list[Aggregator]:
+    """One aggregator per member (its own probabilities), so all members share the passes."""
+    return [Aggregator(f"member_{i}", lambda p, i=i: p[i]) for i in range(num_members)]
+
+
 def make_aggregator(
     name: str,
     num_members: int,
@@ -174,8 +192,17 @@ def make_aggregator(
     gm_max_iterations: int = 100,
 ) -> Aggregator:
     """Binds an aggregation's parameters, checking them against the ensemble size."""
-    if name not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {name!r}; allowed: {', '.join(AGGREGATIONS)}")
+    parsed = parse_aggregation(name)
+    if parsed is None:
+        raise ValueError(f"unknown aggregation {name!r}; allowed: {', '.join(AGGREGATIONS)}, "
+                         f"or <{'|'.join(PREFIXABLE)}>_first<k> (the first k members)")
+    base, k = parsed
+    if k is not None:
+        if k > num_members:
+            raise ValueError(f"aggregation {name!r} needs {k} members; the ensemble has "
+                             f"{num_members}")
+        inner = make_aggregator(base, k, None, gm_tolerance, gm_max_iterations)
+        return Aggregator(name, lambda p: inner.fn(p[:k]), lambda lp: inner.log_fn(lp[:k]))
     if name in WEIGHTED:
         if weights is None:
             raise ValueError(f"aggregation {name!r} needs weights (see cear_tf.weights)")

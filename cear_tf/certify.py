@@ -17,9 +17,9 @@ import numpy as np
 from absl import app, flags, logging
 
 from cear_tf import smoothing_flags
-from cear_tf import common_flags, data, distribute
+from cear_tf import aggregate, common_flags, data, distribute
 from cear_tf.certify_log import CertifyLog
-from cear_tf.smoothing import Certificate, Smooth
+from cear_tf.smoothing import NOISE_SCHEME, Certificate, Smooth
 
 FLAGS = flags.FLAGS
 
@@ -36,11 +36,6 @@ flags.DEFINE_list("stages", ["1000", "10000", "100000"], "Adaptive sampling: cum
 
 # Which images.
 flags.DEFINE_enum("split", "test", list(data.SPLITS), "Split to certify.")
-flags.DEFINE_integer("skip", 1, "Certify every skip-th image (Cohen: 20 for CIFAR-10/ImageNet).")
-flags.DEFINE_integer("start", 0, "First image index; a multiple of --skip keeps the images "
-                     "inside Cohen's every-skip-th set (the authors' certify script: "
-                     "--start=2160 --max=3500 --skip=20, 67 images).")
-flags.DEFINE_integer("max", -1, "Stop at image index max (exclusive); -1 = all.")
 flags.DEFINE_string("shard", "0/1", "i/n: certify only the i-th of n disjoint interleaved parts "
                     "of the selected images (merge the logs with python -m cear_tf.merge).")
 
@@ -51,8 +46,7 @@ flags.register_validator(
     "stages", lambda v: len(v) > 0 and all(x.isdigit() and int(x) >= 1 for x in v)
     and all(int(b) > int(a) for a, b in zip(v, v[1:])),
     message="--stages must be increasing integers >= 1")
-flags.register_validator("skip", lambda v: v >= 1, message="--skip must be >= 1")
-flags.register_validator("start", lambda v: v >= 0, message="--start must be >= 0")
+
 
 
 def parse_shard(text: str) -> tuple[int, int] | None:
@@ -152,7 +146,7 @@ def main(argv):
                 dataset=FLAGS.dataset, split=FLAGS.split, aggregation=a.name,
                 models=[os.path.relpath(os.path.abspath(d)) for d in member_dirs],
                 sigma=FLAGS.sigma, logit_noise=FLAGS.logit_noise, N0=FLAGS.N0, N=FLAGS.N,
-                alpha=FLAGS.alpha, clip=FLAGS.clip, seed=FLAGS.seed,
+                alpha=FLAGS.alpha, clip=FLAGS.clip, seed=FLAGS.seed, noise=NOISE_SCHEME,
                 validation_size=FLAGS.validation_size if FLAGS.split != "test" else None,
                 split_seed=FLAGS.split_seed if FLAGS.split != "test" else None,
                 consensus_k=FLAGS.consensus_k,
@@ -162,7 +156,7 @@ def main(argv):
                 strategy=FLAGS.strategy,
                 # Recorded only when reduced, so float32 logs made before the flag resume.
                 precision=FLAGS.precision if FLAGS.precision != "float32" else None)
-            if a.name == "gm":
+            if aggregate.parse_aggregation(a.name)[0] == "gm":
                 settings.update(gm_tolerance=FLAGS.gm_tolerance,
                                 gm_max_iterations=FLAGS.gm_max_iterations)
             path = outfile_for(common_flags.expand_path(FLAGS.outfile), a.name, several)

@@ -77,6 +77,11 @@ class CertifyLog:
             old = binding(json.load(f))
         new = binding(settings)
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if "noise" in diff:
+            raise LogError(f"{self.path}: its rows were drawn under noise scheme "
+                           f"{old.get('noise') or '(none recorded: the older, batch-dependent one)'}, this version "
+                           f"draws {new.get('noise')!r}; they cannot be continued: use another "
+                           f"--outfile or pass --noresume (the old log is kept as .old)")
         if diff:
             details = ", ".join(f"--{k}: log {old.get(k)!r} vs now {new.get(k)!r}"
                                 for k in diff)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags, logging
 
-from cear_tf import analyze, members, paper_tables
+from cear_tf import analyze, members, paper_claims, paper_tables
 
 FLAGS = flags.FLAGS
 
@@ -89,7 +89,8 @@ def collect(run_dir: str, collect_dir: str) -> str:
         if ".ckpt" in rel or ".logs" in rel or "variables" in rel.split(os.sep):
             continue
         for f in files:
-            keep = (f == "cear.json" or f.startswith("weights_") and f.endswith(".json")
+            keep = (f in ("cear.json", "margin_variance.json")
+                    or f.startswith("weights_") and f.endswith(".json")
                     or rel.split(os.sep)[0] in ("certify", "attack")
                     and f.endswith((".tsv", ".tsv.json")))
             if keep:
@@ -104,8 +105,41 @@ def _order(method: str) -> int:
 
 
 def _standard_error(p_percent: float, n: int) -> float:
+    """Binomial standard error (points) of a proportion from n images, floored at the
+    p = 1/(2n) level so that 0% and 100% cells still carry an error."""
     p = min(max(p_percent / 100, 0.0), 1.0)
     return 100 * math.sqrt(max(p * (1 - p), 0.25 / n) / n)
+
+
+def differs(ours: float, n_ours: int, paper: float, n_paper: int) -> bool:
+    """True when |ours - paper| exceeds two standard errors of *both* samples."""
+    gap = abs(ours - paper)
+    return gap > 2 * _standard_error(ours, n_ours) and gap > 2 * _standard_error(paper, n_paper)
+
+
+ENSEMBLE_PREFIX = re.compile(r"mean_first(\d+)")
+
+
+def _read_log(path: str) -> dict[str, np.ndarray]:
+    correct, radius = analyze.load_log(path)
+    from cear_tf.certify_log import read_rows
+    idx = np.array([int(r["idx"]) for r in read_rows(path)])
+    return dict(idx=idx, correct=correct, radius=radius)
+
+
+def _subset(log: dict[str, np.ndarray], keep) -> dict[str, np.ndarray]:
+    mask = np.isin(log["idx"], list(keep))
+    return {k: v[mask] for k, v in log.items()}
+
+
+def _row_cells(log, radii, ref):
+    n = len(log["correct"])
+    ours = 100 * analyze.certified_accuracy(log["correct"], log["radius"], radii)
+    cells = []
+    for i, v in enumerate(ours):
+        mark = "*" if ref is not None and differs(v, n, ref[i], paper_tables.PAPER_IMAGE_COUNT) else ""
+        cells.append(f"{v:.0f}{mark}")
+    return n, cells, analyze.average_certified_radius(log["correct"], log["radius"])
 
 
 def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
@@ -115,59 +149,190 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     paper = paper_tables.CERTIFIED_ACCURACY.get(dataset, {}).get(sigma, {})
     header = ["method", "source", *[f"{r:g}" for r in radii], "ACR"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    curves = {}
-    details = []
+    authors = set(paper_tables.AUTHORS_IMAGES)
+    curves, details, prefix_logs = {}, [], {}
     for rec in sorted(records, key=lambda r: _order(r["method"])):
-        correct, radius = analyze.load_log(rec["path"])
-        n = len(correct)
-        ours = 100 * analyze.certified_accuracy(correct, radius, radii)
-        acr = analyze.average_certified_radius(correct, radius)
+        log = _read_log(rec["path"])
+        m = ENSEMBLE_PREFIX.fullmatch(os.path.basename(rec["path"])[:-4])
+        if m:  # the ensembles-for-RS curve, reported in its own section
+            prefix_logs[int(m.group(1))] = (log, rec)
+            continue
         ref = paper.get(rec["method"])
         if ref is not None:
             lines.append("| " + " | ".join([rec["method"], "paper", *map(str, ref), ""]) + " |")
-        cells = []
-        for i, v in enumerate(ours):
-            mark = ""
-            if ref is not None and abs(v - ref[i]) > 2 * _standard_error(ref[i], n):
-                mark = "*"
-            cells.append(f"{v:.0f}{mark}")
+        n, cells, acr = _row_cells(log, radii, ref)
         lines.append("| " + " | ".join([rec["method"], f"ours (n={n})", *cells, f"{acr:.3f}"])
                      + " |")
-        curves[rec["method"]] = (correct, radius)
-        s, m = rec["settings"], rec["member"]
+        mine = _subset(log, authors)
+        if 0 < len(mine["idx"]) < n:
+            k, cells, acr = _row_cells(mine, radii, ref)
+            lines.append("| " + " | ".join([rec["method"], f"ours, authors' images (n={k})",
+                                             *cells, f"{acr:.3f}"]) + " |")
+        curves[rec["method"]] = log
+        s, meta = rec["settings"], rec["member"]
         details.append(f"{rec['method']}: N0={s.get('N0')}, N={s.get('N')}, alpha={s.get('alpha')}, "
                        f"logit_noise={s.get('logit_noise')}, {n} images, members "
-                       f"{len(s.get('models', []))} x {m.get('arch', '?')} trained "
-                       f"{m.get('epochs', '?')} epochs on {m.get('train_examples', '?')} images")
+                       f"{len(s.get('models', []))} x {meta.get('arch', '?')} trained "
+                       f"{meta.get('epochs', '?')} epochs on {meta.get('train_examples', '?')} images")
     table_no = paper_tables.TABLE_NUMBER.get(dataset)
     text = [f"### {dataset}, sigma = {sigma:g} ({os.path.basename(records[0]['run'].rstrip('/'))})",
             "",
             f"Certified accuracy (%) at radius r. 'paper': Table {table_no} of the paper; 'ours': "
-            f"measured here. '*' marks our numbers that differ from the paper's by more than "
-            f"two binomial standard errors of the image sample.",
+            f"measured here, on every certified image and (where they are a subset) on the "
+            f"{paper_tables.PAPER_IMAGE_COUNT} test images of the authors' certify script "
+            f"(indices 2160-3480, every 20th), the images the paper's cells most likely come "
+            f"from. '*' marks a cell of ours that differs from the paper's by more than two "
+            f"binomial standard errors of both samples (ours: n images; the paper's: "
+            f"{paper_tables.PAPER_IMAGE_COUNT}).",
             "", *lines, "", "Settings:", "", *[f"- {d}" for d in details], ""]
-    return "\n".join(text), dict(dataset=dataset, sigma=sigma, curves=curves)
+    if prefix_logs:
+        text.append(ensembles_section(prefix_logs, records[0]["run"], radii))
+    return "\n".join(text), dict(dataset=dataset, sigma=sigma, curves=curves,
+                                 prefix=prefix_logs)
+
+
+def ensembles_section(prefix_logs, run_dir: str, radii) -> str:
+    """Certified accuracy and ACR of the soft ensemble of the first k Gaussian members, and
+    the margin-variance ratio measured by cear_tf.variance when its JSON is present."""
+    variance = {}
+    path = os.path.join(run_dir, "sween", "margin_variance.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            variance = json.load(f)
+    by_k = {row["k"]: row for row in variance.get("by_k", [])}
+    header = ["k", "images", *[f"{r:g}" for r in radii], "ACR", "Var ratio measured",
+              "(1 + zeta (k-1)) / k"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for k in sorted(prefix_logs):
+        log, _ = prefix_logs[k]
+        n, cells, acr = _row_cells(log, radii, None)
+        row = by_k.get(k, {})
+        ratio = f"{row['measured_ratio']:.3f}" if row else ""
+        predicted = f"{row['predicted_ratio']:.3f}" if row else ""
+        lines.append("| " + " | ".join([str(k), str(n), *cells, f"{acr:.3f}", ratio, predicted])
+                     + " |")
+    note = (f"zeta = {variance['zeta']:.3f} (pooled correlation of the members' margins on "
+            f"{len(variance['images'])} test images, {variance['draws']} draws each)"
+            if variance else "margin variance not measured yet (cear_tf.variance)")
+    return "\n".join([
+        "#### Ensembles for randomized smoothing: the first k Gaussian members, averaged",
+        "", "Soft ensembles (mean of softmax) of the first k SWEEN candidates (Gaussian-trained "
+        "LeNet-5, seeds 0..k-1), certified from the same member passes as SWEEN. Var ratio: "
+        "variance of the ensemble's classification margin over one member's, against "
+        f"Horvath et al.'s (1 + zeta (k - 1)) / k; {note}.", "", *lines, ""])
+
+
+_COLORS = {"RandSmooth": "black", "SWEEN": "tab:gray", "MV": "tab:blue", "RW": "tab:red",
+           "GM": "tab:green"}
+
+
+def _style(method: str) -> dict[str, Any]:
+    m = re.fullmatch(r"CEAR(-?)\((\w+)\)", method)
+    if m:
+        return dict(color=_COLORS.get(m.group(2), "tab:purple"),
+                    linestyle="--" if m.group(1) else "-")
+    return dict(color=_COLORS.get(method, "tab:purple"), linestyle="-.")
 
 
 def plot_run(info: dict[str, Any], path: str) -> None:
+    """One small panel per method: our certified-accuracy curve (solid) and the paper's
+    Table cells (circles), on an x axis that reaches our largest radius."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    top = max(paper_tables.RADII[info["dataset"]])
-    grid = np.linspace(0, top * 1.25, 200)
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for method, (correct, radius) in info["curves"].items():
-        ax.plot(grid, 100 * analyze.certified_accuracy(correct, radius, grid), label=method)
-    ax.set_xlabel("radius (L2)")
-    ax.set_ylabel("certified accuracy (%)")
-    ax.set_title(f"{info['dataset']}, sigma = {info['sigma']:g} (ours)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    dataset, sigma = info["dataset"], info["sigma"]
+    paper = paper_tables.CERTIFIED_ACCURACY.get(dataset, {}).get(sigma, {})
+    radii = paper_tables.RADII[dataset]
+    methods = sorted(info["curves"], key=_order)
+    largest = max([float(np.max(c["radius"])) for c in info["curves"].values()] + [max(radii)])
+    grid = np.linspace(0, largest * 1.05, 300)
+    cols = min(4, len(methods))
+    rows = math.ceil(len(methods) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 2.5 * rows), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax, method in zip(axes.flat, methods):
+        log = info["curves"][method]
+        style = _style(method)
+        ax.plot(grid, 100 * analyze.certified_accuracy(log["correct"], log["radius"], grid),
+                color=style["color"], linestyle="-", label=f"ours (n={len(log['correct'])})")
+        if method in paper:
+            ax.plot(radii, paper[method], "o", color=style["color"], markersize=4,
+                    markerfacecolor="white", label="paper")
+        ax.set_title(method, fontsize=9)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="upper right")
+    for ax in axes.flat[len(methods):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("radius (L2)", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("certified acc. (%)", fontsize=8)
+    fig.suptitle(f"{dataset}, sigma = {sigma:g}: ours (line) and the paper's Table "
+                 f"{paper_tables.TABLE_NUMBER.get(dataset)} (circles)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_ensembles(info: dict[str, Any], path: str) -> None:
+    """ACR and certified accuracy at r = sigma against the ensemble size k."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = sorted(info["prefix"])
+    logs = [info["prefix"][k][0] for k in ks]
+    acr = [analyze.average_certified_radius(g["correct"], g["radius"]) for g in logs]
+    at_sigma = [100 * analyze.certified_accuracy(g["correct"], g["radius"], [info["sigma"]])[0]
+                for g in logs]
+    fig, ax = plt.subplots(figsize=(4.2, 3))
+    ax.plot(ks, acr, "o-", color="tab:blue")
+    ax.set_xlabel("members k (soft ensemble of the first k)")
+    ax.set_ylabel("ACR", color="tab:blue")
+    other = ax.twinx()
+    other.plot(ks, at_sigma, "s--", color="tab:red")
+    other.set_ylabel(f"certified acc. at r = {info['sigma']:g} (%)", color="tab:red")
+    ax.set_xticks(ks)
+    ax.set_title(f"{info['dataset']}, sigma = {info['sigma']:g}: ensembles for RS", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def claims_section(infos: list[dict[str, Any]]) -> str:
+    """Each MNIST claim of the paper, reproduced or not in our numbers, on all our images and
+    on the authors' 67."""
+    mnist = {i["sigma"]: i for i in infos if i["dataset"] == "mnist"}
+    if not mnist:
+        return ""
+
+    def lookup(keep):
+        def ca(method, sigma, radius):
+            log = mnist.get(sigma, {}).get("curves", {}).get(method)
+            if log is None:
+                return None
+            if keep is not None:
+                log = _subset(log, keep)
+                if not len(log["idx"]):
+                    return None
+            return 100 * float(analyze.certified_accuracy(log["correct"], log["radius"],
+                                                          [radius])[0])
+        return ca
+
+    lines = ["| claim | where | all our images | the authors' 67 images |", "|---|---|---|---|"]
+    for claim in paper_claims.MNIST_CLAIMS:
+        cells = []
+        for keep in (None, set(paper_tables.AUTHORS_IMAGES)):
+            verdict, why = paper_claims.evaluate(claim, lookup(keep))
+            cells.append(f"**{verdict}** ({why})" if verdict != "not measured" else verdict)
+        lines.append(f"| {claim.text} | {claim.where} | {cells[0]} | {cells[1]} |")
+    return "\n".join([
+        "### The paper's claims on MNIST, checked against our numbers", "",
+        "A claim is reproduced when every inequality it states holds in our measured cells "
+        "(shown, in %); with 67 images one image is 1.5 points, so close calls are within "
+        "sampling error either way.", "", *lines, ""])
 
 
 ATTACKED = (("randsmooth", "RandSmooth"), ("sween", "SWEEN"), ("cear_minus_gm", "CEAR-(GM)"),
@@ -233,10 +398,12 @@ def attack_section(run_dir: str) -> str:
 def build_report(run_dirs, report_dir: str, plots: bool = True) -> str:
     os.makedirs(report_dir, exist_ok=True)
     sections = ["# cear_tf: measured certified accuracy beside the paper", ""]
+    infos = []
     for run in run_dirs:
         attack_text = attack_section(run)
         if os.path.isdir(os.path.join(run, "certify")):
             text, info = run_section(discover(run))
+            infos.append(info)
             sections.append(text)
         elif attack_text:
             sections.append(attack_text)
@@ -250,9 +417,16 @@ def build_report(run_dirs, report_dir: str, plots: bool = True) -> str:
             try:
                 plot_run(info, os.path.join(report_dir, png))
                 sections.append(f"![certified accuracy vs radius]({png})\n")
+                if info["prefix"]:
+                    png = f"ensembles_for_rs_{os.path.basename(run.rstrip('/'))}.png"
+                    plot_ensembles(info, os.path.join(report_dir, png))
+                    sections.append(f"![ACR vs ensemble size]({png})\n")
             except ImportError:
                 logging.warning("matplotlib is not installed: no plots (pip install matplotlib)")
                 plots = False
+    claims = claims_section(infos)
+    if claims:
+        sections.append(claims)
     report = "\n".join(sections)
     with open(os.path.join(report_dir, "report.md"), "w") as f:
         f.write(report)

@@ -17,6 +17,7 @@ still holds because its randomness is redrawn in every trial (Cohen et al., appe
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Callable, Sequence
 
 import numpy as np
@@ -28,9 +29,35 @@ from cear_tf.aggregate import Aggregator
 
 ABSTAIN = -1
 
-# Phases of the noise stream of one image: selection (n0) and estimation (N) draws are
-# independent, as CERTIFY requires.
-_SELECT, _ESTIMATE, _PREDICT = 0, 1, 2
+
+class NoiseDomain(enum.IntEnum):
+    """Who draws the noise. Each use has its own streams, so RW/SWEEN weights fitted on
+    validation image i never see the draws that certify test image i: the weights are then
+    independent of the test certificates' noise."""
+
+    CERTIFY = 1  # test-set CERTIFY / PREDICT (cear_tf.certify)
+    RW_WEIGHTS = 2  # members' certified accuracy on the validation split
+    SWEEN_WEIGHTS = 3  # SWEEN's noisy validation probabilities
+    MARGIN_VARIANCE = 4  # cear_tf.variance on test images
+
+
+class Phase(enum.IntEnum):
+    """Streams of one image: selection (n0) and estimation (N) draws are independent, as
+    CERTIFY requires; PREDICT has its own."""
+
+    SELECT = 1
+    ESTIMATE = 2
+    PREDICT = 3
+
+
+# The noise of one (seed, domain, image, phase) stream comes in blocks of NOISE_BLOCK draws;
+# block b is one stateless_normal call keyed by folding b into the stream's key, so draw j has
+# the same value however the draws are batched (--batch is a pure speed knob; a multiple of
+# the block wastes nothing). Keys are built by stateless_fold_in chains, never by packing
+# indices into one integer, so no index can run into another stream's keys.
+NOISE_BLOCK = 100
+# Recorded in certify logs: rows made under another scheme are never resumed by this one.
+NOISE_SCHEME = "fold_in/block100"
 
 
 class NonFiniteError(ValueError):
@@ -83,8 +110,9 @@ class Smooth:
       aggregators: the aggregations to evaluate on the same member passes.
       logit_noise: per-member input noise eps_l (0 = Algorithm 1 as printed).
       clip: clip noisy inputs to [0, 1] (part of the base classifier, so still sound).
-      seed: the noise of image `idx` is a function of (seed, idx) only, so reruns, resumed
-        runs and shards of a run reproduce the same draws.
+      seed: the noise of image `idx` is a function of (seed, noise_domain, idx) only, so
+        reruns, resumed runs, shards and runs at another batch size reproduce the same draws.
+      noise_domain: which use this engine serves (NoiseDomain); each has its own streams.
       strategy: a tf.distribute strategy; with R replicas, R noise batches run at once, one
         per replica, and their counts are summed. The batches (and so the counts) are the
         same as on one device.
@@ -108,6 +136,7 @@ class Smooth:
         strategy: tf.distribute.Strategy | None = None,
         consensus_k: int = 0,
         jit_compile: bool = False,
+        noise_domain: NoiseDomain = NoiseDomain.CERTIFY,
     ):
         if not members:
             raise ValueError("an ensemble needs at least one member")
@@ -127,6 +156,7 @@ class Smooth:
         self.logit_noise = float(logit_noise)
         self.clip = bool(clip)
         self.seed = int(seed)
+        self.noise_domain = NoiseDomain(noise_domain)
         if not 0 <= consensus_k <= len(members):
             raise ValueError(f"consensus_k must be in [0, {len(members)}], got {consensus_k}")
         self.consensus_k = int(consensus_k)
@@ -157,8 +187,8 @@ class Smooth:
         """
         _check_positive(n0=n0, n=n, batch_size=batch_size)
         _check_alpha(alpha)
-        selection = self.sample_counts(x, n0, batch_size, idx, _SELECT)
-        estimation = self.sample_counts(x, n, batch_size, idx, _ESTIMATE)
+        selection = self.sample_counts(x, n0, batch_size, idx, Phase.SELECT)
+        estimation = self.sample_counts(x, n, batch_size, idx, Phase.ESTIMATE)
         out = {}
         for name in self.names:
             c_a = int(np.argmax(selection[name]))
@@ -177,7 +207,7 @@ class Smooth:
         from G(x) with probability at most alpha."""
         _check_positive(n=n, batch_size=batch_size)
         _check_alpha(alpha)
-        counts = self.sample_counts(x, n, batch_size, idx, _PREDICT)
+        counts = self.sample_counts(x, n, batch_size, idx, Phase.PREDICT)
         out = {}
         for name in self.names:
             order = np.argsort(-counts[name], kind="stable")
@@ -207,14 +237,15 @@ class Smooth:
             raise ValueError(f"stages must be increasing sample counts >= 1, got {stages}")
         level = alpha / len(stages)
         p_thr = float(norm.cdf(radius / self.sigma))
-        selection = self.sample_counts(x, n0, batch_size, idx, _SELECT)
+        selection = self.sample_counts(x, n0, batch_size, idx, Phase.SELECT)
         c_a = {name: int(np.argmax(selection[name])) for name in self.names}
         counts = {name: 0 for name in self.names}
         decided: dict[str, RadiusDecision] = {}
-        drawn, next_batch = 0, 0
+        drawn = 0
         for j, total in enumerate(stages):
-            new = self.sample_counts(x, total - drawn, batch_size, idx, _ESTIMATE, next_batch)
-            next_batch += -(-(total - drawn) // batch_size)
+            # Stage j adds draws [drawn, total) of the estimation stream: the cumulative
+            # sample is the first `total` draws, as a plain CERTIFY with N = total sees.
+            new = self.sample_counts(x, total - drawn, batch_size, idx, Phase.ESTIMATE, drawn)
             drawn = total
             last = j == len(stages) - 1
             for name in self.names:
@@ -235,20 +266,22 @@ class Smooth:
         return decided
 
     def sample_counts(self, x: np.ndarray, num: int, batch_size: int, idx: int = 0,
-                      phase: int = _ESTIMATE, start_batch: int = 0) -> dict[str, np.ndarray]:
-        """Class counts [K] per aggregator over `num` noise draws of image x.
+                      phase: Phase = Phase.ESTIMATE, first_draw: int = 0) -> dict[str, np.ndarray]:
+        """Class counts [K] per aggregator over draws [first_draw, first_draw + num) of the
+        `phase` stream of image `idx`.
 
         Draws stream in batches of `batch_size`, so memory does not grow with `num`; only
-        the counts leave the graph.
+        the counts leave the graph. The counts do not depend on `batch_size`.
         """
         totals = np.zeros((len(self.aggregators), self.num_classes), np.int64)
         x = tf.convert_to_tensor(x, tf.float32)
-        batches = self._batch_plan(num, batch_size, idx, phase, start_batch)
+        key = self.stream_key(idx, phase)
+        batches = _batch_plan(num, batch_size, first_draw)
         replicas = self.strategy.num_replicas_in_sync
         for start in range(0, len(batches), replicas):
             group = batches[start:start + replicas]
             if replicas == 1:
-                counts, bad, passes = self._draw_counts(x, tf.constant(group[0][0], tf.int64),
+                counts, bad, passes = self._draw_counts(x, key, tf.constant(group[0][0], tf.int64),
                                                         tf.constant(group[0][1], tf.int32))
                 bad = tf.logical_not(bad)
             else:
@@ -256,7 +289,7 @@ class Smooth:
                 # kernels) whose votes are masked out in the graph.
                 group += [(group[0][0], 0)] * (replicas - len(group))
                 counts, bad, passes = self._replicated_counts(
-                    x, tf.constant([k for k, _ in group], tf.int64),
+                    x, key, tf.constant([f for f, _ in group], tf.int64),
                     tf.constant([n for _, n in group], tf.int32))
             self._raise_if_nonfinite(bad.numpy(), idx)
             totals += counts.numpy()
@@ -267,23 +300,23 @@ class Smooth:
                                    idx: int = 0) -> np.ndarray:
         """[M, num, K] member softmax outputs on `num` smoothing draws of x (SWEEN fitting)."""
         x = tf.convert_to_tensor(x, tf.float32)
+        key = self.stream_key(idx, Phase.ESTIMATE)
         parts = []
-        for key, this in self._batch_plan(num, batch_size, idx, _ESTIMATE):
-            probs, finite = self._draw_probabilities(x, tf.constant(key, tf.int64),
+        for first, this in _batch_plan(num, batch_size):
+            probs, finite = self._draw_probabilities(x, key, tf.constant(first, tf.int64),
                                                      tf.constant(this, tf.int32))
             self._raise_if_nonfinite(np.logical_not(finite.numpy()), idx)
             parts.append(probs.numpy())
         return np.concatenate(parts, axis=1)
 
-    def _batch_plan(self, num, batch_size, idx, phase, start_batch=0) -> list[tuple[list[int], int]]:
-        """(noise key, draws) of each batch of image idx: the unit of noise generation."""
-        plan, remaining, batch_index = [], int(num), int(start_batch)
-        while remaining > 0:
-            this = min(batch_size, remaining)
-            plan.append(([self.seed, (int(idx) * 3 + phase) * 2**20 + batch_index], this))
-            remaining -= this
-            batch_index += 1
-        return plan
+    def stream_key(self, idx: int, phase: Phase) -> tf.Tensor:
+        """The int64 [2] key of the noise stream (seed, domain, image idx, phase)."""
+        if int(idx) < 0:
+            raise ValueError(f"image index must be >= 0, got {idx}")
+        key = tf.constant([self.seed, int(self.noise_domain)], tf.int64)
+        for value in (int(idx), int(Phase(phase))):
+            key = tf.random.experimental.stateless_fold_in(key, tf.constant(value, tf.int64))
+        return key
 
     @staticmethod
     def _raise_if_nonfinite(bad, idx):
@@ -293,21 +326,30 @@ class Smooth:
 
     # -- graph ---------------------------------------------------------------------------
 
-    def member_probabilities(self, images: tf.Tensor, key: tf.Tensor,
-                             members: range | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    def member_probabilities(self, images: tf.Tensor, key: tf.Tensor, first: tf.Tensor,
+                             members: range | None = None,
+                             rows: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """[M, B, K] softmax outputs on `images` (already smoothed) and [M] finiteness flags.
 
-        With logit noise, member i sees images + eta_i, eta_i from its own stream.
-        `members` restricts the computation to a range of member indices.
+        `images` are draws [first, first + B) of the stream `key` (or, with `rows`, the
+        draws first + rows of it). With logit noise, member i sees images + eta_i, eta_i from
+        its own stream (key folded with i + 1), so it is the same draw however the members
+        are grouped or batched. `members` restricts the computation to a range of members.
         """
+        num = tf.shape(images)[0] if rows is None else None
         probs, finite = [], []
         for i in members if members is not None else range(len(self.members)):
             member = self.members[i]
             inputs = images
             if self.logit_noise > 0:
                 member_key = tf.random.experimental.stateless_fold_in(key, i + 1)
-                inputs = inputs + self.logit_noise * tf.random.stateless_normal(
-                    tf.shape(images), member_key)
+                if rows is None:
+                    eta = block_noise(member_key, first, num, tf.shape(images)[1:])
+                else:  # the whole batch's noise, then the rows this member sees
+                    span = tf.cast(tf.reduce_max(rows) + 1, tf.int32)
+                    eta = tf.gather(block_noise(member_key, first, span, tf.shape(images)[1:]),
+                                    rows)
+                inputs = inputs + self.logit_noise * eta
             if self.clip:
                 inputs = tf.clip_by_value(inputs, 0.0, 1.0)
             logits = tf.cast(member(inputs), tf.float32)
@@ -315,16 +357,20 @@ class Smooth:
             probs.append(tf.nn.softmax(logits, axis=-1))
         return tf.stack(probs), tf.stack(finite)
 
-    def _noisy_probabilities(self, x, key, num):
-        shape = tf.concat([[num], tf.shape(x)], axis=0)
-        images = x[None] + self.sigma * tf.random.stateless_normal(shape, key)
-        return self.member_probabilities(images, key)
+    def _smoothed_images(self, x, key, first, num):
+        """x + sigma * (draws [first, first + num) of the stream's smoothing noise)."""
+        noise = block_noise(tf.random.experimental.stateless_fold_in(key, 0), first, num,
+                            tf.shape(x))
+        return x[None] + self.sigma * noise
 
-    def _draw_counts_graph(self, x, key, num):
+    def _noisy_probabilities(self, x, key, first, num):
+        return self.member_probabilities(self._smoothed_images(x, key, first, num), key, first)
+
+    def _draw_counts_graph(self, x, key, first, num):
         """Votes of every aggregator on `num` draws -> ([A, K] counts, [M] finite, passes)."""
         if self.consensus_k:
-            return self._consensus_counts(x, key, num)
-        probs, finite = self._noisy_probabilities(x, key, num)
+            return self._consensus_counts(x, key, first, num)
+        probs, finite = self._noisy_probabilities(x, key, first, num)
         votes = [tf.argmax(aggregator(probs), axis=-1) for aggregator in self.aggregators]
         passes = tf.cast(num, tf.int64) * len(self.members)
         return self._bincount(votes), finite, passes
@@ -334,29 +380,27 @@ class Smooth:
         return tf.stack([tf.reduce_sum(tf.one_hot(v, self.num_classes, dtype=tf.int64), axis=0)
                          for v in votes])
 
-    def _consensus_counts(self, x, key, num):
+    def _consensus_counts(self, x, key, first, num):
         k, m = self.consensus_k, len(self.members)
-        shape = tf.concat([[num], tf.shape(x)], axis=0)
-        images = x[None] + self.sigma * tf.random.stateless_normal(shape, key)
-        first, finite_first = self.member_probabilities(images, key, range(k))
-        first_votes = tf.argmax(first, axis=-1)  # [K, B]
+        images = self._smoothed_images(x, key, first, num)
+        first_probs, finite_first = self.member_probabilities(images, key, first, range(k))
+        first_votes = tf.argmax(first_probs, axis=-1)  # [K, B]
         agree = tf.reduce_all(tf.equal(first_votes, first_votes[:1]), axis=0)
         rows = tf.where(tf.logical_not(agree))[:, 0]
         finite = finite_first
         if k < m:
             def run_rest():
-                return self.member_probabilities(
-                    tf.gather(images, rows), tf.random.experimental.stateless_fold_in(key, 10**6),
-                    range(k, m))
+                return self.member_probabilities(tf.gather(images, rows), key, first,
+                                                 range(k, m), rows=tf.cast(rows, tf.int32))
 
             def skip_rest():  # every draw agreed: zero-size batches are not run through models
                 return (tf.zeros([m - k, 0, self.num_classes]), tf.ones([m - k], tf.bool))
 
             rest, finite_rest = tf.cond(tf.size(rows) > 0, run_rest, skip_rest)
             finite = tf.concat([finite_first, finite_rest], axis=0)
-            probs = tf.concat([tf.gather(first, rows, axis=1), rest], axis=0)
+            probs = tf.concat([tf.gather(first_probs, rows, axis=1), rest], axis=0)
         else:
-            probs = tf.gather(first, rows, axis=1)
+            probs = tf.gather(first_probs, rows, axis=1)
         votes = []
         for aggregator in self.aggregators:
             decided = tf.argmax(aggregator(probs), axis=-1)
@@ -364,17 +408,54 @@ class Smooth:
         passes = tf.cast(num, tf.int64) * k + tf.size(rows, out_type=tf.int64) * (m - k)
         return self._bincount(votes), finite, passes
 
-    def _replicated_counts_graph(self, x, keys, nums):
+    def _replicated_counts_graph(self, x, key, firsts, nums):
         def replica_fn():
             r = tf.distribute.get_replica_context().replica_id_in_sync_group
             active = tf.cast(nums[r] > 0, tf.int64)
-            counts, finite, passes = self._draw_counts_graph(x, keys[r], tf.maximum(nums[r], 1))
+            counts, finite, passes = self._draw_counts_graph(x, key, firsts[r],
+                                                             tf.maximum(nums[r], 1))
             return (counts * active, tf.cast(tf.logical_not(finite), tf.int64) * active,
                     passes * active)
 
         outputs = self.strategy.run(replica_fn)
         total = tf.distribute.ReduceOp.SUM
         return tuple(self.strategy.reduce(total, o, axis=None) for o in outputs)
+
+
+def block_noise(key: tf.Tensor, first: tf.Tensor, num: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
+    """Standard normal draws [first, first + num) of the stream `key`, shape [num, *shape].
+
+    Block b (draws [b * NOISE_BLOCK, (b + 1) * NOISE_BLOCK)) is generated by one
+    stateless_normal call keyed by stateless_fold_in(key, b); a batch generates the blocks it
+    overlaps and keeps its rows. Draw j is therefore the same for every batching.
+    """
+    first = tf.cast(first, tf.int64)
+    num64 = tf.cast(num, tf.int64)
+    first_block = first // NOISE_BLOCK
+    last_block = (first + num64 - 1) // NOISE_BLOCK
+    block_shape = tf.concat([[NOISE_BLOCK], tf.cast(shape, tf.int32)], axis=0)
+
+    def one_block(b):
+        return tf.random.stateless_normal(block_shape,
+                                          tf.random.experimental.stateless_fold_in(key, b))
+
+    blocks = tf.map_fn(one_block, tf.range(first_block, last_block + 1),
+                       fn_output_signature=tf.float32)
+    flat = tf.reshape(blocks, tf.concat([[-1], tf.cast(shape, tf.int32)], axis=0))
+    offset = first - first_block * NOISE_BLOCK
+    return flat[offset:offset + num64]
+
+
+def _batch_plan(num: int, batch_size: int, first_draw: int = 0) -> list[tuple[int, int]]:
+    """(first draw, draws) of each batch covering draws [first_draw, first_draw + num)."""
+    plan, first, end = [], int(first_draw), int(first_draw) + int(num)
+    if first < 0:
+        raise ValueError(f"first_draw must be >= 0, got {first_draw}")
+    while first < end:
+        this = min(int(batch_size), end - first)
+        plan.append((first, this))
+        first += this
+    return plan
 
 
 def _check_positive(**values):

@@ -9,7 +9,9 @@ from cear_tf import precision as precision_lib
 flags.DEFINE_list("models", None, "Member SavedModel directories, or ensemble directories "
                   "holding member_<i>/ folders ('{output_dir}' is replaced by --output_dir).")
 flags.DEFINE_list("aggregation", ["mean"],
-                  f"Aggregations, any of {', '.join(aggregate.AGGREGATIONS)}.")
+                  f"Aggregations, any of {', '.join(aggregate.AGGREGATIONS)}, or "
+                  f"<{'|'.join(aggregate.PREFIXABLE)}>_first<k>: that aggregation over the "
+                  f"first k members only (same member passes).")
 flags.DEFINE_string("rw_weights", None, "RW weights JSON (default: weights_rw.json beside the "
                     "members, written by cear_tf.weights).")
 flags.DEFINE_string("sween_weights", None, "SWEEN weights JSON (default: weights_sween.json).")
@@ -28,10 +30,20 @@ flags.DEFINE_enum("precision", "float32", list(precision_lib.PRECISIONS),
                   "Member inference precision: float32, mixed_bfloat16 (oneDNN CPU rewrite; "
                   "fast only on CPUs with AVX512_BF16/AMX) or mixed_float16 (GPU).")
 
+# Which images (cear_tf.certify, cear_tf.variance).
+flags.DEFINE_integer("skip", 1, "Every skip-th image (Cohen: 20 for CIFAR-10/ImageNet).")
+flags.DEFINE_integer("start", 0, "First image index; a multiple of --skip keeps the images "
+                     "inside Cohen's every-skip-th set (the authors' certify script: "
+                     "--start=2160 --max=3500 --skip=20, 67 images).")
+flags.DEFINE_integer("max", -1, "Stop at image index max (exclusive); -1 = all.")
+
+flags.register_validator("skip", lambda v: v >= 1, message="--skip must be >= 1")
+flags.register_validator("start", lambda v: v >= 0, message="--start must be >= 0")
 flags.register_validator(
     "aggregation",
-    lambda v: bool(v) and all(a in aggregate.AGGREGATIONS for a in v) and len(set(v)) == len(v),
-    message=f"--aggregation must be distinct names from {', '.join(aggregate.AGGREGATIONS)}")
+    lambda v: bool(v) and all(aggregate.parse_aggregation(a) for a in v) and len(set(v)) == len(v),
+    message=f"--aggregation must be distinct names from {', '.join(aggregate.AGGREGATIONS)} "
+            f"or <{'|'.join(aggregate.PREFIXABLE)}>_first<k>")
 flags.register_validator("gm_tolerance", lambda v: v > 0, message="--gm_tolerance must be > 0")
 flags.register_validator("gm_max_iterations", lambda v: v >= 1,
                          message="--gm_max_iterations must be >= 1")

@@ -24,7 +24,7 @@ from absl import app, flags, logging
 
 from cear_tf import smoothing_flags
 from cear_tf import aggregate, common_flags, data, ensemble
-from cear_tf.smoothing import Smooth
+from cear_tf.smoothing import NOISE_SCHEME, NoiseDomain, Smooth
 
 FLAGS = flags.FLAGS
 
@@ -41,16 +41,13 @@ flags.register_validator("weights_images", lambda v: v >= 1,
 flags.register_validator("sween_draws", lambda v: v >= 1, message="--sween_draws must be >= 1")
 
 
-def member_aggregators(num_members: int) -> list[aggregate.Aggregator]:
-    """One aggregator per member (its own probabilities), so all members share the passes."""
-    return [aggregate.Aggregator(f"member_{i}", lambda p, i=i: p[i]) for i in range(num_members)]
-
-
 def robust_weights(members, num_classes, images, labels, sigma, radius, n0, n, alpha,
                    batch_size, logit_noise=0.0, clip=False, seed=0):
     """(lambda [M], certified accuracies a [M]) of each member on (images, labels)."""
-    smooth = Smooth(members, num_classes, sigma, member_aggregators(len(members)),
-                    logit_noise=logit_noise, clip=clip, seed=seed)
+    # Its own noise domain: validation image i never sees the draws of test image i.
+    smooth = Smooth(members, num_classes, sigma, aggregate.per_member_aggregators(len(members)),
+                    logit_noise=logit_noise, clip=clip, seed=seed,
+                    noise_domain=NoiseDomain.RW_WEIGHTS)
     hits = np.zeros(len(members))
     for idx, (x, y) in enumerate(zip(images, labels)):
         certificates = smooth.certify(x, n0, n, alpha, batch_size, idx=idx)
@@ -101,7 +98,8 @@ def main(argv):
     images, labels = images[:FLAGS.weights_images], labels[:FLAGS.weights_images]
     details = dict(dataset=FLAGS.dataset, sigma=FLAGS.sigma, images=int(len(labels)),
                    validation_size=FLAGS.validation_size, split_seed=FLAGS.split_seed,
-                   logit_noise=FLAGS.logit_noise, seed=FLAGS.seed, precision=FLAGS.precision)
+                   logit_noise=FLAGS.logit_noise, seed=FLAGS.seed, precision=FLAGS.precision,
+                   noise=NOISE_SCHEME)
     if FLAGS.method == "rw":
         weights, accuracy = robust_weights(
             members, info.num_classes, images, labels, FLAGS.sigma, FLAGS.radius, FLAGS.N0,
@@ -109,8 +107,10 @@ def main(argv):
         details.update(radius=FLAGS.radius, N0=FLAGS.N0, N=FLAGS.N, alpha=FLAGS.alpha,
                        certified_accuracy=accuracy.tolist())
     else:
-        smooth = Smooth(members, info.num_classes, FLAGS.sigma, member_aggregators(len(members)),
-                        logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed)
+        smooth = Smooth(members, info.num_classes, FLAGS.sigma,
+                        aggregate.per_member_aggregators(len(members)),
+                        logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
+                        noise_domain=NoiseDomain.SWEEN_WEIGHTS)
         probs = np.concatenate([smooth.noisy_member_probabilities(x, FLAGS.sween_draws,
                                                                   FLAGS.batch, idx=i)
                                 for i, x in enumerate(images)], axis=1)

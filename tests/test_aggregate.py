@@ -117,3 +117,30 @@ def test_weighted_and_mean(rng):
 def test_make_aggregator_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         aggregate.make_aggregator(**kwargs)
+
+
+def test_prefix_aggregations_use_only_the_first_k_members():
+    rng = np.random.default_rng(8)
+    probs = rng.dirichlet(np.ones(4), size=(5, 6)).astype(np.float32)  # [M=5, B=6, K=4]
+    for base in aggregate.PREFIXABLE:
+        for k in (1, 3, 5):
+            prefix = aggregate.make_aggregator(f"{base}_first{k}", 5)
+            alone = aggregate.make_aggregator(base, k)
+            np.testing.assert_allclose(prefix(tf.constant(probs)).numpy(),
+                                       alone(tf.constant(probs[:k])).numpy(), rtol=1e-6)
+            log_p = tf.math.log(tf.constant(probs))
+            np.testing.assert_allclose(prefix.log_scores(log_p).numpy(),
+                                       alone.log_scores(log_p[:k]).numpy(), rtol=1e-5)
+    first = aggregate.make_aggregator("mean_first1", 5)
+    np.testing.assert_allclose(first(tf.constant(probs)).numpy(), probs[0], rtol=1e-6)
+
+
+def test_prefix_aggregation_names_are_checked():
+    assert aggregate.parse_aggregation("mean_first3") == ("mean", 3)
+    assert aggregate.parse_aggregation("gm") == ("gm", None)
+    for bad in ("rw_first2", "mean_first0", "mean_first", "first3", "mean_first03x"):
+        assert aggregate.parse_aggregation(bad) is None, bad
+    with pytest.raises(ValueError, match="needs 6 members; the ensemble has 5"):
+        aggregate.make_aggregator("mean_first6", 5)
+    with pytest.raises(ValueError, match="_first<k>"):
+        aggregate.make_aggregator("rw_first2", 5)

@@ -11,7 +11,8 @@ import tensorflow as tf
 from scipy.stats import norm
 
 from cear_tf import aggregate
-from cear_tf.smoothing import ABSTAIN, NonFiniteError, Smooth, lower_confidence_bound
+from cear_tf.smoothing import (ABSTAIN, NOISE_BLOCK, NoiseDomain, NonFiniteError, Phase, Smooth,
+                               block_noise, lower_confidence_bound)
 
 SHAPE = (4, 4, 1)
 
@@ -111,122 +112,95 @@ def test_predict_is_a_valid_test():
 def test_noise_is_reproducible_per_image_and_differs_between_images():
     s = _smooth(0.1, 0.5, seed=3)
     a = s.sample_counts(X0, 5000, 700, idx=11)["single"]
-    b = s.sample_counts(X0, 5000, 1000, idx=11)["single"]
     c = s.sample_counts(X0, 5000, 700, idx=12)["single"]
     np.testing.assert_array_equal(a, s.sample_counts(X0, 5000, 700, idx=11)["single"])
     assert not np.array_equal(a, c)
-    assert a.sum() == b.sum() == 5000
+    assert a.sum() == c.sum() == 5000
 
 
-def test_identical_members_certify_like_one():
-    agg_names = ("mean", "mv", "rw", "gm")
-    single = _smooth(0.2, 0.5, seed=9)
-    ensemble = _smooth(0.2, 0.5, seed=9, aggregations=agg_names, members=4)
-    ref = single.certify(X0, 100, 3000, 0.001, 1000)["single"]
-    got = ensemble.certify(X0, 100, 3000, 0.001, 1000)
-    for name in agg_names:
-        assert got[name] == ref, name
+@pytest.mark.parametrize("logit_noise", [0.0, 0.3])
+def test_counts_do_not_depend_on_the_batch_size(logit_noise):
+    # At distance 0 every draw is a coin flip, so any change of a draw shows in the counts.
+    s = _smooth(0.0, 0.5, logit_noise=logit_noise, seed=4, aggregations=("mean", "mv"), members=3)
+    counts = [s.sample_counts(X0, 2345, batch, idx=7) for batch in (1000, 700, 64, 2345)]
+    for other in counts[1:]:
+        for name in ("mean", "mv"):
+            np.testing.assert_array_equal(counts[0][name], other[name])
+    assert counts[0]["mean"].sum() == 2345
+    assert s.certify(X0, 100, 1500, 0.001, 1000, idx=3) == s.certify(X0, 100, 1500, 0.001, 300, idx=3)
 
 
-def test_nonfinite_member_output_is_an_error():
-    def bad(images):
-        return tf.fill([tf.shape(images)[0], 2], np.nan)
-
-    s = Smooth([linear_member(0.2), bad], 2, 0.5, [aggregate.make_aggregator("mean", 2)])
-    with pytest.raises(NonFiniteError, match="member 1"):
-        s.certify(X0, 10, 10, 0.01, 10)
-
-
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(n0=0), "n0"), (dict(n=0), "n must"), (dict(batch_size=0), "batch_size"),
-    (dict(alpha=1.0), "alpha"), (dict(alpha=0.0), "alpha"),
-])
-def test_certify_argument_errors(kwargs, match):
-    args = dict(n0=10, n=10, alpha=0.01, batch_size=10)
-    args.update(kwargs)
-    with pytest.raises(ValueError, match=match):
-        _smooth(0.2, 0.5).certify(X0, **args)
+def test_draws_are_the_same_values_however_batched():
+    key = tf.constant([1, 2], tf.int64)
+    shape = tf.constant([3, 2])
+    whole = block_noise(key, 0, 450, shape).numpy()
+    parts = np.concatenate([block_noise(key, f, n, shape).numpy()
+                            for f, n in ((0, 37), (37, 163), (200, 100), (300, 150))])
+    np.testing.assert_array_equal(whole, parts)
+    assert whole.shape == (450, 3, 2)
+    assert abs(whole.mean()) < 0.1 and abs(whole.std() - 1) < 0.05
 
 
-def test_constructor_errors():
-    member = linear_member(0.1)
-    agg = [aggregate.make_aggregator("mean", 1)]
-    with pytest.raises(ValueError, match="sigma"):
-        Smooth([member], 2, 0.0, agg)
-    with pytest.raises(ValueError, match="logit_noise"):
-        Smooth([member], 2, 0.5, agg, logit_noise=-1)
-    with pytest.raises(ValueError, match="at least one member"):
-        Smooth([], 2, 0.5, agg)
+def test_streams_of_images_phases_and_draws_never_share_keys():
+    # The former scheme packed (idx * 3 + phase) * 2^20 + batch into one integer: batch 2^20 of
+    # image 0's estimation stream was batch 0 of its prediction stream. Draw indices far past
+    # 2^20 blocks must stay inside their own stream.
+    s = _smooth(0.0, 0.5, seed=0)
+    shape = tf.constant([4])
+    far = (2**20) * NOISE_BLOCK
+    a = block_noise(s.stream_key(0, Phase.ESTIMATE), far, 5, shape).numpy()
+    b = block_noise(s.stream_key(0, Phase.PREDICT), 0, 5, shape).numpy()
+    c = block_noise(s.stream_key(1, Phase.SELECT), 0, 5, shape).numpy()
+    d = block_noise(s.stream_key(0, Phase.SELECT), 3 * far, 5, shape).numpy()
+    e = block_noise(s.stream_key(0, Phase.ESTIMATE), 2**40, 5, shape).numpy()
+    values = [a, b, c, d, e]
+    for i in range(len(values)):
+        for j in range(i + 1, len(values)):
+            assert not np.allclose(values[i], values[j]), (i, j)
+    keys = {tuple(s.stream_key(i, p).numpy()) for i in range(50) for p in Phase}
+    assert len(keys) == 150
 
 
-# ---- adaptive sampling and K-consensus (Horvath et al. 2022) ------------------------------
+def test_each_noise_domain_draws_its_own_noise():
+    member = linear_member(0.0)
+    agg = [aggregate.make_aggregator("single", 1)]
+    engines = {d: Smooth([member], 2, 0.5, agg, seed=5, noise_domain=d) for d in NoiseDomain}
+    counts = {d: [int(e.sample_counts(X0, 400, 400, idx=i)["single"][1]) for i in range(6)]
+              for d, e in engines.items()}
+    # Six coin-flip counts of 400 draws agree by chance with probability ~ (1/25)^6.
+    assert counts[NoiseDomain.CERTIFY] != counts[NoiseDomain.RW_WEIGHTS]
+    assert counts[NoiseDomain.CERTIFY] != counts[NoiseDomain.SWEEN_WEIGHTS]
+    assert counts[NoiseDomain.RW_WEIGHTS] != counts[NoiseDomain.SWEEN_WEIGHTS]
+    again = Smooth([member], 2, 0.5, agg, seed=5, noise_domain=NoiseDomain.CERTIFY)
+    assert [int(again.sample_counts(X0, 400, 400, idx=i)["single"][1]) for i in range(6)] == \
+        counts[NoiseDomain.CERTIFY]
 
 
-def test_adaptive_certificates_are_sound():
-    """Target radius above the exact one: certifying it is an error, rate <= alpha."""
-    sigma, d, alpha = 0.5, 0.3, 0.05
-    smooth = _smooth(d, sigma, seed=4)
-    wrong = 0
-    for idx in range(300):
-        c = smooth.certify_radius(X0, 0.32, 20, [50, 200, 1000], alpha, 500, idx=idx)["single"]
-        wrong += c.certified
-    # p_A = Phi(0.6) = 0.726 < p_thr = Phi(0.64) = 0.739. Binomial(300, .05) > 25: p < 0.01.
-    assert wrong <= 25, wrong
+def test_weights_fit_in_their_own_domains(monkeypatch):
+    from cear_tf import weights
+    seen = []
+
+    class Recording(Smooth):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            seen.append(self.noise_domain)
+
+    monkeypatch.setattr(weights, "Smooth", Recording)
+    labels = np.ones(3, np.int64)
+    weights.robust_weights([linear_member(0.5)] * 2, 2, np.stack([X0] * 3), labels, 0.5, 0.0,
+                           50, 200, 0.01, 100)
+    assert seen == [NoiseDomain.RW_WEIGHTS]
 
 
-def test_adaptive_stops_early_on_easy_and_hopeless_images():
-    stages = [100, 1000, 10000]
-    easy = _smooth(2.0, 0.5).certify_radius(X0, 0.5, 50, stages, 0.001, 1000)["single"]
-    # 100/100 votes: lower bound (0.001/3)^(1/100) = 0.923 > Phi(1) = 0.841 at stage one.
-    assert easy.certified and easy.samples == 100 and easy.prediction == 1
-    assert easy.radius >= 0.5
-    hopeless = _smooth(0.05, 0.5).certify_radius(X0, 1.0, 50, stages, 0.001, 1000)["single"]
-    assert not hopeless.certified and hopeless.samples == 100  # upper bound far below p_thr
-    with pytest.raises(ValueError, match="stages"):
-        _smooth(0.1, 0.5).certify_radius(X0, 0.5, 10, [100, 100], 0.01, 100)
-
-
-def _constant(cls, k=3):
-    def member(images):
-        return tf.tile(tf.one_hot([cls], k) * 5.0, [tf.shape(images)[0], 1])
-    return member
-
-
-def test_k_consensus_votes_and_savings():
-    members = [_constant(1), _constant(1), _constant(2), _constant(2), _constant(2)]
-    aggs = [aggregate.make_aggregator(a, 5) for a in ("mean", "mv")]
-    full = Smooth(members, 3, 0.5, aggs)
-    assert full.sample_counts(X0, 100, 50)["mv"].tolist() == [0, 0, 100]
-    assert full.member_passes == 500
-    k2 = Smooth(members, 3, 0.5, aggs, consensus_k=2)  # the first two agree on class 1
-    assert k2.sample_counts(X0, 100, 50)["mean"].tolist() == [0, 100, 0]
-    assert k2.member_passes == 200
-    k3 = Smooth(members, 3, 0.5, aggs, consensus_k=3)  # they disagree: all five decide
-    assert k3.sample_counts(X0, 100, 50)["mean"].tolist() == [0, 0, 100]
-    assert k3.member_passes == 500
-    with pytest.raises(ValueError, match="consensus_k"):
-        Smooth(members, 3, 0.5, aggs, consensus_k=6)
-
-
-def test_k_consensus_on_a_real_boundary_mixes_both_paths():
-    # Members with different boundaries: near them some draws agree, some do not.
-    members = [linear_member(d) for d in (0.1, 0.0, -0.1, 0.05, -0.05)]
-    aggs = [aggregate.make_aggregator("mean", 5)]
-    full = Smooth(members, 2, 0.5, aggs, seed=3)
-    k2 = Smooth(members, 2, 0.5, aggs, seed=3, consensus_k=2)
-    a, b = full.sample_counts(X0, 4000, 1000)["mean"], k2.sample_counts(X0, 4000, 1000)["mean"]
-    assert a.sum() == b.sum() == 4000
-    assert 2 * 4000 < k2.member_passes < 5 * 4000
-    assert abs(int(a[1]) - int(b[1])) < 400  # a different but close base classifier
-
-
-def test_xla_gives_the_same_counts_on_large_margins():
-    members = [linear_member(d) for d in (1.5, 2.0)]
-    aggs = [aggregate.make_aggregator(a, 2) for a in ("mean", "mv", "gm")]
-    plain = Smooth(members, 2, 0.25, aggs, seed=1)
-    xla = Smooth(members, 2, 0.25, aggs, seed=1, jit_compile=True)
-    a, b = plain.sample_counts(X0, 3000, 1000), xla.sample_counts(X0, 3000, 1000)
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name])
-    with pytest.raises(ValueError, match="XLA"):
-        Smooth(members, 2, 0.25, aggs, consensus_k=1, jit_compile=True)
+def test_adaptive_stages_see_the_first_draws_of_the_estimation_stream():
+    # p_A = Phi(0.4) = 0.66 below p_thr = Phi(0.6) = 0.73, too close to stop early at this
+    # alpha: the last stage decides from the first 3000 estimation draws, whatever the stage
+    # and batch boundaries, so its radius is the one computed from those draws directly.
+    from cear_tf.smoothing import certified_radius
+    s = _smooth(0.2, 0.5, seed=6)
+    decision = s.certify_radius(X0, 0.3, 100, [500, 1200, 3000], 1e-9, 700, idx=2)["single"]
+    assert decision.samples == 3000 and decision.stage == 2 and not decision.certified
+    plain = s.sample_counts(X0, 3000, 1000, idx=2, phase=Phase.ESTIMATE)["single"]
+    assert decision.prediction == 1
+    low = lower_confidence_bound(int(plain[1]), 3000, 1e-9 / 3)
+    assert decision.radius == certified_radius(low, 0.5) > 0

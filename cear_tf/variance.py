@@ -1,0 +1,125 @@
+"""Variance of the classification margin of soft ensembles of the first k members.
+
+  python -m cear_tf.variance --models=runs/sween --sigma=0.5 --skip=20 --max=3500 \
+      --start=2160 --draws=1000 --json_out=runs/sween/margin_variance.json
+
+Horvath et al. (2022, "Boosting randomized smoothing with variance reduced classifiers"):
+if the members' outputs under the smoothing noise have variance s^2 and pairwise correlation
+zeta, the average of k members has variance s^2 (1 + zeta (k - 1)) / k, which is what lets an
+ensemble's smoothed classifier certify larger radii. This measures both sides on real members.
+
+For each image x (label y) and noise draw j, member i's margin is
+m_ij = p_i(x + eps_j)[y] - p_i(x + eps_j)[c'], c' the runner-up class of the members' mean
+over all draws (fixed per image, so the margin is linear in the members' probabilities and
+the soft ensemble's margin is the mean of theirs). Pooled over images:
+  s^2  = sum_x sum_i Var_j(m_ij) / (M * images)                         (one member)
+  zeta = sum_x sum_{i != l} Cov_j(m_ij, m_lj) / ((M - 1) sum_x sum_i Var_j(m_ij))
+  measured ratio(k)  = sum_x Var_j(mean_{i<k} m_ij) / (sum_x sum_{i<k} Var_j(m_ij) / k)
+  predicted ratio(k) = (1 + zeta (k - 1)) / k.
+Probabilities, not logits, because the ensembles here average softmax outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from absl import app, flags, logging
+
+from cear_tf import smoothing_flags
+from cear_tf import aggregate, common_flags, data
+from cear_tf.smoothing import NoiseDomain, Smooth
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_integer("draws", 1000, "Noise draws per image.")
+flags.DEFINE_string("json_out", None, "Where the statistics go (JSON); required.")
+
+flags.register_validator("draws", lambda v: v >= 2, message="--draws must be >= 2")
+
+
+def margins(member_probs: np.ndarray, label: int) -> np.ndarray:
+    """[M, D] margins p_i[y] - p_i[c'] of one image from [M, D, K] member probabilities."""
+    mean = member_probs.mean(axis=(0, 1)).copy()
+    mean[label] = -np.inf
+    runner_up = int(np.argmax(mean))
+    return member_probs[:, :, label] - member_probs[:, :, runner_up]
+
+
+def margin_statistics(per_image_margins: list[np.ndarray]) -> dict:
+    """Pooled single-member variance, correlation zeta and the measured and predicted
+    variance ratios Var(mean of first k) / Var(one member) for k = 1..M.
+
+    The measured ratio divides by the mean single-member variance of the first k members,
+    so that for identical, independent members it is exactly 1/k in expectation whatever
+    the members' individual variances.
+    """
+    m = per_image_margins[0].shape[0]
+    covs = np.stack([np.cov(x) for x in per_image_margins])  # [images, M, M]
+    pooled = covs.sum(axis=0)  # [M, M]
+    var_total = np.trace(pooled)
+    if var_total <= 0:
+        raise ValueError("the margins do not vary under the noise (every member saturated on "
+                         "every image): the variance ratio is undefined")
+    zeta = (pooled.sum() - var_total) / ((m - 1) * var_total) if m > 1 else 0.0
+    rows = []
+    for k in range(1, m + 1):
+        ensemble_var = pooled[:k, :k].sum() / k**2
+        single_var = np.trace(pooled[:k, :k]) / k
+        rows.append(dict(k=k, measured_ratio=float(ensemble_var / single_var),
+                         predicted_ratio=float((1 + zeta * (k - 1)) / k),
+                         ensemble_variance=float(ensemble_var / len(per_image_margins))))
+    return dict(zeta=float(zeta), single_variance=float(var_total / (m * len(per_image_margins))),
+                member_variances=(np.diag(pooled) / len(per_image_margins)).tolist(), by_k=rows)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name in ("models", "json_out"):
+        if not FLAGS[name].value:
+            raise app.UsageError(f"--{name} is required")
+    out = common_flags.expand_path(FLAGS.json_out)
+    if FLAGS.resume and os.path.exists(out):
+        logging.info("%s exists: skipped (--noresume recomputes)", out)
+        return
+    member_dirs = smoothing_flags.member_dirs()
+    if len(member_dirs) < 2:
+        raise app.UsageError(f"--models: {len(member_dirs)} member found; the variance ratio "
+                             f"needs an ensemble of at least 2")
+    members = smoothing_flags.load_members(member_dirs)
+    info = data.dataset_info(FLAGS.dataset)
+    images, labels = data.load_split(FLAGS.dataset, "test", FLAGS.data_dir,
+                                     FLAGS.validation_size, FLAGS.split_seed)
+    stop = len(labels) if FLAGS.max < 0 else min(FLAGS.max, len(labels))
+    indices = list(range(FLAGS.start, stop, FLAGS.skip))
+    if not indices:
+        raise app.UsageError(f"--start={FLAGS.start} --max={FLAGS.max} --skip={FLAGS.skip} "
+                             f"select no test image")
+    smooth = Smooth(members, info.num_classes, FLAGS.sigma,
+                    aggregate.per_member_aggregators(len(members)),
+                    logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
+                    noise_domain=NoiseDomain.MARGIN_VARIANCE)
+    per_image = []
+    for n, idx in enumerate(indices, start=1):
+        probs = smooth.noisy_member_probabilities(images[idx], FLAGS.draws, FLAGS.batch, idx=idx)
+        per_image.append(margins(probs, int(labels[idx])))
+        if n % 10 == 0 or n == len(indices):
+            logging.info("margin variance: %d/%d images", n, len(indices))
+    stats = margin_statistics(per_image)
+    stats.update(models=[os.path.relpath(os.path.abspath(d)) for d in member_dirs],
+                 dataset=FLAGS.dataset, sigma=FLAGS.sigma, draws=FLAGS.draws,
+                 images=indices, seed=FLAGS.seed, logit_noise=FLAGS.logit_noise, clip=FLAGS.clip)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".tmp", "w") as f:
+        json.dump(stats, f, indent=1)
+    os.replace(out + ".tmp", out)
+    print(f"zeta = {stats['zeta']:.3f}; Var(mean of first k) / Var(one member):")
+    for row in stats["by_k"]:
+        print(f"  k={row['k']}: measured {row['measured_ratio']:.3f}, "
+              f"predicted (1 + zeta (k - 1)) / k = {row['predicted_ratio']:.3f}")
+
+
+if __name__ == "__main__":
+    app.run(main)
