@@ -169,6 +169,7 @@ class Aggregator:
     name: str
     fn: Callable[[tf.Tensor], tf.Tensor]
     log_fn: Callable[[tf.Tensor], tf.Tensor] | None = None
+    weights: tuple[float, ...] | None = None  # the normalised weights of rw / sween
 
     def __call__(self, probs):
         return self.fn(probs)
@@ -215,7 +216,7 @@ def make_aggregator(
         w = w / w.sum()
         const = tf.constant(w, tf.float32)
         return Aggregator(name, lambda p: aggregate_weighted(p, const),
-                          lambda lp: log_mixture(lp, const))
+                          lambda lp: log_mixture(lp, const), tuple(float(v) for v in w))
     if name == "gm":
         if gm_tolerance <= 0 or gm_max_iterations < 1:
             raise ValueError("gm needs tolerance > 0 and max_iterations >= 1")

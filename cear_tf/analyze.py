@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from absl import app, flags
 
-from cear_tf import common_flags
+from cear_tf import cli, common_flags
 from cear_tf.certify_log import read_rows
 
 FLAGS = flags.FLAGS
@@ -92,6 +92,8 @@ def parse_named(entries: Sequence[str]) -> list[tuple[str, str]]:
         out.append((e[:i], e[i + 1:]))
     return out
 
+cli.require_finite_floats()
+
 
 def main(argv):
     if len(argv) > 1:
@@ -110,4 +112,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -31,7 +31,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from cear_tf import smoothing_flags
-from cear_tf import aggregate, attacks, common_flags, data
+from cear_tf import aggregate, attacks, cli, common_flags, data
 from cear_tf.aggregate import Aggregator
 
 FLAGS = flags.FLAGS
@@ -208,6 +208,8 @@ def write_rows(path, rows):
 def evenly_spaced(total: int, n: int) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))
 
+cli.require_finite_floats()
+
 
 def main(argv):
     if len(argv) > 1:
@@ -239,4 +241,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -26,7 +26,7 @@ import tensorflow as tf
 from absl import app, flags
 
 import models
-from cear_tf import aggregate, members as members_lib
+from cear_tf import aggregate, cli, members as members_lib
 from cear_tf import precision as precision_lib
 from cear_tf.smoothing import Smooth
 
@@ -281,6 +281,8 @@ def _stats(values, digits=2):
     v = np.asarray(values, float)
     return f"{np.median(v):.{digits}f} ({v.min():.{digits}f}-{v.max():.{digits}f})"
 
+cli.require_finite_floats()
+
 
 def main(argv):
     if len(argv) > 1:
@@ -336,4 +338,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -17,8 +17,9 @@ import numpy as np
 from absl import app, flags, logging
 
 from cear_tf import smoothing_flags
-from cear_tf import aggregate, common_flags, data, distribute
+from cear_tf import aggregate, cli, common_flags, data, distribute
 from cear_tf.certify_log import CertifyLog
+from cear_tf import smoothing
 from cear_tf.smoothing import NOISE_SCHEME, Certificate, Smooth
 
 FLAGS = flags.FLAGS
@@ -114,6 +115,8 @@ def run_certification(smooth: Smooth, images, labels, indices, logs: dict[str, C
         logging.info("image %d (%d/%d): %.2fs, %.2f images/s, ETA %.0fs", idx, done, len(todo),
                      seconds, rate, (len(todo) - done) / rate)
 
+cli.require_finite_floats()
+
 
 def main(argv):
     if len(argv) > 1:
@@ -121,6 +124,7 @@ def main(argv):
     for name in ("models", "outfile"):
         if not FLAGS[name].value:
             raise app.UsageError(f"--{name} is required")
+    smoothing.check_sample_size(FLAGS.stages[-1] if FLAGS.target_radius >= 0 else FLAGS.N, FLAGS.alpha)
     member_dirs = smoothing_flags.member_dirs()
     strategy = distribute.make_strategy(FLAGS.strategy)
     with strategy.scope():  # members' variables are placed (mirrored) by the strategy
@@ -139,6 +143,11 @@ def main(argv):
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
                     strategy=strategy, consensus_k=FLAGS.consensus_k, jit_compile=FLAGS.xla)
     several = len(aggregators) > 1
+    indices = image_indices(len(labels), FLAGS.skip, FLAGS.max, FLAGS.shard, FLAGS.start)
+    if not indices:
+        raise ValueError(f"--start={FLAGS.start} --max={FLAGS.max} --skip={FLAGS.skip} "
+                         f"--shard={FLAGS.shard} select no image of the {len(labels)}")
+    fingerprint = smoothing_flags.fingerprint(member_dirs, aggregators)
     logs = {}
     try:
         for a in aggregators:
@@ -147,12 +156,15 @@ def main(argv):
                 models=[os.path.relpath(os.path.abspath(d)) for d in member_dirs],
                 sigma=FLAGS.sigma, logit_noise=FLAGS.logit_noise, N0=FLAGS.N0, N=FLAGS.N,
                 alpha=FLAGS.alpha, clip=FLAGS.clip, seed=FLAGS.seed, noise=NOISE_SCHEME,
+                fingerprint=dict(fingerprint, aggregator_weights=fingerprint.get(
+                    "aggregator_weights", {}).get(a.name)),
                 validation_size=FLAGS.validation_size if FLAGS.split != "test" else None,
                 split_seed=FLAGS.split_seed if FLAGS.split != "test" else None,
                 consensus_k=FLAGS.consensus_k,
                 target_radius=FLAGS.target_radius if FLAGS.target_radius >= 0 else None,
                 stages=[int(v) for v in FLAGS.stages] if FLAGS.target_radius >= 0 else None,
-                skip=FLAGS.skip, start=FLAGS.start, max=FLAGS.max, shard=FLAGS.shard, num_images=len(labels),
+                skip=FLAGS.skip, start=FLAGS.start, max=FLAGS.max, shard=FLAGS.shard,
+                num_images=len(labels),
                 strategy=FLAGS.strategy,
                 # Recorded only when reduced, so float32 logs made before the flag resume.
                 precision=FLAGS.precision if FLAGS.precision != "float32" else None)
@@ -161,7 +173,6 @@ def main(argv):
                                 gm_max_iterations=FLAGS.gm_max_iterations)
             path = outfile_for(common_flags.expand_path(FLAGS.outfile), a.name, several)
             logs[a.name] = CertifyLog(path, settings, resume=FLAGS.resume)
-        indices = image_indices(len(labels), FLAGS.skip, FLAGS.max, FLAGS.shard, FLAGS.start)
         target = FLAGS.target_radius if FLAGS.target_radius >= 0 else None
         run_certification(smooth, images, labels, indices, logs, FLAGS.N0, FLAGS.N, FLAGS.alpha,
                           FLAGS.batch, target, [int(v) for v in FLAGS.stages])
@@ -175,4 +186,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,16 +1,23 @@
 """Cohen-format certify logs: one TSV row per image, flushed as written, resumable.
 
 Header `idx label predict radius correct time` (SPEC section 4), then extra columns
-`count num p_lower`. A `<log>.json` sidecar records the settings the rows were made with;
-resuming under other settings is refused rather than mixing rows of two experiments.
+`count num p_lower`. A `<log>.json` sidecar records the settings the rows were made with,
+including a fingerprint of the members' weights and the aggregator's weights; resuming under
+other settings is refused, naming what changed, rather than mixing rows of two experiments.
+One process writes a log at a time (`cear_tf.locking`).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 from typing import Any
+
+from absl import logging
+
+from cear_tf.locking import OutputLock
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 EXTRA_COLUMNS = ("count", "num", "p_lower")
@@ -29,64 +36,161 @@ class LogError(ValueError):
     """A log file cannot be resumed or parsed."""
 
 
+def _int(text: str, what: str, where: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise LogError(f"{where}: {what} {text!r} is not an integer") from None
+
+
 def read_rows(path: str) -> list[dict[str, str]]:
-    """Complete rows of a certify log (any file whose header starts with Cohen's columns)."""
-    with open(path) as f:
-        lines = f.read().split("\n")
+    """Complete rows of a certify log (any file whose header starts with Cohen's columns).
+
+    A last line without its newline is a row cut by an interruption and is left out. Every
+    complete row is checked: integer idx, label and predict, `correct` 0 or 1, a finite
+    radius >= 0, no image twice; a bad row raises LogError naming the file and line.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise LogError(f"{path}:{line}: not UTF-8 text (byte {e.start}); not a certify log, "
+                       f"or a damaged one") from None
+    lines = text.split("\n")
     if not lines or lines[0].split("\t")[: len(COLUMNS)] != list(COLUMNS):
         raise LogError(f"{path}: header is not a certify log header "
                        f"({chr(9).join(COLUMNS)} ...), got {lines[0][:80]!r}")
     names = lines[0].split("\t")
-    rows = []
+    rows, seen = [], {}
     # The last element is "" after a final newline, or a partial row cut by an interruption.
     for number, line in enumerate(lines[1:-1], start=2):
+        where = f"{path}:{number}"
         fields = line.split("\t")
         if len(fields) != len(names):
-            raise LogError(f"{path}:{number}: {len(fields)} fields, header has {len(names)}")
-        rows.append(dict(zip(names, fields)))
+            raise LogError(f"{where}: {len(fields)} fields, header has {len(names)}")
+        row = dict(zip(names, fields))
+        idx = _int(row["idx"], "idx", where)
+        _int(row["label"], "label", where)
+        _int(row["predict"], "predict", where)
+        if row["correct"] not in ("0", "1", "True", "False"):
+            raise LogError(f"{where}: correct {row['correct']!r} is not 0 or 1")
+        try:
+            radius = float(row["radius"])
+        except ValueError:
+            raise LogError(f"{where}: radius {row['radius']!r} is not a number") from None
+        if not math.isfinite(radius) or radius < 0:
+            raise LogError(f"{where}: radius {row['radius']} is not a finite number >= 0")
+        if idx < 0:
+            raise LogError(f"{where}: idx {idx} is negative")
+        if idx in seen:
+            raise LogError(f"{where}: image {idx} again (first at line {seen[idx]}): rows of "
+                           f"two runs are mixed in this log")
+        seen[idx] = number
+        rows.append(row)
     return rows
+
+
+def next_archive_path(path: str) -> str:
+    """`<path>.old<n>` for the smallest n not taken (its settings go to `.old<n>.json`)."""
+    n = 1
+    while os.path.exists(f"{path}.old{n}") or os.path.exists(f"{path}.old{n}.json"):
+        n += 1
+    return f"{path}.old{n}"
+
+
+def _describe_fingerprint_change(old: dict, new: dict) -> list[str]:
+    changes = []
+    old_m, new_m = old.get("members", []), new.get("members", [])
+    if len(old_m) != len(new_m):
+        changes.append(f"the ensemble had {len(old_m)} members, now {len(new_m)}")
+    else:
+        for i, (a, b) in enumerate(zip(old_m, new_m)):
+            if a != b:
+                changes.append(f"member {i}'s weights differ (content digest {a[:12]} in the "
+                               f"log, {b[:12]} now)")
+    if old.get("aggregator_weights") != new.get("aggregator_weights"):
+        changes.append(f"aggregator weights: {old.get('aggregator_weights')} in the log, "
+                       f"{new.get('aggregator_weights')} now")
+    return changes
 
 
 class CertifyLog:
     """Appends rows to a certify log, resuming after the last complete row."""
 
     def __init__(self, path: str, settings: dict[str, Any], resume: bool = True):
+        if os.path.isdir(path):
+            raise LogError(f"--outfile: {path} is a directory; give a file path for the log")
         self.path = path
         self.settings_path = path + ".json"
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.done: set[int] = set()
-        if os.path.exists(path) and resume:
-            self._check_settings(settings)
+        self._lock = OutputLock(path).acquire()
+        try:
+            self._open(settings, resume)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, settings, resume):
+        if os.path.exists(self.path) and resume:
+            settings = self._check_settings(settings)
+            rows = read_rows(self.path)  # checked before anything is changed
             self._truncate_partial_row()
-            self.done = {int(r["idx"]) for r in read_rows(path)}
+            self.done = {int(r["idx"]) for r in rows}
             self._write_settings(settings)  # the latest image selection
-            self._file = open(path, "a")
+            self._file = open(self.path, "a")
         else:
-            if os.path.exists(path) and not resume:
-                os.replace(path, path + ".old")  # never destroy rows silently
+            if os.path.exists(self.path):  # --noresume: never destroy rows silently
+                archive = next_archive_path(self.path)
+                os.replace(self.path, archive)
+                if os.path.exists(self.settings_path):
+                    os.replace(self.settings_path, archive + ".json")
+                logging.info("--noresume: the previous log is kept as %s", archive)
             self._write_settings(settings)
-            self._file = open(path, "w")
+            self._file = open(self.path, "w")
             self._file.write(HEADER + "\n")
             self._file.flush()
 
-    def _check_settings(self, settings):
+    def _read_settings(self) -> dict[str, Any]:
         if not os.path.exists(self.settings_path):
             raise LogError(f"{self.path} exists without its settings file {self.settings_path}; "
                            f"move it away or pass --noresume")
-        with open(self.settings_path) as f:
-            old = binding(json.load(f))
+        try:
+            with open(self.settings_path, encoding="utf-8") as f:
+                old = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LogError(f"{self.settings_path}: not valid JSON ({e}); restore it, or pass "
+                           f"--noresume to start a new log (the old one is kept)") from None
+        if not isinstance(old, dict):
+            raise LogError(f"{self.settings_path}: expected a JSON object of settings")
+        return old
+
+    def _check_settings(self, settings) -> dict[str, Any]:
+        """The settings to record: refuses a resume under other binding settings; a log made
+        before fingerprints existed adopts the current one (said in one line)."""
+        old = binding(self._read_settings())
         new = binding(settings)
+        if "fingerprint" not in old and "fingerprint" in new:
+            logging.warning("%s: no fingerprint recorded (a log started before fingerprints); "
+                            "adopting that of the members it names now", self.path)
+            old["fingerprint"] = new["fingerprint"]
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if "noise" in diff:
             raise LogError(f"{self.path}: its rows were drawn under noise scheme "
-                           f"{old.get('noise') or '(none recorded: the older, batch-dependent one)'}, this version "
-                           f"draws {new.get('noise')!r}; they cannot be continued: use another "
-                           f"--outfile or pass --noresume (the old log is kept as .old)")
+                           f"{old.get('noise') or '(none recorded: the older, batch-dependent one)'}"
+                           f", this version draws {new.get('noise')!r}; they cannot be continued: "
+                           f"use another --outfile or pass --noresume (the old log is kept)")
+        if "fingerprint" in diff:
+            changes = _describe_fingerprint_change(old["fingerprint"], new["fingerprint"])
+            raise LogError(f"{self.path} was made with another classifier ({'; '.join(changes)}); "
+                           f"use another --outfile or pass --noresume (the old log is kept)")
         if diff:
             details = ", ".join(f"--{k}: log {old.get(k)!r} vs now {new.get(k)!r}"
                                 for k in diff)
             raise LogError(f"{self.path} was made with other settings ({details}); use another "
-                           f"--outfile or pass --noresume (the old log is kept as .old)")
+                           f"--outfile or pass --noresume (the old log is kept)")
+        return settings
 
     def _write_settings(self, settings):
         tmp = self.settings_path + ".tmp"
@@ -104,13 +208,16 @@ class CertifyLog:
     def write(self, idx: int, label: int, predict: int, radius: float, correct: bool,
               seconds: float, count: int, num: int, p_lower: float):
         row = [str(idx), str(label), str(predict), f"{radius:.6g}", str(int(correct)),
-               str(datetime.timedelta(seconds=round(seconds, 4))), str(count), str(num), f"{p_lower:.6g}"]
+               str(datetime.timedelta(seconds=round(seconds, 4))), str(count), str(num),
+               f"{p_lower:.6g}"]
         self._file.write("\t".join(row) + "\n")
         self._file.flush()
         self.done.add(idx)
 
     def close(self):
-        self._file.close()
+        if getattr(self, "_file", None) is not None and not self._file.closed:
+            self._file.close()
+        self._lock.release()
 
     def __enter__(self):
         return self

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Sequence
 
 from cear_tf import members as members_lib
 
 WEIGHTS_FILE = "weights_{method}.json"
+_MEMBER = re.compile(r"member_(\d+)")
 
 
 def resolve_member_dirs(paths: Sequence[str]) -> list[str]:
@@ -20,9 +22,10 @@ def resolve_member_dirs(paths: Sequence[str]) -> list[str]:
         if os.path.isfile(os.path.join(path, "saved_model.pb")):
             dirs.append(path)
             continue
-        subs = sorted((d for d in os.listdir(path) if d.startswith("member_")
+        # member_<i> only: a leftover member_<i>.partial (an export cut short) is not a member.
+        subs = sorted((d for d in os.listdir(path) if _MEMBER.fullmatch(d)
                        and os.path.isfile(os.path.join(path, d, "saved_model.pb"))),
-                      key=lambda d: int(d.split("_", 1)[1]) if d.split("_", 1)[1].isdigit() else d)
+                      key=lambda d: int(_MEMBER.fullmatch(d).group(1)))
         if not subs:
             raise ValueError(f"--models: {path} is neither a SavedModel (no saved_model.pb) nor "
                              f"an ensemble directory with member_<i>/ SavedModels")
@@ -76,11 +79,16 @@ def load_weights(path: str, method: str, member_dirs: Sequence[str]) -> list[flo
         raise ValueError(f"no {method} weights at {path}: run python -m cear_tf.weights "
                          f"--method={method} first, or pass --{method}_weights")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             record = json.load(f)
-        weights = [float(w) for w in record["weights"]]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raw = record["weights"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a weights file ({e})") from e
+    bad = [w for w in raw if isinstance(w, bool) or not isinstance(w, (int, float))] \
+        if isinstance(raw, list) else [raw]
+    if bad:
+        raise ValueError(f"{path}: weights must be a list of numbers, found {bad[0]!r}")
+    weights = [float(w) for w in raw]
     if record.get("method", method) != method:
         raise ValueError(f"{path} holds {record.get('method')} weights, not {method}")
     if len(weights) != len(member_dirs):
@@ -89,4 +97,12 @@ def load_weights(path: str, method: str, member_dirs: Sequence[str]) -> list[flo
     saved = record.get("members")
     if saved and _relative(member_dirs, path) != saved:
         raise ValueError(f"{path} was computed for members {saved}, not for {list(member_dirs)}")
+    digests = record.get("member_digests")
+    if digests:
+        changed = [d for d, old in zip(member_dirs, digests)
+                   if members_lib.content_digest(d) != old]
+        if changed:
+            raise ValueError(f"{path} was computed for other weights of {', '.join(changed)} "
+                             f"(the member changed since); recompute it with cear_tf.weights "
+                             f"--noresume")
     return weights

@@ -95,6 +95,23 @@ def freeze_keras(network: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     return freeze(concrete) or (lambda images: network(images, training=False))
 
 
+def content_digest(directory: str) -> str:
+    """SHA-256 of what defines a member's function: saved_model.pb and every file under
+    variables/ (names and bytes), not cear.json, whose metadata does not change a logit."""
+    import hashlib
+    digest = hashlib.sha256()
+    files = ["saved_model.pb"]
+    variables = os.path.join(directory, "variables")
+    if os.path.isdir(variables):
+        files += sorted(os.path.join("variables", f) for f in os.listdir(variables))
+    for name in files:
+        digest.update(name.encode() + b"\0")
+        with open(os.path.join(directory, name), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def is_complete_member(directory: str) -> bool:
     return (os.path.isfile(os.path.join(directory, "saved_model.pb"))
             and os.path.isfile(os.path.join(directory, METADATA_FILE)))

@@ -17,7 +17,8 @@ import os
 
 from absl import app, flags
 
-from cear_tf import certify_log
+from cear_tf import certify_log, cli
+from cear_tf.locking import OutputLock
 
 FLAGS = flags.FLAGS
 
@@ -49,7 +50,7 @@ def merge_logs(paths, outfile, allow_gaps=False) -> int:
                       if reference.get(k) != s.get(k))
         if diff:
             raise MergeError(f"{path} differs from {paths[0]} in {', '.join(diff)}")
-    for key in ("skip", "max", "num_images"):
+    for key in ("skip", "start", "max", "num_images"):
         values = {s.get(key) for s in settings}
         if len(values) > 1:
             raise MergeError(f"shards disagree on {key}: {sorted(map(str, values))}")
@@ -68,24 +69,30 @@ def merge_logs(paths, outfile, allow_gaps=False) -> int:
     if first.get("num_images") is not None:
         stop = first["num_images"] if first.get("max", -1) < 0 else min(first["num_images"],
                                                                         first["max"])
-        missing = sorted(set(range(0, stop, first.get("skip", 1))) - set(rows))
+        missing = sorted(set(range(first.get("start", 0), stop, first.get("skip", 1)))
+                         - set(rows))
         if missing and not allow_gaps:
             raise MergeError(f"{len(missing)} selected images are in no shard, e.g. "
                              f"{missing[:10]}; certify them or pass --allow_gaps")
     merged_settings = dict(first, shard="merged")
-    if os.path.exists(outfile):
-        raise MergeError(f"{outfile} exists; remove it or choose another --merged_log")
+    if os.path.isdir(outfile):
+        raise MergeError(f"--merged_log: {outfile} is a directory; give a file path")
     os.makedirs(os.path.dirname(os.path.abspath(outfile)), exist_ok=True)
-    columns = certify_log.HEADER.split("\t")
-    tmp = outfile + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(certify_log.HEADER + "\n")
-        for idx in sorted(rows):
-            f.write("\t".join(rows[idx][c] for c in columns) + "\n")
-    with open(outfile + ".json", "w") as f:
-        json.dump(merged_settings, f, indent=2, sort_keys=True)
-    os.replace(tmp, outfile)
+    with OutputLock(outfile):
+        if os.path.exists(outfile):
+            raise MergeError(f"{outfile} exists; remove it or choose another --merged_log")
+        columns = certify_log.HEADER.split("\t")
+        tmp = outfile + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(certify_log.HEADER + "\n")
+            for idx in sorted(rows):
+                f.write("\t".join(rows[idx][c] for c in columns) + "\n")
+        with open(outfile + ".json", "w") as f:
+            json.dump(merged_settings, f, indent=2, sort_keys=True)
+        os.replace(tmp, outfile)
     return len(rows)
+
+cli.require_finite_floats()
 
 
 def main(argv):
@@ -98,4 +105,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -456,6 +457,17 @@ def _batch_plan(num: int, batch_size: int, first_draw: int = 0) -> list[tuple[in
         plan.append((first, this))
         first += this
     return plan
+
+
+def check_sample_size(n: int, alpha: float) -> None:
+    """Refuses an N with which no image can be certified: even N votes of N give the lower
+    bound alpha^(1/N), which exceeds 1/2 only for N > log2(1/alpha)."""
+    n = int(n)
+    if alpha ** (1.0 / n) <= 0.5:
+        need = int(math.floor(math.log2(1.0 / alpha))) + 1
+        raise ValueError(f"--N={n} cannot certify any image at --alpha={alpha:g}: even {n} "
+                         f"votes of {n} give a lower bound of {alpha ** (1.0 / n):.3f} <= 0.5; "
+                         f"use --N >= {need}")
 
 
 def _check_positive(**values):

@@ -38,6 +38,8 @@ flags.DEFINE_integer("start", 0, "First image index; a multiple of --skip keeps 
 flags.DEFINE_integer("max", -1, "Stop at image index max (exclusive); -1 = all.")
 
 flags.register_validator("skip", lambda v: v >= 1, message="--skip must be >= 1")
+flags.register_validator("max", lambda v: v >= -1,
+                         message="--max must be -1 (all images) or an index >= 0")
 flags.register_validator("start", lambda v: v >= 0, message="--start must be >= 0")
 flags.register_validator(
     "aggregation",
@@ -64,6 +66,28 @@ def load_members(member_dirs):
 def member_dirs():
     """The member directories --models names, placeholders expanded."""
     return ensemble.resolve_member_dirs([common_flags.expand_path(p) for p in flags.FLAGS.models])
+
+
+def fingerprint(member_dirs, aggregators_used) -> dict:
+    """What defines the base classifier beyond the settings: a content digest of each member
+    and the aggregator's weights (for rw and sween), as recorded in certify logs."""
+    from cear_tf import members as members_lib
+    record = {"members": [members_lib.content_digest(d) for d in member_dirs]}
+    weights = {a.name: list(a.weights) for a in aggregators_used if a.weights is not None}
+    if weights:
+        record["aggregator_weights"] = weights
+    return record
+
+
+def selected_images(total: int) -> list[int]:
+    """The image indices --start, --max and --skip select (before sharding)."""
+    f = flags.FLAGS
+    stop = total if f.max < 0 else min(total, f.max)
+    indices = list(range(f.start, stop, f.skip))
+    if not indices:
+        raise ValueError(f"--start={f.start} --max={f.max} --skip={f.skip} select no image of "
+                         f"the {total}")
+    return indices
 
 
 def aggregators(member_dirs, names=None):

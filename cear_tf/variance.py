@@ -28,7 +28,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from cear_tf import smoothing_flags
-from cear_tf import aggregate, common_flags, data
+from cear_tf import aggregate, cli, common_flags, data
 from cear_tf.smoothing import NoiseDomain, Smooth
 
 FLAGS = flags.FLAGS
@@ -72,6 +72,8 @@ def margin_statistics(per_image_margins: list[np.ndarray]) -> dict:
                          ensemble_variance=float(ensemble_var / len(per_image_margins))))
     return dict(zeta=float(zeta), single_variance=float(var_total / (m * len(per_image_margins))),
                 member_variances=(np.diag(pooled) / len(per_image_margins)).tolist(), by_k=rows)
+
+cli.require_finite_floats()
 
 
 def main(argv):
@@ -122,4 +124,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -23,8 +23,10 @@ import scipy.optimize
 from absl import app, flags, logging
 
 from cear_tf import smoothing_flags
-from cear_tf import aggregate, common_flags, data, ensemble
-from cear_tf.smoothing import NOISE_SCHEME, NoiseDomain, Smooth
+from cear_tf import aggregate, cli, common_flags, data, ensemble
+from cear_tf import members as members_lib
+from cear_tf.locking import OutputLock
+from cear_tf.smoothing import NOISE_SCHEME, NoiseDomain, Smooth, check_sample_size
 
 FLAGS = flags.FLAGS
 
@@ -50,6 +52,8 @@ def robust_weights(members, num_classes, images, labels, sigma, radius, n0, n, a
                     noise_domain=NoiseDomain.RW_WEIGHTS)
     hits = np.zeros(len(members))
     for idx, (x, y) in enumerate(zip(images, labels)):
+        if idx % 50 == 0:
+            logging.info("RW weights: validation image %d of %d", idx, len(labels))
         certificates = smooth.certify(x, n0, n, alpha, batch_size, idx=idx)
         for i, name in enumerate(smooth.names):
             c = certificates[name]
@@ -78,6 +82,8 @@ def fit_sween_weights(member_probs: np.ndarray, labels: np.ndarray):
     lam = np.exp(w - w.max())
     return lam / lam.sum(), float(result.fun)
 
+cli.require_finite_floats()
+
 
 def main(argv):
     if len(argv) > 1:
@@ -86,11 +92,22 @@ def main(argv):
         raise app.UsageError("--models is required")
     if FLAGS.validation_size < 1:
         raise app.UsageError("--validation_size must be >= 1: weights need a validation split")
+    if FLAGS.method == "rw":
+        check_sample_size(FLAGS.N, FLAGS.alpha)
     member_dirs = smoothing_flags.member_dirs()
-    path = common_flags.expand_path(FLAGS.weights_out) or ensemble.default_weights_path(member_dirs, FLAGS.method)
-    if FLAGS.resume and os.path.exists(path):
-        logging.info("%s exists: skipped (--noresume recomputes)", path)
-        return
+    path = (common_flags.expand_path(FLAGS.weights_out)
+            or ensemble.default_weights_path(member_dirs, FLAGS.method))
+    if os.path.isdir(path):
+        raise ValueError(f"--weights_out: {path} is a directory; give a file path")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with OutputLock(path):  # also proves the folder writable, before any work
+        if FLAGS.resume and os.path.exists(path):
+            logging.info("%s exists: skipped (--noresume recomputes)", path)
+            return
+        _compute_and_save(member_dirs, path)
+
+
+def _compute_and_save(member_dirs, path):
     members = smoothing_flags.load_members(member_dirs)
     info = data.dataset_info(FLAGS.dataset)
     images, labels = data.load_split(FLAGS.dataset, "validation", FLAGS.data_dir,
@@ -99,7 +116,8 @@ def main(argv):
     details = dict(dataset=FLAGS.dataset, sigma=FLAGS.sigma, images=int(len(labels)),
                    validation_size=FLAGS.validation_size, split_seed=FLAGS.split_seed,
                    logit_noise=FLAGS.logit_noise, seed=FLAGS.seed, precision=FLAGS.precision,
-                   noise=NOISE_SCHEME)
+                   noise=NOISE_SCHEME,
+                   member_digests=[members_lib.content_digest(d) for d in member_dirs])
     if FLAGS.method == "rw":
         weights, accuracy = robust_weights(
             members, info.num_classes, images, labels, FLAGS.sigma, FLAGS.radius, FLAGS.N0,
@@ -121,4 +139,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -120,7 +120,8 @@ def test_resume_refuses_other_settings(setup):
     with pytest.raises(LogError, match="--N: log 200 vs now 300"):
         _certify(setup, path, "--aggregation=mean", "--max=2", "--N=300")
     _certify(setup, path, "--aggregation=mean", "--max=2", "--N=300", "--noresume")
-    assert os.path.exists(path + ".old") and len(read_rows(path)) == 2
+    assert os.path.exists(path + ".old1") and len(read_rows(path)) == 2
+    assert os.path.exists(path + ".old1.json")
 
 
 def test_bad_weights_and_members(setup, tmp_path):
