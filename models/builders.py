@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
-from models import lenet, resnet_cifar, resnet_imagenet
+from models import lenet, released, resnet_cifar, resnet_imagenet
 
 
 @keras.saving.register_keras_serializable(package="cear_tf")
@@ -61,6 +61,8 @@ _BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "resnet56": _cifar_resnet(56),
     "resnet110": _cifar_resnet(110),
     "resnet18": resnet_imagenet.resnet18,
+    # The authors' released MNIST network (not the paper's LeNet-5): a reproduction option.
+    "released_mnist_cnn": released.released_mnist_cnn,
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)

@@ -161,7 +161,7 @@ def test_report_rows_on_the_authors_images_ensembles_and_claims(tmp_path):
                      "every other method"]
     # All images: CEAR(RW) 13.4% at R = 0.25 against RandSmooth's 100%; the authors' 67: 100%
     # everywhere, ties (100 vs 100 at R = 0.25 .. 1) count for the leader.
-    assert "**not reproduced** (R=0.25: CEAR(RW) 13.4 vs RandSmooth 100.0" in dominates
+    assert "**not reproduced** (n=500: R=0.25: CEAR(RW) 13.4 vs RandSmooth 100.0" in dominates
     assert dominates.split(" | ")[3].startswith("**reproduced**")
     vga = next(v for k, v in rows.items() if k.startswith("sigma 1.0: beyond R = 2"))
     assert "**not reproduced**" in vga.split(" | ")[2]  # all images: CEAR(RW) 13% < 20%
@@ -169,3 +169,18 @@ def test_report_rows_on_the_authors_images_ensembles_and_claims(tmp_path):
     assert "not measured" in rows["sigma 0.5: CEAR(RW) attains 58% at R = 1.5, above both "
                                   "baselines"]
     assert (tmp_path / "rep" / "ensembles_for_rs_mnist_sigma100.png").stat().st_size > 1000
+
+
+def test_ablation_table_takes_unchanged_rows_from_base(tmp_path):
+    root = tmp_path / "abl"
+    _fake_run(root / "base", {"randsmooth": [1.0] * 10, "cear_rw": [0.6] * 10,
+                              "cear_minus_rw": [1.2] * 10})
+    _fake_run(root / "vga_rule", {"cear_rw": [1.6] * 5 + [-1] * 5})
+    text = report.ablation_section(str(root))
+    assert "| cear_tf's recipe | CEAR(RW) | 10 | 100 | 100 | 0 | 0 | 0 | 0.600 |  |" in text
+    # vga_rule: CEAR(RW) 50% certified beyond 1.5 where base had 0; RandSmooth from base.
+    assert "| + released VGA rule | CEAR(RW) | 10 | 50 | 50 | 50 | 50 | 0 | 0.800 | " \
+        "-50 -50 +50 +50 +0 (ACR +0.200) |" in text
+    assert "| + released VGA rule | RandSmooth (base) | 10 | 100 | 100 | 100 | 0 | 0 | 1.000 | " \
+        "+0 +0 +0 +0 +0 (ACR +0.000) |" in text
+    assert "+ clip in training" not in text  # not run yet
