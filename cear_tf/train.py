@@ -12,6 +12,7 @@ is written each epoch next to the member (`<model_dir>.ckpt`); a rerun resumes f
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -22,11 +23,14 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from cear_tf import common_flags
+from cear_tf import cli, common_flags
 from cear_tf import data, distribute, members, trainers
+from cear_tf.locking import OutputLock
 import models
 
 FLAGS = flags.FLAGS
+
+CHECKPOINT_SETTINGS = "cear_settings.json"
 
 DEFAULT_LEARNING_RATE = 0.05
 # Measured on real MNIST, LeNet-5, one epoch: Gaussian members at sigma 1.0 with lr 0.05
@@ -55,8 +59,26 @@ flags.DEFINE_bool("vga", True, "Variable Gaussian Augmentation: sigma_i = sigma 
 flags.DEFINE_enum("vga_mode", "per_model", list(trainers.NOISE_MODES),
                   "per_model: one sigma_i per member; per_example: a fresh sigma per input in "
                   "[sigma/2, 3 sigma/2].")
+flags.DEFINE_enum("vga_rule", "uniform", list(trainers.VGA_RULES),
+                  "How VGA draws sigma_i: uniform (the paper: beta ~ U(-sigma/2, sigma/2)) or "
+                  "the released code's sign-by-temperature rules (released_mnist: |beta| ~ "
+                  "U(0, sigma/2); released_cifar: |beta| ~ U(0, sigma/3)); see "
+                  "trainers.vga_sigma.")
+flags.DEFINE_enum("student_loss", "hinton", list(trainers.STUDENT_LOSSES),
+                  "hinton: CE(softmax(f_t/T), softmax(f_s/T)) * T^2 (default); released_mnist: "
+                  "the released MNIST loss CE(softmax(f_t), softmax(softmax(f_s)/T)).")
+flags.DEFINE_bool("train_clip", False, "Clip noisy training inputs to [0, 1] (the released "
+                  "code does; off by default).")
+flags.DEFINE_bool("fixed_noisy_copy", False, "Train on one noisy copy of the training set, "
+                  "drawn once from the member's seed (clipped with --train_clip), as the "
+                  "released code does; by default noise is drawn afresh for every batch.")
 flags.DEFINE_float("hard_label_weight", 0.0,
                    "Weight of hard-label cross-entropy mixed into the distillation loss.")
+flags.DEFINE_bool("fuse_members", True,
+                  "role=ensemble: train the members as one fused network (LeNet-5: grouped "
+                  "convolutions, each member its own batches, noise, sigma_i, temperature, "
+                  "seed and gradient clipping); members that cannot be fused (other archs, "
+                  "per-example VGA, a fixed noisy copy, ...) train one after another.")
 flags.DEFINE_integer("num_members", 0, "Ensemble size (role=ensemble); 0 = one member per "
                      "--temperatures entry. Students need one temperature per member.")
 flags.DEFINE_enum("member_role", "student", ["student", "gaussian"],
@@ -68,6 +90,8 @@ flags.DEFINE_integer("batch_size", 128, "Training batch size (global).")
 # Defaults shared by every role, chosen so that no role collapses from its first step (see
 # DEFAULT_CLIPNORM); CEAR and CEAR- students get identical optimiser settings.
 flags.DEFINE_float("learning_rate", DEFAULT_LEARNING_RATE, "Initial SGD learning rate.")
+flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "sgd (with --momentum) or adam (the "
+                  "released MNIST students: Adam, learning rate 1e-3).")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (Keras' decoupled form), 0 for none.")
 flags.DEFINE_float("clipnorm", DEFAULT_CLIPNORM,
@@ -142,6 +166,12 @@ class MemberConfig:
     lr_step_epochs: int = 30
     lr_gamma: float = 0.1
     augment: str = "none"
+    # Options that restore the released code's choices (docs/deviations.md); defaults ours.
+    optimizer: str = "sgd"
+    vga_rule: str = "uniform"
+    student_loss: str = "hinton"
+    train_clip: bool = False
+    fixed_noisy_copy: bool = False
 
     @property
     def sigma(self) -> float:
@@ -149,7 +179,8 @@ class MemberConfig:
         if self.role == "teacher":
             return 0.0
         if self.vga and self.vga_mode == "per_model":
-            return trainers.vga_sigma(self.base_sigma, self.seed)
+            return trainers.vga_sigma(self.base_sigma, self.seed, self.vga_rule,
+                                      self.temperature)
         return self.base_sigma
 
 
@@ -254,7 +285,7 @@ def build_trainer(cfg: MemberConfig, info: data.DatasetInfo, teacher=None):
     normalization = (info.mean, info.std) if cfg.normalize else None
     network = models.build_model(cfg.arch, info.image_shape, info.num_classes, normalization)
     sigma = cfg.sigma
-    noise = dict(seed=cfg.seed, noise_mode="per_model")
+    noise = dict(seed=cfg.seed, noise_mode="per_model", clip=cfg.train_clip)
     if cfg.role != "teacher" and cfg.vga and cfg.vga_mode == "per_example":
         noise.update(noise_mode="per_example",
                      sigma_range=(cfg.base_sigma / 2, 3 * cfg.base_sigma / 2))
@@ -262,7 +293,8 @@ def build_trainer(cfg: MemberConfig, info: data.DatasetInfo, teacher=None):
         if teacher is None:
             raise ValueError("a student needs a teacher (--teacher_dir)")
         trainer = trainers.Distiller(network, teacher, cfg.temperature, sigma,
-                                     hard_label_weight=cfg.hard_label_weight, **noise)
+                                     hard_label_weight=cfg.hard_label_weight,
+                                     student_loss=cfg.student_loss, **noise)
     else:
         trainer = trainers.NoisyInputTrainer(network, sigma, **noise)
     trainer(np.zeros((1, *info.image_shape), np.float32))  # built, as checkpoints require
@@ -285,67 +317,166 @@ def train_member(cfg: MemberConfig, splits: Splits, model_dir: str, teacher=None
         raise ValueError(f"unknown member role {cfg.role!r}")
     if cfg.role != "teacher" and cfg.base_sigma <= 0:
         raise ValueError(f"--sigma must be > 0 for a {cfg.role}, got {cfg.base_sigma}")
+    if cfg.fixed_noisy_copy and cfg.role != "teacher":
+        if cfg.augment != "none":
+            raise ValueError("--fixed_noisy_copy cannot be combined with --augment: the copy is "
+                             "drawn once, before any augmentation")
+        if cfg.vga and cfg.vga_mode == "per_example":
+            raise ValueError("--fixed_noisy_copy needs one sigma per member: use "
+                             "--vga_mode=per_model")
     if cfg.role == "student":
         if teacher is None:
             raise ValueError("a student needs a teacher (--teacher_dir)")
         check_teacher(teacher, splits.info)
+    os.makedirs(os.path.dirname(os.path.abspath(model_dir)), exist_ok=True)
+    with OutputLock(model_dir):  # one process trains a member at a time
+        return _train_and_export(cfg, splits, model_dir, teacher, resume, verbose,
+                                 extra_callbacks, strategy, allow_collapsed, collapse_patience)
+
+
+def checkpoint_settings(cfg: MemberConfig, splits: Splits, teacher=None) -> dict:
+    """What a checkpoint's weights depend on: resuming under anything else is refused."""
+    return dict(dataclasses.asdict(cfg), train_examples=int(len(splits.train[1])),
+                validation_size=splits.validation_size, split_seed=splits.split_seed,
+                teacher_dir=getattr(teacher, "path", None))
+
+
+def _prepare_checkpoint(ckpt_dir: str, settings: dict, resume: bool) -> None:
+    """Checks a checkpoint before Keras restores it: the settings it was made with must be
+    today's (a checkpoint from before settings were recorded adopts them, in one line), and
+    its files must be readable; then records the settings for the next resume."""
+    path = os.path.join(ckpt_dir, CHECKPOINT_SETTINGS)
+    if not resume and os.path.exists(ckpt_dir):
+        logging.info("--noresume: discarding checkpoint %s", ckpt_dir)
+        shutil.rmtree(ckpt_dir)
+    if os.path.isdir(ckpt_dir) and os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); pass --noresume to start the "
+                             f"member over") from None
+        defaults = {f.name: f.default for f in dataclasses.fields(MemberConfig)}
+        # A setting added after the checkpoint was made matches when it has its default.
+        old = {**{k: defaults[k] for k in settings if k not in old and k in defaults}, **old}
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if diff:
+            details = ", ".join(f"--{k}: checkpoint {old.get(k)!r} vs now {settings.get(k)!r}"
+                                for k in diff)
+            raise ValueError(f"{ckpt_dir} was made with other settings ({details}); rerun with "
+                             f"those settings, or pass --noresume to start the member over")
+    elif os.path.isdir(ckpt_dir):
+        logging.warning("%s: no settings recorded (a checkpoint from before they were); "
+                        "adopting today's", ckpt_dir)
+    weights = os.path.join(ckpt_dir, "latest.weights.h5")
+    if os.path.exists(weights):
+        import h5py
+        try:
+            with h5py.File(weights, "r"):
+                pass
+            with open(os.path.join(ckpt_dir, "training_metadata.json")) as f:
+                json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{weights}: the checkpoint cannot be read ({e}); pass --noresume "
+                             f"to start the member over") from None
+    os.makedirs(ckpt_dir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(settings, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def _optimizer(cfg: MemberConfig, steps_per_epoch: int, global_clipnorm: bool = True):
+    common = dict(learning_rate=_learning_rate(cfg, steps_per_epoch),
+                  weight_decay=cfg.weight_decay or None,
+                  global_clipnorm=(cfg.clipnorm or None) if global_clipnorm else None)
+    if cfg.optimizer == "adam":
+        return keras.optimizers.Adam(**common)
+    return keras.optimizers.SGD(momentum=cfg.momentum, **common)
+
+
+def _train_and_export(cfg, splits, model_dir, teacher, resume, verbose, extra_callbacks,
+                      strategy, allow_collapsed, collapse_patience) -> dict:
     keras.utils.set_random_seed(cfg.seed)
     x_train, y_train = splits.train
     steps = math.ceil(len(y_train) / cfg.batch_size)
     with (strategy or tf.distribute.get_strategy()).scope():
         trainer = build_trainer(cfg, splits.info, teacher)
-        trainer.compile(optimizer=keras.optimizers.SGD(
-            learning_rate=_learning_rate(cfg, steps), momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay or None, global_clipnorm=cfg.clipnorm or None))
+        trainer.compile(optimizer=_optimizer(cfg, steps))
 
-    parent = os.path.dirname(os.path.abspath(model_dir))
-    os.makedirs(parent, exist_ok=True)
     ckpt_dir = model_dir.rstrip("/") + ".ckpt"
     log_dir = model_dir.rstrip("/") + ".logs"
-    if not resume and os.path.exists(ckpt_dir):
-        logging.info("--noresume: discarding checkpoint %s", ckpt_dir)
-        shutil.rmtree(ckpt_dir)
+    _prepare_checkpoint(ckpt_dir, checkpoint_settings(cfg, splits, teacher), resume)
     os.makedirs(log_dir, exist_ok=True)
     callbacks = [
-        keras.callbacks.BackupAndRestore(ckpt_dir),
+        # Kept after fit: deleted only once the member is exported, so a kill between the
+        # last epoch and the end of export retrains nothing.
+        keras.callbacks.BackupAndRestore(ckpt_dir, delete_checkpoint=False),
         keras.callbacks.CSVLogger(os.path.join(log_dir, "train.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(log_dir, "tensorboard"), write_graph=False),
         CollapseGuard(model_dir, chance_accuracy(
             (splits.validation or splits.train)[1]), collapse_patience),
         *extra_callbacks,
     ]
+    if cfg.fixed_noisy_copy and cfg.role != "teacher":
+        # Each image travels with its one noisy copy: [N, 2, H, W, C].
+        x_train = np.stack([x_train, trainers.fixed_noisy_copy(x_train, cfg.sigma, cfg.seed,
+                                                               cfg.train_clip)], axis=1)
     train_ds = data.make_pipeline(x_train, y_train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                   augment=cfg.augment)
-    val_ds = None
-    if splits.validation is not None:
-        val_ds = data.make_pipeline(*splits.validation, batch_size=512, shuffle=False)
     start = time.time()
-    trainer.fit(train_ds, epochs=cfg.epochs, validation_data=val_ds, callbacks=callbacks, shuffle=False,
-                verbose=verbose)
+    trainer.fit(train_ds, epochs=cfg.epochs, validation_data=_validation_pipeline(splits),
+                callbacks=callbacks, shuffle=False, verbose=verbose)
     seconds = time.time() - start
     test = trainer.evaluate(data.make_pipeline(*splits.test, batch_size=512, shuffle=False),
                             verbose=0, return_dict=True)
+    metadata = _member_metadata(
+        cfg, splits, teacher, float(test["accuracy"]),
+        float(test["noisy_accuracy"]) if cfg.role != "teacher" else None, seconds,
+        trainer.sigma_range)
+    _refuse_collapsed(cfg, model_dir, metadata, splits, allow_collapsed, ckpt_dir)
+    members.export_member(trainer.network, model_dir, metadata)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    logging.info("exported %s: clean test accuracy %.4f", model_dir, metadata["clean_test_accuracy"])
+    return metadata
 
+
+def _validation_pipeline(splits: Splits):
+    if splits.validation is None:
+        return None
+    return data.make_pipeline(*splits.validation, batch_size=512, shuffle=False)
+
+
+def _member_metadata(cfg: MemberConfig, splits: Splits, teacher, clean: float,
+                     noisy: float | None, seconds: float, sigma_range=None, **extra) -> dict:
     metadata = dataclasses.asdict(cfg)
     metadata.update(
         sigma=cfg.sigma if cfg.vga_mode == "per_model" or cfg.role == "teacher" else None,
-        sigma_range=list(trainer.sigma_range) if trainer.sigma_range else None,
+        sigma_range=list(sigma_range) if sigma_range else None,
         vga_beta=(cfg.sigma - cfg.base_sigma) if cfg.vga and cfg.role != "teacher"
         and cfg.vga_mode == "per_model" else None,
-        clean_test_accuracy=float(test["accuracy"]),
-        noisy_test_accuracy=float(test["noisy_accuracy"]) if cfg.role != "teacher" else None,
+        clean_test_accuracy=clean,
+        noisy_test_accuracy=noisy,
         teacher_dir=getattr(teacher, "path", None),
-        train_examples=int(len(y_train)),
+        train_examples=int(len(splits.train[1])),
         validation_size=splits.validation_size,
         split_seed=splits.split_seed,
         train_seconds=round(seconds, 1),
+        **extra,
     )
+    return metadata
+
+
+def _refuse_collapsed(cfg, model_dir, metadata, splits, allow_collapsed, ckpt_dir=None):
+    """Records whether the member is at chance level; raises CollapsedMemberError (after
+    discarding a checkpoint that would only collapse again) unless allow_collapsed."""
     chance = chance_accuracy(splits.test[1])
     low = [f"{kind} test accuracy {100 * metadata[key]:.2f}%"
            for kind, key in (("clean", "clean_test_accuracy"), ("noisy", "noisy_test_accuracy"))
            if metadata[key] is not None and is_at_chance(metadata[key], chance)]
     metadata["collapsed"] = bool(low)
     if low and not allow_collapsed:
+        if ckpt_dir:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
         raise CollapsedMemberError(
             f"{model_dir}: {' and '.join(low)} is at chance level (the most frequent class is "
             f"{100 * chance:.2f}% of the test set); not exported. Lower --learning_rate (now "
@@ -354,9 +485,162 @@ def train_member(cfg: MemberConfig, splits: Splits, model_dir: str, teacher=None
     if low:
         logging.warning("%s: %s at chance level; exported because of --allow_collapsed",
                         model_dir, " and ".join(low))
-    members.export_member(trainer.network, model_dir, metadata)
-    logging.info("exported %s: clean test accuracy %.4f", model_dir, metadata["clean_test_accuracy"])
-    return metadata
+
+
+FUSABLE_ARCHS = ("lenet5",)
+# What may differ between members trained as one fused network.
+_PER_MEMBER = ("seed", "temperature")
+
+
+def fusion_problem(configs: list[MemberConfig]) -> str | None:
+    """Why these members cannot be trained as one fused network, or None if they can."""
+    first = configs[0]
+    if len(configs) < 2:
+        return "a single member"
+    if first.arch not in FUSABLE_ARCHS:
+        return f"--arch={first.arch} (fused training: {', '.join(FUSABLE_ARCHS)})"
+    if first.role == "teacher":
+        return "the teacher"
+    if first.vga and first.vga_mode != "per_model":
+        return "--vga_mode=per_example"
+    if first.fixed_noisy_copy:
+        return "--fixed_noisy_copy"
+    if first.hard_label_weight:
+        return "--hard_label_weight"
+    if first.student_loss != "hinton":
+        return f"--student_loss={first.student_loss}"
+    if first.augment != "none":
+        return f"--augment={first.augment}"
+    shared = {k: v for k, v in dataclasses.asdict(first).items() if k not in _PER_MEMBER}
+    for cfg in configs[1:]:
+        other = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _PER_MEMBER}
+        if other != shared:
+            return "members differ in more than seed and temperature"
+    return None
+
+
+def train_fused_members(configs: list[MemberConfig], splits: Splits, member_dirs: list[str],
+                        teacher=None, resume: bool = True, verbose: int = 1,
+                        allow_collapsed: bool = False, extra_callbacks=()) -> list[dict]:
+    """Trains the members as one fused network (models.fused, trainers.FusedEnsembleTrainer)
+    and exports each as its own SavedModel + cear.json, exactly as separate training would:
+    same initial weights (each built from its own seed), same batches (each shuffled by its
+    own seed), its own noise, sigma_i, temperature and gradient clipping. Collapsed members
+    are not exported (CollapsedMemberError after the others are), unless allow_collapsed."""
+    from models.fused import FusedLeNet5
+    problem = fusion_problem(configs)
+    if problem:
+        raise ValueError(f"these members cannot be trained fused: {problem}")
+    first = configs[0]
+    if first.role == "student":
+        if teacher is None:
+            raise ValueError("a student needs a teacher (--teacher_dir)")
+        check_teacher(teacher, splits.info)
+    locks = [OutputLock(d) for d in member_dirs]
+    for lock in locks:
+        os.makedirs(os.path.dirname(os.path.abspath(lock.path)), exist_ok=True)
+        lock.acquire()
+    try:
+        return _train_fused(configs, splits, member_dirs, teacher, resume, verbose,
+                            allow_collapsed, extra_callbacks, FusedLeNet5)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_collapsed,
+                 extra_callbacks, fused_class) -> list[dict]:
+    first = configs[0]
+    info = splits.info
+    normalization = (info.mean, info.std) if first.normalize else None
+    networks = []
+    for cfg in configs:  # the same initial weights as separate training
+        keras.utils.set_random_seed(cfg.seed)
+        networks.append(models.build_model(cfg.arch, info.image_shape, info.num_classes,
+                                           normalization))
+    keras.utils.set_random_seed(first.seed)
+    network = fused_class.from_networks(networks)
+    students = first.role == "student"
+    trainer = trainers.FusedEnsembleTrainer(
+        network, [cfg.sigma for cfg in configs],
+        [cfg.temperature for cfg in configs] if students else None,
+        teacher if students else None, clipnorm=first.clipnorm, seed=first.seed,
+        clip=first.train_clip)
+    h, w, c = info.image_shape
+    trainer(np.zeros((1, h, w, c * len(configs)), np.float32))  # built, as checkpoints require
+    x_train, y_train = splits.train
+    steps = math.ceil(len(y_train) / first.batch_size)
+    trainer.compile(optimizer=_optimizer(first, steps, global_clipnorm=False))
+
+    parent = os.path.dirname(os.path.abspath(member_dirs[0]))
+    tag = "fused_" + "_".join(os.path.basename(os.path.normpath(d)) for d in member_dirs)
+    ckpt_dir = os.path.join(parent, tag + ".ckpt")
+    log_dir = os.path.join(parent, tag + ".logs")
+    settings = {"members": [checkpoint_settings(cfg, splits, teacher) for cfg in configs]}
+    _prepare_fused_checkpoint(ckpt_dir, settings, resume)
+    os.makedirs(log_dir, exist_ok=True)
+    member_batches = [data.make_pipeline(x_train, y_train, cfg.batch_size, shuffle=True,
+                                         seed=cfg.seed) for cfg in configs]
+    train_ds = tf.data.Dataset.zip(tuple(member_batches)).map(
+        lambda *pairs: (tf.stack([p[0] for p in pairs], axis=1),
+                        tf.stack([p[1] for p in pairs], axis=1)))
+    callbacks = [
+        keras.callbacks.BackupAndRestore(ckpt_dir, delete_checkpoint=False),
+        keras.callbacks.CSVLogger(os.path.join(log_dir, "train.csv"), append=True),
+        *extra_callbacks,
+    ]
+    logging.info("training %d members as one fused network: %s", len(configs),
+                 ", ".join(member_dirs))
+    start = time.time()
+    trainer.fit(train_ds, epochs=first.epochs, validation_data=_validation_pipeline(splits),
+                callbacks=callbacks, shuffle=False, verbose=verbose)
+    seconds = time.time() - start
+    test = trainer.evaluate(data.make_pipeline(*splits.test, batch_size=512, shuffle=False),
+                            verbose=0, return_dict=True)
+    build = lambda: models.build_model(first.arch, info.image_shape, info.num_classes,  # noqa: E731
+                                       normalization)
+    exported, collapsed = [], []
+    for i, (cfg, member_dir) in enumerate(zip(configs, member_dirs)):
+        metadata = _member_metadata(
+            cfg, splits, teacher, float(test[f"accuracy_{i}"]),
+            float(test[f"noisy_accuracy_{i}"]), seconds,
+            fused_with=[os.path.basename(os.path.normpath(d)) for d in member_dirs],
+            train_log=os.path.relpath(os.path.join(log_dir, "train.csv"),
+                                      os.path.dirname(os.path.abspath(member_dir))))
+        try:
+            _refuse_collapsed(cfg, member_dir, metadata, splits, allow_collapsed)
+        except CollapsedMemberError as e:
+            collapsed.append(str(e))
+            continue
+        members.export_member(network.member_network(i, build), member_dir, metadata)
+        logging.info("exported %s: clean test accuracy %.4f", member_dir,
+                     metadata["clean_test_accuracy"])
+        exported.append(metadata)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if collapsed:
+        raise CollapsedMemberError(
+            f"{len(collapsed)} of {len(configs)} members collapsed to chance level and were not "
+            f"exported: " + " | ".join(collapsed))
+    return exported
+
+
+def _prepare_fused_checkpoint(ckpt_dir, settings, resume):
+    path = os.path.join(ckpt_dir, CHECKPOINT_SETTINGS)
+    if not resume and os.path.exists(ckpt_dir):
+        shutil.rmtree(ckpt_dir)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            try:
+                old = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not valid JSON ({e}); pass --noresume") from None
+        if old != settings:
+            raise ValueError(f"{ckpt_dir} was made with other settings; rerun with those "
+                             f"settings, or pass --noresume to start the members over")
+    os.makedirs(ckpt_dir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(settings, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
 
 
 def ensemble_configs(base: MemberConfig, temperatures, member_role: str,
@@ -384,7 +668,11 @@ def _config_from_flags(role: str) -> MemberConfig:
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
         momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, clipnorm=FLAGS.clipnorm,
         lr_schedule=FLAGS.lr_schedule, lr_step_epochs=FLAGS.lr_step_epochs,
-        lr_gamma=FLAGS.lr_gamma, augment=FLAGS.augment)
+        lr_gamma=FLAGS.lr_gamma, augment=FLAGS.augment, optimizer=FLAGS.optimizer,
+        vga_rule=FLAGS.vga_rule, student_loss=FLAGS.student_loss, train_clip=FLAGS.train_clip,
+        fixed_noisy_copy=FLAGS.fixed_noisy_copy)
+
+cli.require_finite_floats()
 
 
 def main(argv):
@@ -418,6 +706,18 @@ def main(argv):
     splits = load_splits(FLAGS.dataset, FLAGS.data_dir, FLAGS.validation_size, FLAGS.split_seed,
                          FLAGS.train_subset)
     collapsed = []
+    configs = [cfg for cfg, _ in todo]
+    if role == "ensemble" and FLAGS.fuse_members:
+        problem = fusion_problem(configs)
+        if problem is None and FLAGS.strategy == "default":
+            try:
+                train_fused_members(configs, splits, [d for _, d in todo], teacher,
+                                    FLAGS.resume, FLAGS.verbose, FLAGS.allow_collapsed)
+            except CollapsedMemberError as e:
+                raise SystemExit(f"cear_tf.train: {e}") from None
+            return
+        logging.info("training the members one after another (not fused: %s)",
+                     problem or f"--strategy={FLAGS.strategy}")
     for n, (cfg, member_dir) in enumerate(todo, start=1):
         logging.info("training %s %d/%d: %s (T=%s, seed=%d, sigma=%.4f)", cfg.role, n, len(todo),
                      member_dir, cfg.temperature, cfg.seed, cfg.sigma)
@@ -434,4 +734,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -32,17 +32,43 @@ def derived_seed(stream: int, seed: int) -> int:
     return int(np.random.default_rng([stream, int(seed)]).integers(2**31 - 1))
 
 
-def vga_sigma(base_sigma: float, seed: int) -> float:
-    """VGA training sigma: sigma_tr + beta with beta ~ U(-sigma_tr/2, +sigma_tr/2).
+VGA_RULES = ("uniform", "released_mnist", "released_cifar")
 
-    Drawn once per member from its own seed (paper eq. 1-2), so it is reproducible and
-    lies in [sigma_tr/2, 3 sigma_tr/2].
+
+def vga_sigma(base_sigma: float, seed: int, rule: str = "uniform",
+              temperature: float | None = None) -> float:
+    """VGA training sigma sigma_tr + beta, drawn once per member from its own seed.
+
+    rule="uniform" (the paper's eq. 1-2, the default): beta ~ U(-sigma_tr/2, +sigma_tr/2),
+    so sigma_i lies in [sigma_tr/2, 3 sigma_tr/2].
+    The released code draws |beta| unseeded and picks its sign by the member:
+      "released_mnist" (MNIST/TrainMnist.py): |beta| ~ U(0, sigma_tr/2), minus for T = 3, 6
+        (T % 3 == 0), plus otherwise; T = 1 trains at sigma_tr.
+      "released_cifar" (CIFAR10/TrainDDCifar10.py, TinyImageNet): |beta| ~ U(0, sigma_tr/3)
+        by model number n = T - 1 (T = 2..6 <-> n = 1..5): n = 1 trains at sigma_tr, minus
+        for n % 3 == 0 or n % 4 == 0 (T = 4, 5), plus otherwise (T = 3, 6).
+    Both round |beta| to 3 decimals, as the released code does.
     """
     if base_sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {base_sigma}")
+    if rule not in VGA_RULES:
+        raise ValueError(f"VGA rule must be one of {', '.join(VGA_RULES)}, got {rule!r}")
     rng = np.random.default_rng([_VGA_STREAM, int(seed)])
-    beta = rng.uniform(-base_sigma / 2, base_sigma / 2)
-    return float(base_sigma + beta)
+    if rule == "uniform":
+        return float(base_sigma + rng.uniform(-base_sigma / 2, base_sigma / 2))
+    if temperature is None:
+        raise ValueError(f"the {rule} VGA rule needs the member's temperature")
+    t = int(round(temperature))
+    if rule == "released_mnist":
+        if t == 1:
+            return float(base_sigma)
+        sign = -1.0 if t % 3 == 0 else 1.0
+        return float(base_sigma + sign * round(rng.uniform(0, base_sigma / 2), 3))
+    n = t - 1
+    if n == 1:
+        return float(base_sigma)
+    sign = -1.0 if n % 3 == 0 or n % 4 == 0 else 1.0
+    return float(base_sigma + sign * round(rng.uniform(0, base_sigma / 3), 3))
 
 
 class NoisyInputTrainer(keras.Model):
@@ -66,6 +92,7 @@ class NoisyInputTrainer(keras.Model):
         noise_mode: str = "per_model",
         sigma_range: tuple[float, float] | None = None,
         seed: int = 0,
+        clip: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -80,6 +107,7 @@ class NoisyInputTrainer(keras.Model):
         self.sigma = float(sigma)
         self.noise_mode = noise_mode
         self.sigma_range = tuple(map(float, sigma_range)) if sigma_range else None
+        self.clip = bool(clip)
         self.noise_seed = keras.random.SeedGenerator(seed=derived_seed(_NOISE_STREAM, seed))
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -93,7 +121,8 @@ class NoisyInputTrainer(keras.Model):
         return replica_seed(tf.cast(self.noise_seed.next(), tf.int64))
 
     def add_noise(self, x):
-        """x + noise at this member's training sigma, fresh on every call."""
+        """x + noise at this member's training sigma, fresh on every call (clipped to
+        [0, 1] with `clip`, the released code's choice)."""
         if self.noise_mode == "per_example":
             low, high = self.sigma_range
             batch = tf.shape(x)[0]
@@ -103,7 +132,16 @@ class NoisyInputTrainer(keras.Model):
             return x
         else:
             scale = tf.cast(self.sigma, x.dtype)
-        return x + scale * tf.random.stateless_normal(tf.shape(x), self._next_seed(), dtype=x.dtype)
+        noisy = x + scale * tf.random.stateless_normal(tf.shape(x), self._next_seed(),
+                                                       dtype=x.dtype)
+        return tf.clip_by_value(noisy, 0.0, 1.0) if self.clip else noisy
+
+    def clean_and_noisy(self, x):
+        """(clean, noisy) batch: a batch [B, 2, H, W, C] holds a fixed noisy copy beside each
+        image (`fixed_noisy_copy`); otherwise the noise is drawn now."""
+        if x.shape.rank == 5:
+            return x[:, 0], x[:, 1]
+        return x, self.add_noise(x)
 
     # -- keras.Model API -------------------------------------------------------------------
 
@@ -121,7 +159,7 @@ class NoisyInputTrainer(keras.Model):
 
     def train_step(self, data):
         x, y = _unpack(data)
-        noisy = self.add_noise(x)
+        x, noisy = self.clean_and_noisy(x)
         with tf.GradientTape() as tape:
             logits = self.network(noisy, training=True)
             loss = self.compute_member_loss(x, logits, y)
@@ -151,6 +189,29 @@ def _unpack(data):
     if sample_weight is not None:
         raise ValueError("sample weights are not supported by CEAR trainers")
     return x, y
+
+
+def fixed_noisy_copy(images: np.ndarray, sigma: float, seed: int, clip: bool) -> np.ndarray:
+    """One noisy copy of a training set, drawn once from the member's seed (the released
+    code's training data; cear_tf's default draws fresh noise per batch instead)."""
+    rng = np.random.default_rng([_NOISE_STREAM, int(seed), 1])
+    noisy = images + rng.standard_normal(images.shape, dtype=np.float32) * np.float32(sigma)
+    return np.clip(noisy, 0.0, 1.0) if clip else noisy
+
+
+STUDENT_LOSSES = ("hinton", "released_mnist")
+
+
+def released_mnist_loss(teacher_logits, student_logits, temperature: float):
+    """The released MNIST students' loss: CE(softmax(f_t(x)), softmax(softmax(f_s(x')) / T)),
+    i.e. teacher targets at T = 1 and the student's *probabilities* divided by T, no T^2.
+    (The released CIFAR-10/TinyImageNet loss, KL between p_t^(1/T) and p_s^(1/T) renormalised,
+    times T^2, equals `distillation_loss` up to a constant: p^(1/T) renormalised is
+    softmax(logits / T).)"""
+    t = tf.cast(temperature, student_logits.dtype)
+    targets = tf.nn.softmax(tf.cast(teacher_logits, student_logits.dtype), axis=-1)
+    log_probs = tf.nn.log_softmax(tf.nn.softmax(student_logits, axis=-1) / t, axis=-1)
+    return -tf.reduce_mean(tf.reduce_sum(targets * log_probs, axis=-1))
 
 
 def distillation_loss(teacher_logits, student_logits, temperature: float):
@@ -191,9 +252,14 @@ class Distiller(NoisyInputTrainer):
         temperature: float,
         sigma: float,
         hard_label_weight: float = 0.0,
+        student_loss: str = "hinton",
         **kwargs,
     ):
         super().__init__(network, sigma, **kwargs)
+        if student_loss not in STUDENT_LOSSES:
+            raise ValueError(f"student_loss must be one of {', '.join(STUDENT_LOSSES)}, "
+                             f"got {student_loss!r}")
+        self.student_loss = student_loss
         if temperature < 1:
             raise ValueError(f"temperature must be >= 1, got {temperature}")
         if not 0.0 <= hard_label_weight <= 1.0:
@@ -210,9 +276,108 @@ class Distiller(NoisyInputTrainer):
 
     def compute_member_loss(self, x_clean, logits, y):
         teacher_logits = tf.stop_gradient(self.teacher(x_clean))
-        loss = distillation_loss(teacher_logits, logits, self.temperature)
+        loss_fn = distillation_loss if self.student_loss == "hinton" else released_mnist_loss
+        loss = loss_fn(teacher_logits, logits, self.temperature)
         if self.hard_label_weight > 0:
             hard = tf.reduce_mean(
                 keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
             loss = (1.0 - self.hard_label_weight) * loss + self.hard_label_weight * hard
         return loss
+
+
+class FusedEnsembleTrainer(keras.Model):
+    """Trains M LeNet-5 members in one step as one fused network (models.fused).
+
+    Each member keeps what separate training gives it: its own batches (the data set yields
+    [B, M, H, W, C] images and [B, M] labels, member i's batch shuffled by its own seed), its
+    own Gaussian noise at its own sigma_i, its own temperature T_i as a student (teacher on
+    its clean batch, one teacher pass for all), and its own gradient-norm clipping (each
+    member's gradient is clipped to `clipnorm` on its own, as `global_clipnorm` does for one
+    network). The loss is the sum of the members' losses; the members share no parameter, so
+    each one's gradient is the one it would get alone.
+
+    test_step takes plain [B, H, W, C] batches: every member sees the same clean images and
+    its own noise; metrics `accuracy_<i>` and `noisy_accuracy_<i>` per member.
+    """
+
+    def __init__(self, network, sigmas, temperatures=None, teacher=None, clipnorm: float = 0.0,
+                 seed: int = 0, clip: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        m = network.num_members
+        if len(sigmas) != m:
+            raise ValueError(f"{len(sigmas)} sigmas for {m} members")
+        if temperatures is not None and (teacher is None or len(temperatures) != m):
+            raise ValueError("students need a teacher and one temperature per member")
+        self.sigmas = tf.constant(sigmas, tf.float32)
+        self.temperatures = (tf.constant(temperatures, tf.float32)
+                             if temperatures is not None else None)
+        self._teacher_holder = _Untracked(teacher)
+        self.clipnorm = float(clipnorm)
+        self.clip = bool(clip)
+        self.noise_seed = keras.random.SeedGenerator(seed=derived_seed(_NOISE_STREAM, seed))
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_trackers = [keras.metrics.SparseCategoricalAccuracy(name=f"accuracy_{i}")
+                                  for i in range(m)]
+        self.noisy_trackers = [
+            keras.metrics.SparseCategoricalAccuracy(name=f"noisy_accuracy_{i}") for i in range(m)]
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, *self.accuracy_trackers, *self.noisy_trackers]
+
+    def call(self, x, training=False):
+        return self.network(x, training=training)
+
+    def _noisy(self, images):
+        """images [B, M, H, W, C] + N(0, sigma_i^2) per member."""
+        seed = tf.cast(self.noise_seed.next(), tf.int64)
+        noise = tf.random.stateless_normal(tf.shape(images), seed)
+        noisy = images + self.sigmas[None, :, None, None, None] * noise
+        return tf.clip_by_value(noisy, 0.0, 1.0) if self.clip else noisy
+
+    def _member_losses(self, images, logits, labels):
+        """[M] mean losses; logits [M, B, K], labels [B, M], images [B, M, H, W, C] clean."""
+        if self.temperatures is None:
+            ce = keras.losses.sparse_categorical_crossentropy(
+                tf.transpose(labels), logits, from_logits=True)  # [M, B]
+            return tf.reduce_mean(ce, axis=1)
+        shape = tf.shape(images)
+        flat = tf.reshape(images, tf.concat([[shape[0] * shape[1]], shape[2:]], 0))
+        teacher = tf.stop_gradient(self._teacher_holder.value(flat))
+        teacher = tf.transpose(tf.reshape(teacher, [shape[0], shape[1], -1]), [1, 0, 2])
+        t = self.temperatures[:, None, None]
+        soft = tf.nn.softmax(tf.cast(teacher, logits.dtype) / t, axis=-1)
+        log_probs = tf.nn.log_softmax(logits / t, axis=-1)
+        return -tf.reduce_mean(tf.reduce_sum(soft * log_probs, axis=-1), axis=1) * \
+            self.temperatures ** 2
+
+    def train_step(self, data):
+        from models.fused import stack_member_inputs
+        images, labels = _unpack(data)
+        noisy = self._noisy(images)
+        with tf.GradientTape() as tape:
+            logits = self.network(stack_member_inputs(noisy), training=True)
+            losses = self._member_losses(images, logits, labels)
+            total = tf.reduce_sum(losses)
+        variables = self.network.trainable_variables
+        grads = tape.gradient(total, variables)
+        if self.clipnorm > 0:
+            grads = self.network.clip_per_member(grads, self.clipnorm)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        self.loss_tracker.update_state(tf.reduce_mean(losses))
+        for i, tracker in enumerate(self.noisy_trackers):
+            tracker.update_state(labels[:, i], logits[i])
+        return {m.name: m.result() for m in [self.loss_tracker, *self.noisy_trackers]}
+
+    def test_step(self, data):
+        x, y = _unpack(data)
+        m = self.network.num_members
+        copies = tf.repeat(x[:, None], m, axis=1)  # [B, M, H, W, C]
+        from models.fused import stack_member_inputs
+        clean = self.network(stack_member_inputs(copies), training=False)
+        noisy = self.network(stack_member_inputs(self._noisy(copies)), training=False)
+        for i in range(m):
+            self.accuracy_trackers[i].update_state(y, clean[i])
+            self.noisy_trackers[i].update_state(y, noisy[i])
+        return {t.name: t.result() for t in [*self.accuracy_trackers, *self.noisy_trackers]}

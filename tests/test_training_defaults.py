@@ -141,6 +141,9 @@ def test_default_flags_train_every_role_on_real_mnist(mnist_dir, tmp_path):
         for group in (students, gaussian):
             for i in range(5):
                 clean, noisy = _accuracies(group / f"member_{i}")
+                meta = members.read_metadata(group / f"member_{i}")
+                print(f"{group.name} member {i}: T={meta.get('temperature')} "
+                      f"sigma_i={meta['sigma']:.3f} clean={clean:.4f} noisy={noisy:.4f}")
                 assert clean > 0.5 and noisy > 0.3, (group, i, clean, noisy)
                 if sigma == 0.5:
                     assert clean > 0.9, (group, i, clean)
