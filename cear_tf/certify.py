@@ -141,7 +141,8 @@ def main(argv):
     check_images(images, f"{FLAGS.dataset} {FLAGS.split}")
     smooth = Smooth(members, info.num_classes, FLAGS.sigma, aggregators,
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
-                    strategy=strategy, consensus_k=FLAGS.consensus_k, jit_compile=FLAGS.xla)
+                    strategy=strategy, consensus_k=FLAGS.consensus_k, jit_compile=FLAGS.xla,
+                    fused=smoothing_flags.fused_members(members))
     several = len(aggregators) > 1
     indices = image_indices(len(labels), FLAGS.skip, FLAGS.max, FLAGS.shard, FLAGS.start)
     if not indices:

@@ -43,6 +43,12 @@ flags.DEFINE_string(
 flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
                   "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
                   "multiworker (the workers in TF_CONFIG).")
+flags.DEFINE_bool("fuse_members", True,
+                  "Run LeNet-5 members as one fused network (models.fused: grouped "
+                  "convolutions): cear_tf.train --role=ensemble trains them so (each member its "
+                  "own batches, noise, sigma_i, temperature, seed and gradient clipping), "
+                  "certify, weights and variance evaluate them so (same counts up to float "
+                  "rounding). Members that cannot be fused run one after another.")
 flags.DEFINE_bool("resume", True, "Resume interrupted work: training from its per-epoch "
                   "checkpoint, certification from the last complete row of its log "
                   "(checked against the log's settings). --noresume starts over.")

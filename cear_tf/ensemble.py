@@ -7,6 +7,9 @@ import os
 import re
 from typing import Sequence
 
+import numpy as np
+import tensorflow as tf
+
 from cear_tf import members as members_lib
 
 WEIGHTS_FILE = "weights_{method}.json"
@@ -106,3 +109,51 @@ def load_weights(path: str, method: str, member_dirs: Sequence[str]) -> list[flo
                              f"(the member changed since); recompute it with cear_tf.weights "
                              f"--noresume")
     return weights
+
+
+FUSABLE_ARCHS = ("lenet5",)
+
+
+class FusedMembers:
+    """The members of an ensemble run as one fused network (models.fused), frozen:
+    `shared(images [B, H, W, C])` gives every member the same input and returns logits
+    [M, B, K] (the engine uses it when the members' inputs are the same: no logit noise)."""
+
+    def __init__(self, network):
+        self.num_members = network.num_members
+        h, w, c = network.image_shape
+        self.shared = members_lib.freeze_fn(network, (None, h, w, c))
+
+
+def fuse(loaded: Sequence[members_lib.Member]) -> tuple[FusedMembers | None, str]:
+    """(FusedMembers, "") when every member is a cear_tf LeNet-5 of one data set, else
+    (None, why not). The fused logits are checked against the members' own on a random batch
+    before they are used."""
+    from cear_tf import data
+    from models.fused import FusedLeNet5, lenet_weights_from_saved_model
+    if len(loaded) < 2:
+        return None, "a single member"
+    metas = [m.metadata for m in loaded]
+    if any(meta.get("arch") not in FUSABLE_ARCHS for meta in metas):
+        return None, "not all members are cear_tf LeNet-5 (cear.json arch)"
+    keys = {(meta.get("dataset"), bool(meta.get("normalize", True))) for meta in metas}
+    if len(keys) != 1:
+        return None, "members differ in data set or normalisation"
+    dataset, normalize = keys.pop()
+    info = data.dataset_info(dataset)
+    if tuple(loaded[0].input_shape) != tuple(info.image_shape):
+        return None, "input shape differs from the data set's"
+    network = FusedLeNet5(len(loaded), info.image_shape, loaded[0].num_classes,
+                          (info.mean, info.std) if normalize else None)
+    try:
+        network.set_member_weights([lenet_weights_from_saved_model(m.saved_model)
+                                    for m in loaded])
+    except (KeyError, AttributeError, ValueError) as e:
+        return None, f"weights not readable by name ({e})"
+    fused = FusedMembers(network)
+    probe = np.random.default_rng(0).uniform(size=(8, *info.image_shape)).astype(np.float32)
+    got = fused.shared(tf.constant(probe)).numpy()
+    want = np.stack([m(tf.constant(probe)).numpy() for m in loaded])
+    if not np.allclose(got, want, rtol=1e-4, atol=1e-4):
+        return None, f"fused logits differ from the members' (max {np.abs(got - want).max():.2e})"
+    return fused, ""

@@ -88,6 +88,13 @@ def freeze(concrete_fn) -> Callable[[tf.Tensor], tf.Tensor] | None:
     return lambda images: frozen(images)[0]
 
 
+def freeze_fn(network: keras.Model, shape) -> Callable[[tf.Tensor], tf.Tensor]:
+    """`freeze` for an in-memory Keras network (inference mode) on inputs of `shape`."""
+    spec = tf.TensorSpec(shape, tf.float32)
+    concrete = tf.function(lambda images: network(images, training=False)).get_concrete_function(spec)
+    return freeze(concrete) or (lambda images: network(images, training=False))
+
+
 def freeze_keras(network: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     """`freeze` for an in-memory Keras network (inference mode)."""
     spec = tf.TensorSpec((None, *network.input_shape[1:]), tf.float32)

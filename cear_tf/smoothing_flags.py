@@ -63,6 +63,19 @@ def load_members(member_dirs):
     return ensemble.load_ensemble(member_dirs, flags.FLAGS.freeze_members)
 
 
+def fused_members(loaded):
+    """The members as one fused network (ensemble.fuse) unless --nofuse_members, else None."""
+    from absl import logging
+    if not flags.FLAGS.fuse_members:
+        return None
+    fused, why = ensemble.fuse(loaded)
+    if fused is None:
+        logging.info("members run one after another (not fused: %s)", why)
+    else:
+        logging.info("%d members run as one fused network", fused.num_members)
+    return fused
+
+
 def member_dirs():
     """The member directories --models names, placeholders expanded."""
     return ensemble.resolve_member_dirs([common_flags.expand_path(p) for p in flags.FLAGS.models])

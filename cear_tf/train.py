@@ -74,11 +74,6 @@ flags.DEFINE_bool("fixed_noisy_copy", False, "Train on one noisy copy of the tra
                   "released code does; by default noise is drawn afresh for every batch.")
 flags.DEFINE_float("hard_label_weight", 0.0,
                    "Weight of hard-label cross-entropy mixed into the distillation loss.")
-flags.DEFINE_bool("fuse_members", True,
-                  "role=ensemble: train the members as one fused network (LeNet-5: grouped "
-                  "convolutions, each member its own batches, noise, sigma_i, temperature, "
-                  "seed and gradient clipping); members that cannot be fused (other archs, "
-                  "per-example VGA, a fixed noisy copy, ...) train one after another.")
 flags.DEFINE_integer("num_members", 0, "Ensemble size (role=ensemble); 0 = one member per "
                      "--temperatures entry. Students need one temperature per member.")
 flags.DEFINE_enum("member_role", "student", ["student", "gaussian"],
@@ -423,12 +418,7 @@ def _train_and_export(cfg, splits, model_dir, teacher, resume, verbose, extra_ca
                                                                cfg.train_clip)], axis=1)
     train_ds = data.make_pipeline(x_train, y_train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                   augment=cfg.augment)
-    start = time.time()
-    trainer.fit(train_ds, epochs=cfg.epochs, validation_data=_validation_pipeline(splits),
-                callbacks=callbacks, shuffle=False, verbose=verbose)
-    seconds = time.time() - start
-    test = trainer.evaluate(data.make_pipeline(*splits.test, batch_size=512, shuffle=False),
-                            verbose=0, return_dict=True)
+    seconds, test = _fit_and_test(trainer, train_ds, cfg.epochs, splits, callbacks, verbose)
     metadata = _member_metadata(
         cfg, splits, teacher, float(test["accuracy"]),
         float(test["noisy_accuracy"]) if cfg.role != "teacher" else None, seconds,
@@ -438,6 +428,18 @@ def _train_and_export(cfg, splits, model_dir, teacher, resume, verbose, extra_ca
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     logging.info("exported %s: clean test accuracy %.4f", model_dir, metadata["clean_test_accuracy"])
     return metadata
+
+
+def _fit_and_test(trainer, train_ds, epochs, splits, callbacks, verbose):
+    """(training seconds, test metrics) of fitting `trainer` and evaluating it on the test
+    split."""
+    start = time.time()
+    trainer.fit(train_ds, epochs=epochs, validation_data=_validation_pipeline(splits),
+                callbacks=callbacks, shuffle=False, verbose=verbose)
+    seconds = time.time() - start
+    test = trainer.evaluate(data.make_pipeline(*splits.test, batch_size=512, shuffle=False),
+                            verbose=0, return_dict=True)
+    return seconds, test
 
 
 def _validation_pipeline(splits: Splits):
@@ -591,12 +593,7 @@ def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_c
     ]
     logging.info("training %d members as one fused network: %s", len(configs),
                  ", ".join(member_dirs))
-    start = time.time()
-    trainer.fit(train_ds, epochs=first.epochs, validation_data=_validation_pipeline(splits),
-                callbacks=callbacks, shuffle=False, verbose=verbose)
-    seconds = time.time() - start
-    test = trainer.evaluate(data.make_pipeline(*splits.test, batch_size=512, shuffle=False),
-                            verbose=0, return_dict=True)
+    seconds, test = _fit_and_test(trainer, train_ds, first.epochs, splits, callbacks, verbose)
     build = lambda: models.build_model(first.arch, info.image_shape, info.num_classes,  # noqa: E731
                                        normalization)
     exported, collapsed = [], []

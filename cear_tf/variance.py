@@ -102,7 +102,8 @@ def main(argv):
     smooth = Smooth(members, info.num_classes, FLAGS.sigma,
                     aggregate.per_member_aggregators(len(members)),
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
-                    noise_domain=NoiseDomain.MARGIN_VARIANCE)
+                    noise_domain=NoiseDomain.MARGIN_VARIANCE,
+                    fused=smoothing_flags.fused_members(members))
     per_image = []
     for n, idx in enumerate(indices, start=1):
         probs = smooth.noisy_member_probabilities(images[idx], FLAGS.draws, FLAGS.batch, idx=idx)

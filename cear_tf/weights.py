@@ -44,12 +44,12 @@ flags.register_validator("sween_draws", lambda v: v >= 1, message="--sween_draws
 
 
 def robust_weights(members, num_classes, images, labels, sigma, radius, n0, n, alpha,
-                   batch_size, logit_noise=0.0, clip=False, seed=0):
+                   batch_size, logit_noise=0.0, clip=False, seed=0, fused=None):
     """(lambda [M], certified accuracies a [M]) of each member on (images, labels)."""
     # Its own noise domain: validation image i never sees the draws of test image i.
     smooth = Smooth(members, num_classes, sigma, aggregate.per_member_aggregators(len(members)),
                     logit_noise=logit_noise, clip=clip, seed=seed,
-                    noise_domain=NoiseDomain.RW_WEIGHTS)
+                    noise_domain=NoiseDomain.RW_WEIGHTS, fused=fused)
     hits = np.zeros(len(members))
     for idx, (x, y) in enumerate(zip(images, labels)):
         if idx % 50 == 0:
@@ -121,14 +121,16 @@ def _compute_and_save(member_dirs, path):
     if FLAGS.method == "rw":
         weights, accuracy = robust_weights(
             members, info.num_classes, images, labels, FLAGS.sigma, FLAGS.radius, FLAGS.N0,
-            FLAGS.N, FLAGS.alpha, FLAGS.batch, FLAGS.logit_noise, FLAGS.clip, FLAGS.seed)
+            FLAGS.N, FLAGS.alpha, FLAGS.batch, FLAGS.logit_noise, FLAGS.clip, FLAGS.seed,
+            smoothing_flags.fused_members(members))
         details.update(radius=FLAGS.radius, N0=FLAGS.N0, N=FLAGS.N, alpha=FLAGS.alpha,
                        certified_accuracy=accuracy.tolist())
     else:
         smooth = Smooth(members, info.num_classes, FLAGS.sigma,
                         aggregate.per_member_aggregators(len(members)),
                         logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
-                        noise_domain=NoiseDomain.SWEEN_WEIGHTS)
+                        noise_domain=NoiseDomain.SWEEN_WEIGHTS,
+                        fused=smoothing_flags.fused_members(members))
         probs = np.concatenate([smooth.noisy_member_probabilities(x, FLAGS.sween_draws,
                                                                   FLAGS.batch, idx=i)
                                 for i, x in enumerate(images)], axis=1)

@@ -56,8 +56,7 @@ class FusedLeNet5(keras.Model):
                                                 initializer="zeros")
         if normalization is not None:
             mean, std = (np.asarray(v, np.float32) for v in normalization)
-            self._shift = np.tile(mean, m)
-            self._scale = np.tile(1.0 / std, m)
+            self._shift, self._scale = mean, 1.0 / std
         else:
             self._shift = self._scale = None
 
@@ -129,10 +128,14 @@ class FusedLeNet5(keras.Model):
         return out
 
     def call(self, inputs, training=False):
+        """inputs [B, H, W, M * C] (member i's image in channels i*C..(i+1)*C-1), or
+        [B, H, W, C]: one image for every member, when their inputs are the same (conv1 is
+        then one ordinary convolution with 6 M outputs)."""
         m = self.num_members
         x = inputs
         if self._shift is not None:
-            x = (x - self._shift) * self._scale
+            copies = 1 if inputs.shape[-1] == self.image_shape[-1] else m
+            x = (x - np.tile(self._shift, copies)) * np.tile(self._scale, copies)
         for name, padding in _CONVS:
             x = tf.nn.relu(tf.nn.conv2d(x, self.kernels[name], 1, padding) + self.biases[name])
             x = tf.nn.max_pool2d(x, 2, 2, "VALID")
@@ -147,6 +150,16 @@ class FusedLeNet5(keras.Model):
             if name != "logits":
                 x = tf.nn.relu(x)
         return x
+
+
+def lenet_weights_from_saved_model(loaded) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A LeNet-5 member's weights from its loaded SavedModel (cear_tf's export keeps the
+    Keras variable names, c1/kernel ... logits/bias)."""
+    by_name = {v.name.split(":")[0]: v.numpy() for v in loaded.variables}
+    out = {}
+    for name in [n for n, _ in _CONVS] + list(_DENSES):
+        out[name] = (by_name[f"{name}/kernel"], by_name[f"{name}/bias"])
+    return out
 
 
 def stack_member_inputs(images: tf.Tensor) -> tf.Tensor:

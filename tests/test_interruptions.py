@@ -17,7 +17,7 @@ from cear_tf.certify_log import CertifyLog, LogError, read_rows
 from cear_tf.locking import LockError, OutputLock
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags, tiny_splits
-from tests.test_certify_cli import constant_member
+from tests.test_certify_cli import _certify, _rows, constant_member
 from tests.test_train import _Interrupt, _cfg, _epochs_logged, train_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,17 +34,6 @@ def setup(tmp_path_factory):
     for i, cls in enumerate((3, 3, 5)):
         constant_member(ens / f"member_{i}", cls)
     return dict(root=root, data_dir=str(data_dir), ens=str(ens))
-
-
-def _certify(setup, outfile, *extra):
-    parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.25",
-                 "--N0=20", "--N=200", "--batch=64", "--alpha=0.01", "--validation_size=10",
-                 f"--outfile={outfile}", *extra])
-    certify.main(["prog"])
-
-
-def _rows(path):
-    return [{k: v for k, v in r.items() if k != "time"} for r in read_rows(path)]
 
 
 # 1. One writer per log.
