@@ -200,32 +200,37 @@ def is_at_chance(accuracy: float, chance: float) -> bool:
 
 
 class CollapseGuard(keras.callbacks.Callback):
-    """Warns at every epoch end where the validation accuracy (clean or noisy) is at chance
-    level, and stops training after `patience` such epochs in a row: a LeNet-5 or ResNet
-    whose ReLUs have all died does not recover, and a paper-scale member costs an hour."""
+    """Warns at every epoch end where a member's validation accuracy (clean or noisy) is at
+    chance level, and stops training once every member has been there for `patience` epochs
+    in a row: a LeNet-5 or ResNet whose ReLUs have all died does not recover, and a
+    paper-scale member costs an hour. `members` names the members of a fused run, whose
+    metrics end in _<i>; None means one network."""
 
-    def __init__(self, name: str, chance: float, patience: int):
+    def __init__(self, name: str, chance: float, patience: int, members=None):
         super().__init__()
-        self.name, self.chance, self.patience = name, chance, patience
-        self.streak = 0
+        self.groups = [(name, "")] if members is None else \
+            [(m, f"_{i}") for i, m in enumerate(members)]
+        self.chance, self.patience = chance, patience
+        self.streaks = [0] * len(self.groups)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        accuracies = {k: float(v) for k, v in logs.items()
-                      if k in ("val_accuracy", "val_noisy_accuracy")}
-        if not accuracies:  # no validation split: the noisy training accuracy
-            accuracies = {k: float(v) for k, v in logs.items() if k == "noisy_accuracy"}
-        low = {k: v for k, v in accuracies.items() if is_at_chance(v, self.chance)}
-        self.streak = self.streak + 1 if low else 0
-        if not low:
-            return
-        logging.warning("%s, epoch %d: %s at chance level (most frequent class %.2f%%)",
-                        self.name, epoch + 1,
-                        ", ".join(f"{k} {100 * v:.2f}%" for k, v in sorted(low.items())),
-                        100 * self.chance)
-        if self.patience and self.streak >= self.patience:
+        for g, (name, suffix) in enumerate(self.groups):
+            keys = [f"val_accuracy{suffix}", f"val_noisy_accuracy{suffix}"]
+            accuracies = {k: float(logs[k]) for k in keys if k in logs}
+            if not accuracies:  # no validation split: the noisy training accuracy
+                key = f"noisy_accuracy{suffix}"
+                accuracies = {key: float(logs[key])} if key in logs else {}
+            low = {k: v for k, v in accuracies.items() if is_at_chance(v, self.chance)}
+            self.streaks[g] = self.streaks[g] + 1 if low else 0
+            if low:
+                logging.warning("%s, epoch %d: %s at chance level (most frequent class %.2f%%)",
+                                name, epoch + 1,
+                                ", ".join(f"{k} {100 * v:.2f}%" for k, v in sorted(low.items())),
+                                100 * self.chance)
+        if self.patience and min(self.streaks) >= self.patience:
             logging.warning("%s: at chance level for %d epochs in a row: training stopped",
-                            self.name, self.streak)
+                            ", ".join(n for n, _ in self.groups), min(self.streaks))
             self.model.stop_training = True
 
 
@@ -523,7 +528,8 @@ def fusion_problem(configs: list[MemberConfig]) -> str | None:
 
 def train_fused_members(configs: list[MemberConfig], splits: Splits, member_dirs: list[str],
                         teacher=None, resume: bool = True, verbose: int = 1,
-                        allow_collapsed: bool = False, extra_callbacks=()) -> list[dict]:
+                        allow_collapsed: bool = False, extra_callbacks=(),
+                        collapse_patience: int = 3) -> list[dict]:
     """Trains the members as one fused network (models.fused, trainers.FusedEnsembleTrainer)
     and exports each as its own SavedModel + cear.json, exactly as separate training would:
     same initial weights (each built from its own seed), same batches (each shuffled by its
@@ -544,14 +550,14 @@ def train_fused_members(configs: list[MemberConfig], splits: Splits, member_dirs
         lock.acquire()
     try:
         return _train_fused(configs, splits, member_dirs, teacher, resume, verbose,
-                            allow_collapsed, extra_callbacks, FusedLeNet5)
+                            allow_collapsed, extra_callbacks, FusedLeNet5, collapse_patience)
     finally:
         for lock in locks:
             lock.release()
 
 
 def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_collapsed,
-                 extra_callbacks, fused_class) -> list[dict]:
+                 extra_callbacks, fused_class, collapse_patience) -> list[dict]:
     first = configs[0]
     info = splits.info
     normalization = (info.mean, info.std) if first.normalize else None
@@ -589,6 +595,8 @@ def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_c
     callbacks = [
         keras.callbacks.BackupAndRestore(ckpt_dir, delete_checkpoint=False),
         keras.callbacks.CSVLogger(os.path.join(log_dir, "train.csv"), append=True),
+        CollapseGuard(parent, chance_accuracy((splits.validation or splits.train)[1]),
+                      collapse_patience, members=member_dirs),
         *extra_callbacks,
     ]
     logging.info("training %d members as one fused network: %s", len(configs),
@@ -709,7 +717,8 @@ def main(argv):
         if problem is None and FLAGS.strategy == "default":
             try:
                 train_fused_members(configs, splits, [d for _, d in todo], teacher,
-                                    FLAGS.resume, FLAGS.verbose, FLAGS.allow_collapsed)
+                                    FLAGS.resume, FLAGS.verbose, FLAGS.allow_collapsed,
+                                    collapse_patience=FLAGS.collapse_patience)
             except CollapsedMemberError as e:
                 raise SystemExit(f"cear_tf.train: {e}") from None
             return

@@ -142,3 +142,15 @@ def test_cli_ensemble_is_fused_by_default(tmp_path):
         train.main(["prog"])
         meta = json.load(open(out / "member_1" / "cear.json"))
         assert ("fused_with" in meta) == (fuse == "--fuse_members")
+
+
+def test_fused_collapse_guard_warns_per_member_and_stops_when_all_collapse(tmp_path):
+    splits = tiny_splits()
+    cfg = _cfg(role="gaussian", base_sigma=0.5, epochs=20, learning_rate=1e4, clipnorm=0.0)
+    configs = train.ensemble_configs(cfg, [None], "gaussian", num_members=2)
+    dirs = [str(tmp_path / "ens" / f"member_{i}") for i in range(2)]
+    with pytest.raises(train.CollapsedMemberError, match="2 of 2 members collapsed"):
+        train.train_fused_members(configs, splits, dirs, verbose=0, collapse_patience=2)
+    with open(tmp_path / "ens" / "fused_member_0_member_1.logs" / "train.csv") as f:
+        assert len(f.read().strip().split("\n")) - 1 == 2  # stopped after two epochs
+    assert not os.path.exists(dirs[0]) and not os.path.exists(dirs[1])
