@@ -22,6 +22,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 import cear_tf
 
 METADATA_FILE = "cear.json"
+KERAS_FILE = "model.keras"
 SIGNATURE = "serving_default"
 
 
@@ -44,6 +45,9 @@ def export_member(network: keras.Model, directory: str, metadata: dict[str, Any]
         input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="images")],
     )
     archive.write_out(tmp, verbose=False)
+    # The Keras model too, so a member can be reloaded with keras.saving.load_model and
+    # fine-tuned (the SavedModel is for serving and certification).
+    network.save(os.path.join(tmp, KERAS_FILE))
     meta = dict(metadata)
     meta.setdefault("package_version", cear_tf.__version__)
     meta.setdefault("input_shape", list(shape))

@@ -1,5 +1,7 @@
 """Members made by other tools: any SavedModel with the SPEC signature certifies."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -84,3 +86,16 @@ def test_frozen_member_matches_variables_and_has_input_gradients(tmp_path):
             loss = tf.reduce_sum(member(x)[:, 3])
         grads.append(tape.gradient(loss, x).numpy())
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-3, atol=1e-4 * np.abs(grads[1]).max())
+
+
+def test_exported_member_reloads_as_a_keras_model(tmp_path):
+    import keras
+    import models
+    net = models.build_model("lenet5", (28, 28, 1), 10, ((0.13,), (0.31,)))
+    path = str(tmp_path / "m")
+    members.export_member(net, path, {"arch": "lenet5"})
+    reloaded = keras.saving.load_model(os.path.join(path, members.KERAS_FILE))
+    x = np.random.default_rng(0).uniform(size=(3, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(reloaded(x).numpy(), net(x).numpy(), rtol=1e-6, atol=1e-6)
+    reloaded.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    reloaded.fit(x, np.array([1, 2, 3]), epochs=1, verbose=0)  # can be fine-tuned
