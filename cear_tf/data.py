@@ -202,11 +202,25 @@ def _load_tfds(info: DatasetInfo, split: str):
     if info.tfds_name is None:
         raise DataError(f"{info.name} is not in tensorflow-datasets: pass --data_dir pointing at "
                         f"a local copy (the tiny-imagenet-200 folder or its zip)")
-    import tensorflow_datasets as tfds  # Imported late: it probes the network at import.
-
+    hint = (f"pass --data_dir pointing at a local copy of {info.name} (see cear_tf.data for "
+            f"the formats; run_all.sh uses ../shared/datasets when it exists)")
+    try:
+        import tensorflow_datasets as tfds  # Imported late: it probes the network at import.
+    except ImportError as e:  # e.g. tfds 4.9.10 needs importlib_resources, not declared
+        raise DataError(f"tensorflow-datasets cannot be imported ({e}); install what it names, "
+                        f"or {hint}") from None
     tfds_split = "train" if split == "train" else "test"
-    images, labels = tfds.as_numpy(tfds.load(info.tfds_name, split=tfds_split, batch_size=-1,
-                                             as_supervised=True))
+    try:
+        images, labels = tfds.as_numpy(tfds.load(info.tfds_name, split=tfds_split,
+                                                 batch_size=-1, as_supervised=True))
+    except Exception as e:  # noqa: BLE001 - tfds raises many types when it cannot download
+        if type(e).__name__ in ("ConnectionError", "DownloadError", "NonMatchingChecksumError",
+                                "DatasetNotFoundError", "OSError", "TimeoutError") \
+                or "connection" in str(e).lower():
+            raise DataError(f"tensorflow-datasets could not load {info.tfds_name} "
+                            f"({type(e).__name__}: {str(e)[:200]}); offline machines: {hint}") \
+                from None
+        raise
     return np.asarray(images, np.uint8), np.asarray(labels, np.int64)
 
 

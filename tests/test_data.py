@@ -229,3 +229,23 @@ def test_real_cifar10_test(cifar10_dir):
     assert x.shape == (10000, 32, 32, 3)
     assert np.bincount(y).tolist() == [1000] * 10
     assert abs(float(x.mean()) - 0.4765) < 5e-4  # decoded mean stated in the data README
+
+
+def test_tfds_path_fails_in_one_clear_line(monkeypatch):
+    import sys
+    import types
+    from cear_tf import data as data_lib
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
+    with pytest.raises(data_lib.DataError, match=r"cannot be imported .*pass --data_dir"):
+        data_lib.load_split("mnist", "test", None, 0, 0)
+    fake = types.ModuleType("tensorflow_datasets")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to establish a new connection")
+
+    fake.load = offline
+    fake.as_numpy = lambda x: x
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    with pytest.raises(data_lib.DataError, match=r"could not load mnist .*offline machines: "
+                                                 r"pass --data_dir"):
+        data_lib.load_split("mnist", "test", None, 0, 0)
