@@ -17,8 +17,10 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 data=(--data_dir="${DATA_DIR:-../shared/datasets}")
 stages=flags/mnist_ablation
 experiment=$stages/sigma100.cfg
-root=results/mnist_ablation_sigma100
-lenet_teacher=results/mnist_teacher   # the paper-protocol LeNet-5 teacher (90 epochs)
+root=${ABLATION_ROOT:-results/mnist_ablation_sigma100}
+lenet_teacher=${ABLATION_TEACHER:-results/mnist_teacher}   # the paper-protocol teacher
+# Extra flags for every stage (tests shrink the run with them; list them in --undefok).
+read -r -a stage_extra <<<"${ABLATION_EXTRA:-}"
 
 cnn="--arch=released_mnist_cnn --nonormalize"
 released_sgd="--learning_rate=0.1 --momentum=0.8 --lr_schedule=constant --clipnorm=0 --weight_decay=0"
@@ -45,11 +47,12 @@ certify[all]="--clip"
 
 run() {
   echo "== $(date +%H:%M:%S) $*" >&2
-  nice -n 10 "$python" -m "$@"
+  nice -n 10 "$python" -m "$@" "${stage_extra[@]}"
 }
 
-# The images: first the authors' 67, then the rest of every 20th up to index 4000 (200 in all).
-image_passes=("--start=2160 --max=3500" "--max=4000")
+# The images: first the authors' 67, then the rest of every 20th up to index 4000 (200 in all);
+# ABLATION_IMAGE_PASSES overrides them (passes separated by ';').
+IFS=';' read -r -a image_passes <<<"${ABLATION_IMAGE_PASSES:---start=2160 --max=3500;--max=4000}"
 
 one_variant() {
   local v=$1 out=$root/$1 t
@@ -92,18 +95,18 @@ one_variant() {
   [[ $rs_dir == "$out/randsmooth" || -n ${certify[$v]} ]] && rows+=("randsmooth:$rs_dir:single")
   for row in "${rows[@]}"; do
     IFS=: read -r name models aggregation <<<"$row"
-    local extra=()
+    local rw_flag=()
     if [[ $aggregation == rw ]]; then
       local weights=$out/weights/${name%_rw}.json
       # shellcheck disable=SC2086
       run cear_tf.weights --flagfile=$stages/weights_rw.cfg --flagfile=$experiment \
         ${certify[$v]} --models="$models" --weights_out="$weights" "${data[@]}"
-      extra=(--rw_weights="$weights")
+      rw_flag=(--rw_weights="$weights")
     fi
     for pass in "${image_passes[@]}"; do
       # shellcheck disable=SC2086
       run cear_tf.certify --flagfile=$stages/certify.cfg --flagfile=$experiment ${certify[$v]} \
-        --models="$models" --aggregation="$aggregation" "${extra[@]}" $pass \
+        --models="$models" --aggregation="$aggregation" "${rw_flag[@]}" $pass \
         --outfile="$out/certify/$name.tsv" "${data[@]}"
     done
     changed_rows=$((changed_rows + 1))
