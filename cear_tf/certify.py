@@ -93,7 +93,15 @@ def run_certification(smooth: Smooth, images, labels, indices, logs: dict[str, C
     """
     todo = [i for i in indices if any(i not in log.done for log in logs.values())]
     logging.info("%d images to certify (%d already in the logs)", len(todo), len(indices) - len(todo))
-    start = time.time()
+    last_report = [time.time()]
+
+    def progress(drawn, asked):  # one line a minute inside long images
+        if time.time() - last_report[0] >= 60:
+            last_report[0] = time.time()
+            logging.info("  ... %d of %d draws of this pass", drawn, asked)
+
+    smooth.progress = progress
+    start, timed = time.time(), 0
     for done, idx in enumerate(todo, start=1):
         t0 = time.time()
         if target_radius is None:
@@ -111,7 +119,13 @@ def run_certification(smooth: Smooth, images, labels, indices, logs: dict[str, C
             c = certificates[name]
             log.write(idx, label, c.prediction, c.radius, c.prediction == label, seconds,
                       c.count, c.num, c.p_lower)
-        rate = done / (time.time() - start)
+        if done == 1:
+            # The first image also pays for tracing the graphs: the rate starts after it.
+            start, timed = time.time(), 0
+            logging.info("image %d (1/%d): %.2fs (includes tracing)", idx, len(todo), seconds)
+            continue
+        timed += 1
+        rate = timed / max(time.time() - start, 1e-9)
         logging.info("image %d (%d/%d): %.2fs, %.2f images/s, ETA %.0fs", idx, done, len(todo),
                      seconds, rate, (len(todo) - done) / rate)
 

@@ -170,6 +170,9 @@ class Smooth:
             raise ValueError(f"consensus_k must be in [0, {len(members)}], got {consensus_k}")
         self.consensus_k = int(consensus_k)
         self.member_passes = 0  # member forward passes run so far (per draw and member)
+        # Called as progress(draws done, draws asked) after each batch of a sample_counts
+        # call, so a caller can report on images that take minutes (ResNets at N = 100,000).
+        self.progress = None
         self.strategy = strategy or tf.distribute.get_strategy()
         if jit_compile and consensus_k:
             raise ValueError("jit_compile (XLA) cannot be combined with consensus_k")
@@ -303,6 +306,8 @@ class Smooth:
             self._raise_if_nonfinite(bad.numpy(), idx)
             totals += counts.numpy()
             self.member_passes += int(passes)
+            if self.progress is not None:
+                self.progress(int(totals[0].sum()), int(num))
         return dict(zip(self.names, totals))
 
     def noisy_member_probabilities(self, x: np.ndarray, num: int, batch_size: int,

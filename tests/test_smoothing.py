@@ -204,3 +204,11 @@ def test_adaptive_stages_see_the_first_draws_of_the_estimation_stream():
     assert decision.prediction == 1
     low = lower_confidence_bound(int(plain[1]), 3000, 1e-9 / 3)
     assert decision.radius == certified_radius(low, 0.5) > 0
+
+
+def test_progress_is_reported_after_every_batch():
+    s = _smooth(0.5, 0.5)
+    calls = []
+    s.progress = lambda drawn, asked: calls.append((drawn, asked))
+    s.sample_counts(X0, 2500, 1000, idx=1)
+    assert calls == [(1000, 2500), (2000, 2500), (2500, 2500)]
