@@ -34,14 +34,17 @@ def require_finite_floats() -> None:
 def run(main) -> None:
     """app.run(main), with bad-input errors reported in one line."""
     def guarded(argv):
+        program = sys.argv[0].rsplit("/", 1)[-1]
+        if program.endswith(".py"):  # python -m cear_tf.<name>
+            program = f"cear_tf.{program[:-3]}"
         try:
             return main(argv)
+        except app.UsageError as e:  # a missing or contradictory flag: no page of help
+            sys.stderr.write(f"{program}: error: {e} (see --helpfull)\n")
+            sys.exit(2)
         except (ValueError, OSError, LockError) as e:
             if logging.get_verbosity() >= logging.DEBUG:
                 raise
-            program = sys.argv[0].rsplit("/", 1)[-1]
-            if program.endswith(".py"):  # python -m cear_tf.<name>
-                program = f"cear_tf.{program[:-3]}"
             sys.stderr.write(f"{program}: error: {e}\n")
             sys.exit(2)
     app.run(guarded)

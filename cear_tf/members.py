@@ -44,7 +44,13 @@ def export_member(network: keras.Model, directory: str, metadata: dict[str, Any]
         fn=lambda images: {"logits": network(images, training=False)},
         input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="images")],
     )
-    archive.write_out(tmp, verbose=False)
+    # TensorFlow logs a line per asset and variable file at INFO while writing: quiet it.
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.WARNING)
+    try:
+        archive.write_out(tmp, verbose=False)
+    finally:
+        logging.set_verbosity(verbosity)
     # The Keras model too, so a member can be reloaded with keras.saving.load_model and
     # fine-tuned (the SavedModel is for serving and certification).
     network.save(os.path.join(tmp, KERAS_FILE))

@@ -360,3 +360,13 @@ def test_soak_kill9_reruns_and_a_concurrent_writer(setup, tmp_path):
         ref = _rows(reference.replace("{aggregation}", name))
         got = _rows(soak.replace("{aggregation}", name))
         assert len(ref) == images and got == ref, name
+
+
+def test_missing_required_flag_is_one_line_not_a_page_of_help(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-m", "cear_tf.certify"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    mine = [line for line in out.stderr.strip().split("\n") if "cear_tf" in line or "--" in line]
+    assert mine[-1] == "cear_tf.certify: error: --models is required (see --helpfull)", mine
+    assert "USAGE" not in out.stderr and "flags:" not in out.stderr
