@@ -103,7 +103,7 @@ def _aggregators(m):
 
 
 def time_engine(smooth: Smooth, x, draws, batch) -> float:
-    smooth.sample_counts(x, batch, batch)  # trace
+    smooth.sample_counts(x, batch, batch, idx=0)  # trace
     start = time.perf_counter()
     smooth.sample_counts(x, draws, batch, idx=1)
     return time.perf_counter() - start
@@ -240,10 +240,10 @@ def measure(arch, m, repeats, xla, precision="float32", draws=0):
     if precision != "float32":
         # The rewrite is applied when a graph is first run: trace the float32 engine first,
         # then the reduced-precision one, then switch the rewrite off again.
-        engine_one.sample_counts(x, batch, batch)
+        engine_one.sample_counts(x, batch, batch, idx=0)
         precision_lib.set_inference_precision(precision)
         engine_low = Smooth(frozen, classes, 0.25, _aggregators(m)[:1], jit_compile=xla)
-        engine_low.sample_counts(x, batch, batch)
+        engine_low.sample_counts(x, batch, batch, idx=0)
         precision_lib.set_inference_precision("float32")
     np_aggs = numpy_aggregators(m)
     rows = []

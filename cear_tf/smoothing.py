@@ -189,7 +189,7 @@ class Smooth:
     # -- public API ----------------------------------------------------------------------
 
     def certify(self, x: np.ndarray, n0: int, n: int, alpha: float, batch_size: int,
-                idx: int = 0) -> dict[str, Certificate]:
+                idx: int) -> dict[str, Certificate]:
         """CERTIFY (Cohen et al.) for every aggregator, on one image x [H, W, C].
 
         n0 draws select c_A per aggregator; n fresh draws count its votes n_A;
@@ -213,7 +213,7 @@ class Smooth:
         return out
 
     def predict(self, x: np.ndarray, n: int, alpha: float, batch_size: int,
-                idx: int = 0) -> dict[str, int]:
+                idx: int) -> dict[str, int]:
         """PREDICT (Cohen et al.): the top class if a two-sided binomial test of the top two
         counts rejects equality at level alpha, else ABSTAIN. The returned class differs
         from G(x) with probability at most alpha."""
@@ -229,7 +229,7 @@ class Smooth:
         return out
 
     def certify_radius(self, x: np.ndarray, radius: float, n0: int, stages: Sequence[int],
-                       alpha: float, batch_size: int, idx: int = 0) -> dict[str, "RadiusDecision"]:
+                       alpha: float, batch_size: int, idx: int) -> dict[str, "RadiusDecision"]:
         """Adaptive sampling (Horvath et al. 2022): is G certified at `radius`?
 
         G is certified at r iff p_A > p_thr = Phi(r / sigma). After n0 selection draws pick
@@ -277,7 +277,7 @@ class Smooth:
                 break
         return decided
 
-    def sample_counts(self, x: np.ndarray, num: int, batch_size: int, idx: int = 0,
+    def sample_counts(self, x: np.ndarray, num: int, batch_size: int, idx: int,
                       phase: Phase = Phase.ESTIMATE, first_draw: int = 0) -> dict[str, np.ndarray]:
         """Class counts [K] per aggregator over draws [first_draw, first_draw + num) of the
         `phase` stream of image `idx`.
@@ -311,7 +311,7 @@ class Smooth:
         return dict(zip(self.names, totals))
 
     def noisy_member_probabilities(self, x: np.ndarray, num: int, batch_size: int,
-                                   idx: int = 0) -> np.ndarray:
+                                   idx: int) -> np.ndarray:
         """[M, num, K] member softmax outputs on `num` smoothing draws of x (SWEEN fitting)."""
         x = tf.convert_to_tensor(x, tf.float32)
         key = self.stream_key(idx, Phase.ESTIMATE)

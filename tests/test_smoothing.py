@@ -43,7 +43,7 @@ def _smooth(distance, sigma, logit_noise=0.0, seed=0, aggregations=("single",), 
 
 def test_radius_close_to_exact_at_100k():
     sigma, d = 0.5, 0.5
-    c = _smooth(d, sigma).certify(X0, 100, 100_000, 0.001, 10_000)["single"]
+    c = _smooth(d, sigma).certify(X0, 100, 100_000, 0.001, 10_000, idx=0)["single"]
     assert c.prediction == 1
     assert c.radius <= d
     assert c.radius > 0.97 * d  # p_A = Phi(1) = 0.841: bound costs ~1.5% of the radius
@@ -52,7 +52,7 @@ def test_radius_close_to_exact_at_100k():
 
 def test_radius_with_logit_noise_matches_closed_form():
     sigma, eps, d = 0.5, 0.3, 0.5
-    c = _smooth(d, sigma, logit_noise=eps).certify(X0, 100, 100_000, 0.001, 10_000)["single"]
+    c = _smooth(d, sigma, logit_noise=eps).certify(X0, 100, 100_000, 0.001, 10_000, idx=0)["single"]
     # Total noise sqrt(sigma^2 + eps^2): p_A = Phi(d / sqrt(.)), radius = sigma * PhiInv(p_A).
     exact = sigma * d / np.sqrt(sigma**2 + eps**2)
     assert abs(c.count / c.num - norm.cdf(d / np.sqrt(sigma**2 + eps**2))) < 0.005
@@ -85,18 +85,18 @@ def test_bound_guards():
     assert lower_confidence_bound(0, 100, 0.001) == 0.0
     top = lower_confidence_bound(100, 100, 0.001)
     assert top == pytest.approx(0.001 ** (1 / 100))  # closed form of CP at n_A = N
-    c = _smooth(5.0, 0.25).certify(X0, 10, 100, 0.001, 100)["single"]  # p = 1 effectively
+    c = _smooth(5.0, 0.25).certify(X0, 10, 100, 0.001, 100, idx=0)["single"]  # p = 1 effectively
     assert c.count == 100 and np.isfinite(c.radius) and c.radius == pytest.approx(
         0.25 * norm.ppf(top))
 
 
 def test_abstains_near_the_boundary():
-    c = _smooth(0.0, 0.5).certify(X0, 100, 2000, 0.001, 1000)["single"]
+    c = _smooth(0.0, 0.5).certify(X0, 100, 2000, 0.001, 1000, idx=0)["single"]
     assert c.prediction == ABSTAIN and c.radius == 0.0
 
 
 def test_wrong_side_certifies_the_other_class():
-    c = _smooth(-0.5, 0.5).certify(X0, 100, 10_000, 0.001, 5000)["single"]
+    c = _smooth(-0.5, 0.5).certify(X0, 100, 10_000, 0.001, 5000, idx=0)["single"]
     assert c.prediction == 0 and c.radius < 0.5
 
 
@@ -106,7 +106,7 @@ def test_predict_is_a_valid_test():
     committed = sum(smooth.predict(X0, 200, 0.05, 200, idx=i)["single"] != ABSTAIN
                     for i in range(200))
     assert committed <= 19  # Binomial(200, 0.05) exceeds 19 with probability < 0.01
-    assert _smooth(0.5, 0.5).predict(X0, 1000, 0.001, 1000)["single"] == 1
+    assert _smooth(0.5, 0.5).predict(X0, 1000, 0.001, 1000, idx=0)["single"] == 1
 
 
 def test_noise_is_reproducible_per_image_and_differs_between_images():
@@ -212,3 +212,117 @@ def test_progress_is_reported_after_every_batch():
     s.progress = lambda drawn, asked: calls.append((drawn, asked))
     s.sample_counts(X0, 2500, 1000, idx=1)
     assert calls == [(1000, 2500), (2000, 2500), (2500, 2500)]
+
+
+def test_identical_members_certify_like_one():
+    agg_names = ("mean", "mv", "rw", "gm")
+    single = _smooth(0.2, 0.5, seed=9)
+    ensemble = _smooth(0.2, 0.5, seed=9, aggregations=agg_names, members=4)
+    ref = single.certify(X0, 100, 3000, 0.001, 1000, idx=0)["single"]
+    got = ensemble.certify(X0, 100, 3000, 0.001, 1000, idx=0)
+    for name in agg_names:
+        assert got[name] == ref, name
+
+
+def test_nonfinite_member_output_is_an_error():
+    def bad(images):
+        return tf.fill([tf.shape(images)[0], 2], np.nan)
+
+    s = Smooth([linear_member(0.2), bad], 2, 0.5, [aggregate.make_aggregator("mean", 2)])
+    with pytest.raises(NonFiniteError, match="member 1"):
+        s.certify(X0, 10, 10, 0.01, 10, idx=0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(n0=0), "n0"), (dict(n=0), "n must"), (dict(batch_size=0), "batch_size"),
+    (dict(alpha=1.0), "alpha"), (dict(alpha=0.0), "alpha"),
+])
+def test_certify_argument_errors(kwargs, match):
+    args = dict(n0=10, n=10, alpha=0.01, batch_size=10, idx=0)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        _smooth(0.2, 0.5).certify(X0, **args)
+
+
+def test_constructor_errors():
+    member = linear_member(0.1)
+    agg = [aggregate.make_aggregator("mean", 1)]
+    with pytest.raises(ValueError, match="sigma"):
+        Smooth([member], 2, 0.0, agg)
+    with pytest.raises(ValueError, match="logit_noise"):
+        Smooth([member], 2, 0.5, agg, logit_noise=-1)
+    with pytest.raises(ValueError, match="at least one member"):
+        Smooth([], 2, 0.5, agg)
+
+
+# ---- adaptive sampling and K-consensus (Horvath et al. 2022) ------------------------------
+
+
+def test_adaptive_certificates_are_sound():
+    """Target radius above the exact one: certifying it is an error, rate <= alpha."""
+    sigma, d, alpha = 0.5, 0.3, 0.05
+    smooth = _smooth(d, sigma, seed=4)
+    wrong = 0
+    for idx in range(300):
+        c = smooth.certify_radius(X0, 0.32, 20, [50, 200, 1000], alpha, 500, idx=idx)["single"]
+        wrong += c.certified
+    # p_A = Phi(0.6) = 0.726 < p_thr = Phi(0.64) = 0.739. Binomial(300, .05) > 25: p < 0.01.
+    assert wrong <= 25, wrong
+
+
+def test_adaptive_stops_early_on_easy_and_hopeless_images():
+    stages = [100, 1000, 10000]
+    easy = _smooth(2.0, 0.5).certify_radius(X0, 0.5, 50, stages, 0.001, 1000, idx=0)["single"]
+    # 100/100 votes: lower bound (0.001/3)^(1/100) = 0.923 > Phi(1) = 0.841 at stage one.
+    assert easy.certified and easy.samples == 100 and easy.prediction == 1
+    assert easy.radius >= 0.5
+    hopeless = _smooth(0.05, 0.5).certify_radius(X0, 1.0, 50, stages, 0.001, 1000, idx=0)["single"]
+    assert not hopeless.certified and hopeless.samples == 100  # upper bound far below p_thr
+    with pytest.raises(ValueError, match="stages"):
+        _smooth(0.1, 0.5).certify_radius(X0, 0.5, 10, [100, 100], 0.01, 100, idx=0)
+
+
+def _constant(cls, k=3):
+    def member(images):
+        return tf.tile(tf.one_hot([cls], k) * 5.0, [tf.shape(images)[0], 1])
+    return member
+
+
+def test_k_consensus_votes_and_savings():
+    members = [_constant(1), _constant(1), _constant(2), _constant(2), _constant(2)]
+    aggs = [aggregate.make_aggregator(a, 5) for a in ("mean", "mv")]
+    full = Smooth(members, 3, 0.5, aggs)
+    assert full.sample_counts(X0, 100, 50, idx=0)["mv"].tolist() == [0, 0, 100]
+    assert full.member_passes == 500
+    k2 = Smooth(members, 3, 0.5, aggs, consensus_k=2)  # the first two agree on class 1
+    assert k2.sample_counts(X0, 100, 50, idx=0)["mean"].tolist() == [0, 100, 0]
+    assert k2.member_passes == 200
+    k3 = Smooth(members, 3, 0.5, aggs, consensus_k=3)  # they disagree: all five decide
+    assert k3.sample_counts(X0, 100, 50, idx=0)["mean"].tolist() == [0, 0, 100]
+    assert k3.member_passes == 500
+    with pytest.raises(ValueError, match="consensus_k"):
+        Smooth(members, 3, 0.5, aggs, consensus_k=6)
+
+
+def test_k_consensus_on_a_real_boundary_mixes_both_paths():
+    # Members with different boundaries: near them some draws agree, some do not.
+    members = [linear_member(d) for d in (0.1, 0.0, -0.1, 0.05, -0.05)]
+    aggs = [aggregate.make_aggregator("mean", 5)]
+    full = Smooth(members, 2, 0.5, aggs, seed=3)
+    k2 = Smooth(members, 2, 0.5, aggs, seed=3, consensus_k=2)
+    a, b = full.sample_counts(X0, 4000, 1000, idx=0)["mean"], k2.sample_counts(X0, 4000, 1000, idx=0)["mean"]
+    assert a.sum() == b.sum() == 4000
+    assert 2 * 4000 < k2.member_passes < 5 * 4000
+    assert abs(int(a[1]) - int(b[1])) < 400  # a different but close base classifier
+
+
+def test_xla_gives_the_same_counts_on_large_margins():
+    members = [linear_member(d) for d in (1.5, 2.0)]
+    aggs = [aggregate.make_aggregator(a, 2) for a in ("mean", "mv", "gm")]
+    plain = Smooth(members, 2, 0.25, aggs, seed=1)
+    xla = Smooth(members, 2, 0.25, aggs, seed=1, jit_compile=True)
+    a, b = plain.sample_counts(X0, 3000, 1000, idx=0), xla.sample_counts(X0, 3000, 1000, idx=0)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+    with pytest.raises(ValueError, match="XLA"):
+        Smooth(members, 2, 0.25, aggs, consensus_k=1, jit_compile=True)
