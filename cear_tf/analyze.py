@@ -25,7 +25,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("logs", None, "Certify logs (PATH or NAME=PATH).")
 flags.DEFINE_list("radii", ["0", "0.25", "0.5", "0.75", "1.0", "1.25", "1.5", "1.75", "2.0"],
                   "Radii at which certified accuracy is reported.")
-flags.DEFINE_string("csv_out", None, "Also write the table as CSV here.")
+flags.DEFINE_string("csv_out", None, "Also write the table as CSV here ('{output_dir}' is "
+                    "replaced by --output_dir).")
+flags.DEFINE_string("table_out", None, "Also write the markdown table here ('{output_dir}' "
+                    "is replaced by --output_dir).")
 
 flags.register_validator(
     "radii", lambda v: len(v) > 0 and all(_is_nonnegative_number(r) for r in v),
@@ -102,9 +105,15 @@ def main(argv):
         raise app.UsageError("--logs is required")
     radii = [float(r) for r in FLAGS.radii]
     table = summarize(parse_named([common_flags.expand_path(e) for e in FLAGS.logs]), radii)
-    print(markdown_table(table, radii))
+    text = markdown_table(table, radii)
+    print(text)
+    if FLAGS.table_out:
+        path = common_flags.expand_path(FLAGS.table_out)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text + "\n")
     if FLAGS.csv_out:
-        with open(FLAGS.csv_out, "w", newline="") as f:
+        with open(common_flags.expand_path(FLAGS.csv_out), "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["log", "images", *[f"{r:g}" for r in radii], "acr"])
             for name, n, *rest in table:

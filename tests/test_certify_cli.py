@@ -220,3 +220,17 @@ def test_precision_flag_recorded_and_binding(setup):
 def tf_gpu():
     import tensorflow as tf
     return bool(tf.config.list_physical_devices("GPU"))
+
+
+def test_analyze_writes_the_table_to_a_file(tmp_path, capsys):
+    from cear_tf.certify_log import CertifyLog
+    path = str(tmp_path / "a.tsv")
+    log = CertifyLog(path, {"x": 1})
+    log.write(0, 1, 1, 0.6, True, 0.1, 90, 100, 0.9)
+    log.close()
+    parse_flags([f"--logs=A={path}", "--radii=0,0.5", f"--output_dir={tmp_path}",
+                 "--table_out={output_dir}/t/table.md"])
+    analyze.main(["prog"])
+    text = (tmp_path / "t" / "table.md").read_text()
+    assert "| A | 1 | 100.0 | 100.0 | 0.600 |" in text
+    assert text.strip() in capsys.readouterr().out
