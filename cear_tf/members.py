@@ -107,9 +107,7 @@ def freeze_fn(network: keras.Model, shape) -> Callable[[tf.Tensor], tf.Tensor]:
 
 def freeze_keras(network: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     """`freeze` for an in-memory Keras network (inference mode)."""
-    spec = tf.TensorSpec((None, *network.input_shape[1:]), tf.float32)
-    concrete = tf.function(lambda images: network(images, training=False)).get_concrete_function(spec)
-    return freeze(concrete) or (lambda images: network(images, training=False))
+    return freeze_fn(network, (None, *network.input_shape[1:]))
 
 
 def content_digest(directory: str) -> str:

@@ -94,11 +94,7 @@ def main(argv):
     info = data.dataset_info(FLAGS.dataset)
     images, labels = data.load_split(FLAGS.dataset, "test", FLAGS.data_dir,
                                      FLAGS.validation_size, FLAGS.split_seed)
-    stop = len(labels) if FLAGS.max < 0 else min(FLAGS.max, len(labels))
-    indices = list(range(FLAGS.start, stop, FLAGS.skip))
-    if not indices:
-        raise app.UsageError(f"--start={FLAGS.start} --max={FLAGS.max} --skip={FLAGS.skip} "
-                             f"select no test image")
+    indices = smoothing_flags.selected_images(len(labels))
     smooth = Smooth(members, info.num_classes, FLAGS.sigma,
                     aggregate.per_member_aggregators(len(members)),
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
