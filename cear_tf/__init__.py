@@ -1,3 +1,40 @@
 """cear_tf: Certified Ensemble Adversarial Robustness (CEAR) in TensorFlow/Keras."""
 
+import os
+import sys
+
 __version__ = "0.1.0"
+
+
+def _wants_tensorflow_logs() -> bool:
+    """--verbosity/-v on the command line, or TF_CPP_MIN_LOG_LEVEL=0 set by the user."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        return True
+    return any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:])
+
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with the process's stderr pointed at /dev/null.
+
+    TensorFlow >= 2.19 prints its oneDNN and CPU-feature banners from C++ before its logging
+    is initialised, so TF_CPP_MIN_LOG_LEVEL does not hold them back (tensorflow/tensorflow
+    #100442); nothing is printed by C++ after the import. Python errors of the import are
+    raised after stderr is restored, so they are still seen.
+    """
+    if "tensorflow" in sys.modules or _wants_tensorflow_logs():
+        return
+    try:
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no file descriptor 2 to redirect (embedded interpreters)
+        return
+    try:
+        sys.stderr.flush()
+        os.dup2(null, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+_import_tensorflow_quietly()

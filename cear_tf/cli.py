@@ -9,8 +9,12 @@ bad-input errors too.
 
 from __future__ import annotations
 
+import atexit
 import math
+import os
+import re
 import sys
+import threading
 
 from absl import app, flags, logging
 
@@ -31,8 +35,66 @@ def require_finite_floats() -> None:
             message=f"--{flag.name} must be a finite number (not nan or inf)")
 
 
+# TensorFlow's C++ INFO and WARNING lines ("I0000 00:00:<seconds> <thread> file.cc:<line>]"):
+# its logging is never initialised from Python, so every such line carries that date, which
+# no Python (absl) log line does.
+_NATIVE_LOG = re.compile(rb"^[IW]0000 00:00:\d+\.\d+ +\d+ [^ ]+:\d+\] ")
+_NATIVE_BANNER = (b"WARNING: All log messages before absl::InitializeLog()",
+                  b"To enable the following instructions:")
+
+
+def _forward_stderr(source: int, target: int) -> None:
+    pending = b""
+    while True:
+        chunk = os.read(source, 65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        kept = [line for line in lines
+                if not _NATIVE_LOG.match(line) and not line.startswith(_NATIVE_BANNER)]
+        out = b"".join(line + b"\n" for line in kept)
+        if b"\r" in pending:  # a progress bar redraws its line: show it now
+            cut = pending.rindex(b"\r") + 1
+            out, pending = out + pending[:cut], pending[cut:]
+        if out:
+            os.write(target, out)
+    if pending:
+        os.write(target, pending)
+
+
+def quiet_native_logs() -> None:
+    """Drops TensorFlow's C++ INFO/WARNING lines from this process's stderr (TF 2.19+ ignores
+    TF_CPP_MIN_LOG_LEVEL for them); errors and everything Python writes pass unchanged.
+    `--verbosity` (any value) keeps them. stderr then runs through a pipe read by a thread,
+    which is drained and joined at exit."""
+    if any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:]):
+        return
+    try:
+        sys.stderr.flush()
+        original = os.dup(2)
+        read_end, write_end = os.pipe()
+    except (OSError, ValueError):
+        return
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    thread = threading.Thread(target=_forward_stderr, args=(read_end, original), daemon=True)
+    thread.start()
+
+    def restore():
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(original, 2)  # closes the pipe's last write end: the thread reads EOF
+        thread.join(timeout=5)
+
+    atexit.register(restore)
+
+
 def run(main) -> None:
     """app.run(main), with bad-input errors reported in one line."""
+    quiet_native_logs()
     def guarded(argv):
         program = sys.argv[0].rsplit("/", 1)[-1]
         if program.endswith(".py"):  # python -m cear_tf.<name>
@@ -47,4 +109,13 @@ def run(main) -> None:
                 raise
             sys.stderr.write(f"{program}: error: {e}\n")
             sys.exit(2)
-    app.run(guarded)
+    try:
+        app.run(guarded)
+    except SystemExit as e:
+        # absl ends --help with status 1; asking for help is not an error.
+        if e.code == 1 and any(a in _HELP for a in sys.argv[1:]):
+            sys.exit(0)
+        raise
+
+
+_HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")

@@ -327,10 +327,8 @@ class Smooth:
         """The int64 [2] key of the noise stream (seed, domain, image idx, phase)."""
         if int(idx) < 0:
             raise ValueError(f"image index must be >= 0, got {idx}")
-        key = tf.constant([self.seed, int(self.noise_domain)], tf.int64)
-        for value in (int(idx), int(Phase(phase))):
-            key = tf.random.experimental.stateless_fold_in(key, tf.constant(value, tf.int64))
-        return key
+        return stream_key(self.seed, self.noise_domain, tf.constant(int(idx), tf.int64),
+                          Phase(phase))
 
     @staticmethod
     def _raise_if_nonfinite(bad, idx):
@@ -394,6 +392,15 @@ class Smooth:
     def _noisy_probabilities(self, x, key, first, num):
         return self.member_probabilities(self._smoothed_images(x, key, first, num), key, first)
 
+    def draw_counts(self, x: tf.Tensor, key: tf.Tensor, first: tf.Tensor,
+                    num: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Graph-level vote counting: ([A, K] int64 class counts of every aggregator, [M]
+        finiteness flags of the members) on draws [first, first + num) of the stream `key`
+        (see `stream_key`). Pure TensorFlow, so it can be traced into another graph (the
+        exported smoothed SavedModel does); `sample_counts` is the eager loop around it."""
+        counts, finite, _ = self._draw_counts_graph(x, key, first, num)
+        return counts, finite
+
     def _draw_counts_graph(self, x, key, first, num):
         """Votes of every aggregator on `num` draws -> ([A, K] counts, [M] finite, passes)."""
         if self.consensus_k:
@@ -448,6 +455,14 @@ class Smooth:
         outputs = self.strategy.run(replica_fn)
         total = tf.distribute.ReduceOp.SUM
         return tuple(self.strategy.reduce(total, o, axis=None) for o in outputs)
+
+
+def stream_key(seed: int, domain: NoiseDomain, idx: tf.Tensor, phase: Phase) -> tf.Tensor:
+    """The int64 [2] key of the noise stream of image `idx` (an int64 scalar tensor, so the
+    key can also be built inside a graph): [seed, domain] folded with idx, then phase."""
+    key = tf.constant([int(seed), int(NoiseDomain(domain))], tf.int64)
+    key = tf.random.experimental.stateless_fold_in(key, tf.cast(idx, tf.int64))
+    return tf.random.experimental.stateless_fold_in(key, tf.constant(int(Phase(phase)), tf.int64))
 
 
 def block_noise(key: tf.Tensor, first: tf.Tensor, num: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
