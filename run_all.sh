@@ -69,6 +69,8 @@ for f in "$stages"/weights*.cfg; do stage cear_tf.weights "$f" "${data[@]}" "$@"
 for f in "$stages"/certify*.cfg; do stage cear_tf.certify "$f" "${data[@]}" "$@"; done
 for f in "$stages"/variance*.cfg; do stage cear_tf.variance "$f" "${data[@]}" "$@"; done
 for f in "$stages"/attack*.cfg; do stage cear_tf.attack "$f" "${data[@]}" "$@"; done
+output_dir=$(sed -nE 's/^--output_dir=(.*)$/\1/p' "$experiment" | tail -1)
+echo "Members, weights and certify logs: ${output_dir:-runs}" >&2
 if [[ -f $stages/analyze.cfg ]]; then
   echo "Certified accuracy (%) and ACR, $experiment, $(( $(date +%s) - start )) s:" >&2
   stage cear_tf.analyze "$stages/analyze.cfg" "$@"

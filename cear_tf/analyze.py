@@ -107,17 +107,24 @@ def main(argv):
     table = summarize(parse_named([common_flags.expand_path(e) for e in FLAGS.logs]), radii)
     text = markdown_table(table, radii)
     print(text)
+    written = []
     if FLAGS.table_out:
         path = common_flags.expand_path(FLAGS.table_out)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
             f.write(text + "\n")
+        written.append(path)
     if FLAGS.csv_out:
-        with open(common_flags.expand_path(FLAGS.csv_out), "w", newline="") as f:
+        path = common_flags.expand_path(FLAGS.csv_out)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["log", "images", *[f"{r:g}" for r in radii], "acr"])
             for name, n, *rest in table:
                 w.writerow([name, n, *(f"{v:.4f}" for v in rest)])
+        written.append(path)
+    if written:  # the last line says where the table went
+        print(f"table: {' and '.join(written)}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Cohen-format certify logs: one TSV row per image, flushed as written, resumable.
 
-Header `idx label predict radius correct time` (SPEC section 4), then extra columns
+Header `idx label predict radius correct time` (docs/method.md, section 5), then extra columns
 `count num p_lower`. A `<log>.json` sidecar records the settings the rows were made with,
 including a fingerprint of the members' weights and the aggregator's weights; resuming under
 other settings is refused, naming what changed, rather than mixing rows of two experiments.

@@ -1,6 +1,6 @@
 """Member files: export a Keras network as a SavedModel + cear.json, and load any member.
 
-Contract (SPEC section 4): a member is a SavedModel directory whose `serving_default`
+Contract (docs/method.md, section 5): a member is a SavedModel directory whose `serving_default`
 signature takes one float32 tensor [B, H, W, C] of pixels in [0, 1] and returns logits
 [B, K]. `cear.json` beside `saved_model.pb` records how it was made; it is optional when
 loading, so SavedModels made by other tools certify too.

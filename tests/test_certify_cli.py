@@ -229,8 +229,13 @@ def test_analyze_writes_the_table_to_a_file(tmp_path, capsys):
     log.write(0, 1, 1, 0.6, True, 0.1, 90, 100, 0.9)
     log.close()
     parse_flags([f"--logs=A={path}", "--radii=0,0.5", f"--output_dir={tmp_path}",
-                 "--table_out={output_dir}/t/table.md"])
+                 "--table_out={output_dir}/t/table.md", "--csv_out={output_dir}/t/table.csv"])
     analyze.main(["prog"])
     text = (tmp_path / "t" / "table.md").read_text()
     assert "| A | 1 | 100.0 | 100.0 | 0.600 |" in text
-    assert text.strip() in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert text.strip() in out
+    assert (tmp_path / "t" / "table.csv").read_text().splitlines()[1] == "A,1,100.0000,100.0000,0.6000"
+    # The run ends by saying where the table went.
+    assert out.strip().splitlines()[-1] == (f"table: {tmp_path}/t/table.md and "
+                                            f"{tmp_path}/t/table.csv")
