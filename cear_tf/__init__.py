@@ -31,6 +31,11 @@ def _import_tensorflow_quietly() -> None:
         sys.stderr.flush()
         os.dup2(null, 2)
         import tensorflow  # noqa: F401
+    except ModuleNotFoundError as e:
+        if e.name != "tensorflow":
+            raise
+        raise ImportError("cear_tf needs TensorFlow, which is not installed: pip install -e "
+                          "'.[cpu]' (CPU) or '.[gpu]' (NVIDIA GPU, tensorflow[and-cuda])") from None
     finally:
         os.dup2(saved, 2)
         os.close(saved)

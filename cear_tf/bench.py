@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-import models
+from cear_tf import models
 from cear_tf import aggregate, cli, members as members_lib
 from cear_tf import precision as precision_lib
 from cear_tf.smoothing import Smooth

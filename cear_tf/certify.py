@@ -19,6 +19,7 @@ from absl import app, flags, logging
 from cear_tf import smoothing_flags
 from cear_tf import aggregate, cli, common_flags, data, distribute
 from cear_tf.certify_log import CertifyLog
+from cear_tf.progress import Progress
 from cear_tf import smoothing
 from cear_tf.smoothing import NOISE_SCHEME, Certificate, Smooth
 
@@ -94,15 +95,23 @@ def run_certification(smooth: Smooth, images, labels, indices, logs: dict[str, C
     todo = [i for i in indices if any(i not in log.done for log in logs.values())]
     logging.info("%d images to certify (%d already in the logs)", len(todo), len(indices) - len(todo))
     last_report = [time.time()]
+    # On a terminal a progress bar over images that also moves inside an image (the N
+    # estimation draws); in a log, one line per image and one a minute inside long images.
+    bar = Progress(len(todo), "certify")
+    finished = [0]
 
-    def progress(drawn, asked):  # one line a minute inside long images
-        if time.time() - last_report[0] >= 60:
+    def progress(drawn, asked):
+        if bar.terminal:
+            if asked == n:
+                bar.update(finished[0] + drawn / asked)
+        elif time.time() - last_report[0] >= 60:
             last_report[0] = time.time()
             logging.info("  ... %d of %d draws of this pass", drawn, asked)
 
     smooth.progress = progress
     start, timed = time.time(), 0
     for done, idx in enumerate(todo, start=1):
+        finished[0] = done - 1
         t0 = time.time()
         if target_radius is None:
             certificates = smooth.certify(images[idx], n0, n, alpha, batch_size, idx=idx)
@@ -119,6 +128,9 @@ def run_certification(smooth: Smooth, images, labels, indices, logs: dict[str, C
             c = certificates[name]
             log.write(idx, label, c.prediction, c.radius, c.prediction == label, seconds,
                       c.count, c.num, c.p_lower)
+        if bar.terminal:
+            bar.update(done)
+            continue
         if done == 1:
             # The first image also pays for tracing the graphs: the rate starts after it.
             start, timed = time.time(), 0

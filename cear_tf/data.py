@@ -198,30 +198,67 @@ def _check_arrays(info, split, images, labels, origin):
                         f"{labels.max()}], expected [0, {info.num_classes - 1}]")
 
 
+# Where tensorflow-datasets downloads from; checked before a download, so an offline machine
+# fails in a second rather than after tfds' retries (minutes).
+TFDS_HOST = ("storage.googleapis.com", 443)
+
+
 def _load_tfds(info: DatasetInfo, split: str):
+    """The split from tensorflow-datasets: the prepared copy if there is one, else a download
+    (after checking that the download server answers)."""
     if info.tfds_name is None:
         raise DataError(f"{info.name} is not in tensorflow-datasets: pass --data_dir pointing at "
                         f"a local copy (the tiny-imagenet-200 folder or its zip)")
     hint = (f"pass --data_dir pointing at a local copy of {info.name} (see cear_tf.data for "
-            f"the formats; run_all.sh uses ../shared/datasets when it exists)")
+            f"the formats; run_all.sh reads $DATA_DIR, else ../shared/datasets when it exists)")
     try:
         import tensorflow_datasets as tfds  # Imported late: it probes the network at import.
     except ImportError as e:  # e.g. tfds 4.9.10 needs importlib_resources, not declared
         raise DataError(f"tensorflow-datasets cannot be imported ({e}); install what it names, "
                         f"or {hint}") from None
     tfds_split = "train" if split == "train" else "test"
+    from absl import logging
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # tfds logs its probing of ~/tensorflow_datasets
     try:
-        images, labels = tfds.as_numpy(tfds.load(info.tfds_name, split=tfds_split,
-                                                 batch_size=-1, as_supervised=True))
-    except Exception as e:  # noqa: BLE001 - tfds raises many types when it cannot download
-        if type(e).__name__ in ("ConnectionError", "DownloadError", "NonMatchingChecksumError",
-                                "DatasetNotFoundError", "OSError", "TimeoutError") \
-                or "connection" in str(e).lower():
-            raise DataError(f"tensorflow-datasets could not load {info.tfds_name} "
-                            f"({type(e).__name__}: {str(e)[:200]}); offline machines: {hint}") \
-                from None
-        raise
-    return np.asarray(images, np.uint8), np.asarray(labels, np.int64)
+        dataset = tfds.load(info.tfds_name, split=tfds_split, as_supervised=True, download=False)
+    except AssertionError as e:  # tfds' way of saying "not prepared here"
+        if "could not find data" not in str(e):
+            raise
+        logging.set_verbosity(verbosity)
+        _check_download_server(info, hint)
+        try:
+            dataset = tfds.load(info.tfds_name, split=tfds_split, as_supervised=True)
+        except Exception as e:  # noqa: BLE001 - tfds raises many types when it cannot download
+            if type(e).__name__ in ("ConnectionError", "DownloadError", "NonMatchingChecksumError",
+                                    "DatasetNotFoundError", "OSError", "TimeoutError") \
+                    or "connection" in str(e).lower():
+                raise DataError(f"tensorflow-datasets could not load {info.tfds_name} "
+                                f"({type(e).__name__}: {str(e)[:200]}); offline machines: "
+                                f"{hint}") from None
+            raise
+    finally:
+        logging.set_verbosity(verbosity)
+    # Batches rather than batch_size=-1: the same arrays, and tfds' mock data (tests) only
+    # supports iteration.
+    images, labels = [], []
+    for x, y in tfds.as_numpy(dataset.batch(10000)):
+        images.append(x)
+        labels.append(y)
+    if not images:
+        raise DataError(f"tensorflow-datasets {info.tfds_name} {tfds_split} is empty")
+    return (np.concatenate(images).astype(np.uint8, copy=False),
+            np.concatenate(labels).astype(np.int64, copy=False))
+
+
+def _check_download_server(info: DatasetInfo, hint: str) -> None:
+    import socket
+    try:
+        socket.create_connection(TFDS_HOST, timeout=10).close()
+    except OSError as e:
+        raise DataError(f"{info.name}: no local copy was given (--data_dir) and "
+                        f"tensorflow-datasets has no prepared copy and cannot reach "
+                        f"{TFDS_HOST[0]} to download one ({e}); {hint}") from None
 
 
 def _load_local(info: DatasetInfo, split: str, data_dir: str):

@@ -130,7 +130,7 @@ def fuse(loaded: Sequence[members_lib.Member]) -> tuple[FusedMembers | None, str
     (None, why not). The fused logits are checked against the members' own on a random batch
     before they are used."""
     from cear_tf import data
-    from models.fused import FusedLeNet5, lenet_weights_from_saved_model
+    from cear_tf.models.fused import FusedLeNet5, lenet_weights_from_saved_model
     if len(loaded) < 2:
         return None, "a single member"
     metas = [m.metadata for m in loaded]

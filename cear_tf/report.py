@@ -191,8 +191,19 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             "", *lines, "", "Settings:", "", *[f"- {d}" for d in details], ""]
     if prefix_logs:
         text.append(ensembles_section(prefix_logs, records[0]["run"], radii))
+    caps = [radius_cap(sigma, r["settings"]) for r in records]
     return "\n".join(text), dict(dataset=dataset, sigma=sigma, curves=curves,
-                                 prefix=prefix_logs)
+                                 prefix=prefix_logs, cap=max([c for c in caps if c] or [0.0]))
+
+
+def radius_cap(sigma: float, settings: dict) -> float | None:
+    """The largest radius CERTIFY can return with N draws at level alpha: all N votes give
+    p_lower = alpha^(1/N), so R <= sigma * PhiInv(alpha^(1/N))."""
+    from scipy.stats import norm
+    n, alpha = settings.get("N"), settings.get("alpha")
+    if not n or not alpha or settings.get("target_radius") is not None:
+        return None
+    return float(sigma * norm.ppf(float(alpha) ** (1.0 / int(n))))
 
 
 def ensembles_section(prefix_logs, run_dir: str, radii) -> str:
@@ -238,9 +249,51 @@ def _style(method: str) -> dict[str, Any]:
     return dict(color=_COLORS.get(method, "tab:purple"), linestyle="-.")
 
 
+def _x_limit(infos) -> float:
+    """Fitted to sigma: past the largest radius certified and the radius cap."""
+    reach = [float(np.max(c["radius"])) for i in infos for c in i["curves"].values()]
+    reach += [i.get("cap") or 0.0 for i in infos]
+    reach += [max(paper_tables.RADII[i["dataset"]]) for i in infos
+              if i["sigma"] in paper_tables.CERTIFIED_ACCURACY.get(i["dataset"], {})]
+    return 1.05 * max(reach)
+
+
+def _mark_cap(ax, cap):
+    if cap:
+        ax.axvline(cap, color="0.5", linestyle=":", linewidth=1)
+        ax.annotate("cap", (cap, 98), fontsize=6, color="0.4", ha="right", va="top")
+
+
+def plot_overview(infos: list[dict[str, Any]], path: str) -> None:
+    """Every method of every run in one figure, one panel per (data set, sigma): colour by
+    aggregation, solid CEAR, dashed CEAR-, dash-dot baselines; the radius cap dotted."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(infos), figsize=(4.2 * len(infos), 3.4), squeeze=False)
+    for ax, info in zip(axes[0], infos):
+        grid = np.linspace(0, _x_limit([info]), 300)
+        for method in sorted(info["curves"], key=_order):
+            log = info["curves"][method]
+            ax.plot(grid, 100 * analyze.certified_accuracy(log["correct"], log["radius"], grid),
+                    label=method, linewidth=1.2, **_style(method))
+        _mark_cap(ax, info.get("cap"))
+        ax.set_title(f"{info['dataset']}, sigma = {info['sigma']:g}", fontsize=9)
+        ax.set_xlim(0, grid[-1])
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("radius (L2)", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("certified acc. (%)", fontsize=8)
+    axes[0][-1].legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_run(info: dict[str, Any], path: str) -> None:
     """One small panel per method: our certified-accuracy curve (solid) and the paper's
-    Table cells (circles), on an x axis that reaches our largest radius."""
+    Table cells (dashed, circles), on an x axis fitted to sigma with the radius cap marked."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -249,8 +302,7 @@ def plot_run(info: dict[str, Any], path: str) -> None:
     paper = paper_tables.CERTIFIED_ACCURACY.get(dataset, {}).get(sigma, {})
     radii = paper_tables.RADII[dataset]
     methods = sorted(info["curves"], key=_order)
-    largest = max([float(np.max(c["radius"])) for c in info["curves"].values()] + [max(radii)])
-    grid = np.linspace(0, largest * 1.05, 300)
+    grid = np.linspace(0, _x_limit([info]), 300)
     cols = min(4, len(methods))
     rows = math.ceil(len(methods) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 2.5 * rows), squeeze=False,
@@ -261,9 +313,11 @@ def plot_run(info: dict[str, Any], path: str) -> None:
         ax.plot(grid, 100 * analyze.certified_accuracy(log["correct"], log["radius"], grid),
                 color=style["color"], linestyle="-", label=f"ours (n={len(log['correct'])})")
         if method in paper:
-            ax.plot(radii, paper[method], "o", color=style["color"], markersize=4,
-                    markerfacecolor="white", label="paper")
+            ax.plot(radii, paper[method], "o--", color=style["color"], markersize=4,
+                    linewidth=1, markerfacecolor="white", label="paper")
+        _mark_cap(ax, info.get("cap"))
         ax.set_title(method, fontsize=9)
+        ax.set_xlim(0, grid[-1])
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="upper right")
@@ -273,8 +327,9 @@ def plot_run(info: dict[str, Any], path: str) -> None:
         ax.set_xlabel("radius (L2)", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel("certified acc. (%)", fontsize=8)
-    fig.suptitle(f"{dataset}, sigma = {sigma:g}: ours (line) and the paper's Table "
-                 f"{paper_tables.TABLE_NUMBER.get(dataset)} (circles)", fontsize=10)
+    fig.suptitle(f"{dataset}, sigma = {sigma:g}: ours (solid) and the paper's Table "
+                 f"{paper_tables.TABLE_NUMBER.get(dataset)} (dashed); dotted: radius cap",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -483,6 +538,10 @@ def build_report(run_dirs, report_dir: str, plots: bool = True,
             except ImportError:
                 logging.warning("matplotlib is not installed: no plots (pip install matplotlib)")
                 plots = False
+    if plots and len(infos) > 1:
+        plot_overview(infos, os.path.join(report_dir, "certified_accuracy_overview.png"))
+        sections.append("![certified accuracy of every method and run]"
+                        "(certified_accuracy_overview.png)\n")
     claims = claims_section(infos)
     if claims:
         sections.append(claims)

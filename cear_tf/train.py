@@ -26,7 +26,7 @@ from absl import app, flags, logging
 from cear_tf import cli, common_flags
 from cear_tf import data, distribute, members, trainers
 from cear_tf.locking import OutputLock
-import models
+from cear_tf import models
 
 FLAGS = flags.FLAGS
 
@@ -535,7 +535,7 @@ def train_fused_members(configs: list[MemberConfig], splits: Splits, member_dirs
     same initial weights (each built from its own seed), same batches (each shuffled by its
     own seed), its own noise, sigma_i, temperature and gradient clipping. Collapsed members
     are not exported (CollapsedMemberError after the others are), unless allow_collapsed."""
-    from models.fused import FusedLeNet5
+    from cear_tf.models.fused import FusedLeNet5
     problem = fusion_problem(configs)
     if problem:
         raise ValueError(f"these members cannot be trained fused: {problem}")

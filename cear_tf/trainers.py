@@ -353,7 +353,7 @@ class FusedEnsembleTrainer(keras.Model):
             self.temperatures ** 2
 
     def train_step(self, data):
-        from models.fused import stack_member_inputs
+        from cear_tf.models.fused import stack_member_inputs
         images, labels = _unpack(data)
         noisy = self._noisy(images)
         with tf.GradientTape() as tape:
@@ -374,7 +374,7 @@ class FusedEnsembleTrainer(keras.Model):
         x, y = _unpack(data)
         m = self.network.num_members
         copies = tf.repeat(x[:, None], m, axis=1)  # [B, M, H, W, C]
-        from models.fused import stack_member_inputs
+        from cear_tf.models.fused import stack_member_inputs
         clean = self.network(stack_member_inputs(copies), training=False)
         noisy = self.network(stack_member_inputs(self._noisy(copies)), training=False)
         for i in range(m):

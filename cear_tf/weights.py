@@ -26,6 +26,7 @@ from cear_tf import smoothing_flags
 from cear_tf import aggregate, cli, common_flags, data, ensemble
 from cear_tf import members as members_lib
 from cear_tf.locking import OutputLock
+from cear_tf.progress import Progress
 from cear_tf.smoothing import NOISE_SCHEME, NoiseDomain, Smooth, check_sample_size
 
 FLAGS = flags.FLAGS
@@ -51,10 +52,12 @@ def robust_weights(members, num_classes, images, labels, sigma, radius, n0, n, a
                     logit_noise=logit_noise, clip=clip, seed=seed,
                     noise_domain=NoiseDomain.RW_WEIGHTS, fused=fused)
     hits = np.zeros(len(members))
+    bar = Progress(len(labels), "RW weights", unit="validation image")
     for idx, (x, y) in enumerate(zip(images, labels)):
-        if idx % 50 == 0:
-            logging.info("RW weights: validation image %d of %d", idx, len(labels))
+        smooth.progress = lambda drawn, asked, idx=idx: bar.update(
+            idx + drawn / asked) if asked == n else None
         certificates = smooth.certify(x, n0, n, alpha, batch_size, idx=idx)
+        bar.update(idx + 1)
         for i, name in enumerate(smooth.names):
             c = certificates[name]
             hits[i] += c.prediction == y and c.radius >= radius

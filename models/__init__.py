@@ -6,7 +6,7 @@ distillation loss both need raw logits, and a softmax layer would make temperatu
 scaling a no-op on saturated outputs).
 """
 
-from models.builders import (
+from .builders import (
     MODEL_NAMES,
     ChannelNormalization,
     build_model,

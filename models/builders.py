@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
-from models import lenet, released, resnet_cifar, resnet_imagenet
+from . import lenet, released, resnet_cifar, resnet_imagenet
 
 
 @keras.saving.register_keras_serializable(package="cear_tf")

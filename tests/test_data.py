@@ -231,21 +231,66 @@ def test_real_cifar10_test(cifar10_dir):
     assert abs(float(x.mean()) - 0.4765) < 5e-4  # decoded mean stated in the data README
 
 
-def test_tfds_path_fails_in_one_clear_line(monkeypatch):
+def _fake_tfds(monkeypatch, download_error):
+    """A tensorflow_datasets module with nothing prepared whose downloads raise."""
     import sys
     import types
+    fake = types.ModuleType("tensorflow_datasets")
+
+    def load(name, split, as_supervised, download=True):
+        if not download:
+            raise AssertionError(f"Dataset {name}: could not find data in /nowhere.")
+        raise download_error
+
+    fake.load = load
+    fake.as_numpy = lambda x: x
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+
+
+def test_tfds_path_fails_in_one_clear_line(monkeypatch):
+    import sys
+    import time
     from cear_tf import data as data_lib
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
     with pytest.raises(data_lib.DataError, match=r"cannot be imported .*pass --data_dir"):
         data_lib.load_split("mnist", "test", None, 0, 0)
-    fake = types.ModuleType("tensorflow_datasets")
-
-    def offline(*args, **kwargs):
-        raise ConnectionError("Failed to establish a new connection")
-
-    fake.load = offline
-    fake.as_numpy = lambda x: x
-    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    # Offline: nothing prepared and the download server unreachable (a closed local port).
+    _fake_tfds(monkeypatch, AssertionError("must not try to download"))
+    monkeypatch.setattr(data_lib, "TFDS_HOST", ("127.0.0.1", 9))
+    start = time.time()
+    with pytest.raises(data_lib.DataError) as error:
+        data_lib.load_split("mnist", "test", None, 0, 0)
+    assert time.time() - start < 30
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("mnist: no local copy was given (--data_dir)")
+    assert "cannot reach 127.0.0.1" in message and "$DATA_DIR" in message
+    # The server answers but the download fails.
+    _fake_tfds(monkeypatch, ConnectionError("Failed to establish a new connection"))
+    monkeypatch.setattr(data_lib, "_check_download_server", lambda info, hint: None)
     with pytest.raises(data_lib.DataError, match=r"could not load mnist .*offline machines: "
                                                  r"pass --data_dir"):
         data_lib.load_split("mnist", "test", None, 0, 0)
+
+
+def test_tfds_path_with_mock_data_loads_splits_and_trains(tmp_path):
+    """The tensorflow-datasets source end to end, offline: tfds' mock data stands in for
+    MNIST, and a teacher trains on it through the same code as on real data."""
+    import json
+    import tensorflow_datasets as tfds
+    from cear_tf import data as data_lib
+    from cear_tf import train
+    from tests.helpers import parse_flags
+    with tfds.testing.mock_data(num_examples=48):
+        x, y = data_lib.load_split("mnist", "test", None, 0, 0)
+        assert x.shape == (48, 28, 28, 1) and x.dtype == np.float32 and 0 <= x.min() <= x.max() <= 1
+        assert y.shape == (48,) and 0 <= y.min() and y.max() <= 9
+        train_x, _ = data_lib.load_split("mnist", "train", None, 8, 0)
+        val_x, _ = data_lib.load_split("mnist", "validation", None, 8, 0)
+        assert len(train_x) == 40 and len(val_x) == 8
+        out = tmp_path / "teacher"
+        parse_flags(["--role=teacher", "--epochs=1", "--batch_size=16", "--validation_size=8",
+                     f"--model_dir={out}", "--verbose=0", "--allow_collapsed"])
+        train.main(["prog"])
+    meta = json.load(open(out / "cear.json"))
+    assert meta["role"] == "teacher" and meta["train_examples"] == 40

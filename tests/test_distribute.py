@@ -5,7 +5,7 @@ import pytest
 import keras
 import tensorflow as tf
 
-import models
+from cear_tf import models
 from cear_tf import aggregate, certify, merge, trainers
 from cear_tf.certify_log import read_rows
 from cear_tf.smoothing import Smooth

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import models
+from cear_tf import models
 from cear_tf import members, train, trainers
-from models.fused import FusedLeNet5, stack_member_inputs
+from cear_tf.models.fused import FusedLeNet5, stack_member_inputs
 from tests.helpers import parse_flags, tiny_splits
 from tests.test_train import _cfg, train_tiny
 

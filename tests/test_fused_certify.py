@@ -4,7 +4,7 @@ counts as running them one by one, up to a handful of draws flipped by float rou
 import numpy as np
 import pytest
 
-import models
+from cear_tf import models
 from cear_tf import aggregate, ensemble, members
 from cear_tf.smoothing import Smooth
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import models
+from cear_tf import models
 
 
 def _trainable(model):

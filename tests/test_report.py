@@ -184,3 +184,28 @@ def test_ablation_table_takes_unchanged_rows_from_base(tmp_path):
     assert "| + released VGA rule | RandSmooth (base) | 10 | 100 | 100 | 100 | 0 | 0 | 1.000 | " \
         "+0 +0 +0 +0 +0 (ACR +0.000) |" in text
     assert "+ clip in training" not in text  # not run yet
+
+
+def test_radius_cap_is_the_radius_of_n_votes_of_n():
+    from cear_tf.smoothing import certified_radius, lower_confidence_bound
+    for sigma, n, alpha in [(0.25, 1000, 0.001), (1.0, 100000, 0.001), (0.5, 10000, 0.01)]:
+        cap = report.radius_cap(sigma, dict(N=n, alpha=alpha))
+        assert cap == pytest.approx(certified_radius(lower_confidence_bound(n, n, alpha), sigma),
+                                    rel=1e-6)
+    assert report.radius_cap(1.0, dict(N=100000, alpha=0.001)) == pytest.approx(3.8, abs=0.02)
+    assert report.radius_cap(1.0, dict(N=1000, alpha=0.001, target_radius=0.5)) is None
+
+
+def test_overview_plot_of_several_runs(tmp_path):
+    runs = []
+    for sigma, name in ((0.25, "mnist_sigma025"), (1.0, "mnist_sigma100")):
+        run = tmp_path / name
+        _fake_run(run, {"cear_gm": [0.8, 0.6, 0.3, -1], "cear_minus_gm": [0.5, 0.4, 0.2, 0.1],
+                        "randsmooth": [0.8, 0.8, 0.8, 0.8]}, sigma=sigma)
+        runs.append(str(run))
+    text = report.build_report(runs, str(tmp_path / "rep"), plots=True)
+    assert "certified_accuracy_overview.png" in text
+    assert (tmp_path / "rep" / "certified_accuracy_overview.png").stat().st_size > 1000
+    # CEAR and CEAR- share a colour per aggregation and differ in line style.
+    assert report._style("CEAR(GM)")["color"] == report._style("CEAR-(GM)")["color"]
+    assert report._style("CEAR(GM)")["linestyle"] != report._style("CEAR-(GM)")["linestyle"]

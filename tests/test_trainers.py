@@ -3,7 +3,7 @@ import pytest
 import keras
 import tensorflow as tf
 
-import models
+from cear_tf import models
 from cear_tf import trainers
 
 
