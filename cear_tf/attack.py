@@ -4,8 +4,9 @@
       --aggregation=rw --logit_noise=0.3 --norm=inf --eps=0.2 --attacks=apgd-ce,apgd-dlr,fab \
       --source=members --eot=1 --n_images=500 --outfile=runs/attack_linf.tsv
 
-The evaluated model is the ensemble as deployed: member i sees x + eta_i, eta_i ~ N(0,
-eps_l^2 I) drawn per member and per query, and the members' probabilities are aggregated.
+The evaluated model is the ensemble as deployed and as certified (deployed.DeployedEnsemble):
+member i sees clip(x + eta_i) (with --clip), eta_i ~ N(0, eps_l^2 I) drawn per member and per
+query, and the members' probabilities are aggregated.
 Adversarial examples are crafted on
   --source=member:i  one member as deployed (its own input noise): transferability,
   --source=members   each member in turn (rows per member and their mean, as in Table 3),
@@ -33,6 +34,8 @@ from absl import app, flags, logging
 from cear_tf import smoothing_flags
 from cear_tf import aggregate, attacks, cli, common_flags, data
 from cear_tf.aggregate import Aggregator
+from cear_tf.deployed import DeployedEnsemble
+from cear_tf.noise import NoiseDomain, Phase, stream_key
 
 FLAGS = flags.FLAGS
 
@@ -59,31 +62,38 @@ COLUMNS = ("source", "attack", "norm", "eps", "eot", "images", "clean_accuracy",
            "robust_accuracy", "success_rate", "seconds")
 
 
-class DeployedEnsemble:
-    """The randomised ensemble: noisy member inputs, aggregated probabilities.
+class AttackedEnsemble:
+    """The deployed ensemble (deployed.DeployedEnsemble: the same member noise, clipping and
+    members as certification) with one aggregator, as an attacker queries it.
 
+    Every query (a forward pass of a batch) draws fresh member noise: its key is the next of
+    a counter in the ATTACK noise domain, so queries never repeat noise and runs reproduce.
     `member_scores(i)` and `ensemble_scores` are differentiable targets for the attacks;
     `predict` is one randomised query of the deployed classifier.
     """
 
-    def __init__(self, members, aggregator: Aggregator, logit_noise: float, seed: int = 0):
-        self.members = list(members)
+    def __init__(self, ensemble: DeployedEnsemble, aggregator: Aggregator, seed: int = 0):
+        self.ensemble = ensemble
         self.aggregator = aggregator
-        self.logit_noise = float(logit_noise)
-        self._mean = aggregate.make_aggregator("mean", len(self.members))
-        self.rng = tf.random.Generator.from_seed(seed)
+        self.seed = int(seed)
+        self._mean = aggregate.make_aggregator("mean", ensemble.num_members)
+        self._queries = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-    def _noisy(self, x):
-        if self.logit_noise == 0:
-            return x
-        return x + self.logit_noise * self.rng.normal(tf.shape(x))
+    @property
+    def members(self):
+        return self.ensemble.members
+
+    def _next_key(self):
+        return stream_key(self.seed, NoiseDomain.ATTACK, self._queries.assign_add(1),
+                          Phase.PREDICT)
 
     def member_scores(self, i):
-        return lambda x: tf.cast(self.members[i](self._noisy(x)), tf.float32)
+        return lambda x: self.ensemble.member_logits(x, self._next_key(), 0, i)
 
     def _member_log_probs(self, x):
-        return tf.stack([tf.nn.log_softmax(tf.cast(m(self._noisy(x)), tf.float32), axis=-1)
-                         for m in self.members])
+        key = self._next_key()
+        return tf.stack([tf.nn.log_softmax(self.ensemble.member_logits(x, key, 0, i), axis=-1)
+                         for i in range(self.ensemble.num_members)])
 
     def ensemble_scores(self, x):
         """log(max(A(p), 1e-12)) of the aggregator A on the members' float32 probabilities.
@@ -136,7 +146,7 @@ def run_attack(name, target, x, y, norm, eps, eot, n_iter, restarts, seed):
                         eot=eot, seed=seed).numpy()
 
 
-def evaluate(model: DeployedEnsemble, images, labels, sources, attack_names, norm, eps, eot,
+def evaluate(model: AttackedEnsemble, images, labels, sources, attack_names, norm, eps, eot,
              n_iter, restarts, batch, seed=0):
     """Result rows (dicts), one per (source, attack), plus `all` and, for several sources,
     the mean over sources."""
@@ -229,7 +239,8 @@ def main(argv):
     images, labels = data.load_split(FLAGS.dataset, "test", FLAGS.data_dir)
     attacks.check_attack_arguments(FLAGS.norm, FLAGS.eps, images)
     keep = evenly_spaced(len(labels), FLAGS.n_images)
-    model = DeployedEnsemble(loaded, aggregator, FLAGS.logit_noise, seed=FLAGS.seed)
+    model = AttackedEnsemble(DeployedEnsemble(loaded, FLAGS.logit_noise, FLAGS.clip),
+                             aggregator, seed=FLAGS.seed)
     rows = evaluate(model, images[keep], labels[keep].astype(np.int32), sources, FLAGS.attacks,
                     FLAGS.norm, FLAGS.eps, FLAGS.eot, FLAGS.n_iter, FLAGS.restarts,
                     FLAGS.attack_batch, FLAGS.seed)

@@ -17,7 +17,6 @@ still holds because its randomness is redrawn in every trial (Cohen et al., appe
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
 from typing import Callable, Sequence
 
@@ -27,38 +26,12 @@ from scipy.stats import binomtest, norm
 from statsmodels.stats.proportion import proportion_confint
 
 from cear_tf.aggregate import Aggregator
+from cear_tf.deployed import DeployedEnsemble
+# The noise streams live in cear_tf.noise; these names stay importable from here.
+from cear_tf.noise import (NOISE_BLOCK, NOISE_SCHEME, NoiseDomain, Phase,  # noqa: F401
+                           block_noise, stream_key)
 
 ABSTAIN = -1
-
-
-class NoiseDomain(enum.IntEnum):
-    """Who draws the noise. Each use has its own streams, so RW/SWEEN weights fitted on
-    validation image i never see the draws that certify test image i: the weights are then
-    independent of the test certificates' noise."""
-
-    CERTIFY = 1  # test-set CERTIFY / PREDICT (cear_tf.certify)
-    RW_WEIGHTS = 2  # members' certified accuracy on the validation split
-    SWEEN_WEIGHTS = 3  # SWEEN's noisy validation probabilities
-    MARGIN_VARIANCE = 4  # cear_tf.variance on test images
-
-
-class Phase(enum.IntEnum):
-    """Streams of one image: selection (n0) and estimation (N) draws are independent, as
-    CERTIFY requires; PREDICT has its own."""
-
-    SELECT = 1
-    ESTIMATE = 2
-    PREDICT = 3
-
-
-# The noise of one (seed, domain, image, phase) stream comes in blocks of NOISE_BLOCK draws;
-# block b is one stateless_normal call keyed by folding b into the stream's key, so draw j has
-# the same value however the draws are batched (--batch is a pure speed knob; a multiple of
-# the block wastes nothing). Keys are built by stateless_fold_in chains, never by packing
-# indices into one integer, so no index can run into another stream's keys.
-NOISE_BLOCK = 100
-# Recorded in certify logs: rows made under another scheme are never resumed by this one.
-NOISE_SCHEME = "fold_in/block100"
 
 
 class NonFiniteError(ValueError):
@@ -143,28 +116,24 @@ class Smooth:
         noise_domain: NoiseDomain = NoiseDomain.CERTIFY,
         fused=None,
     ):
-        if not members:
-            raise ValueError("an ensemble needs at least one member")
         if sigma <= 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
-        if logit_noise < 0:
-            raise ValueError(f"logit_noise must be >= 0, got {logit_noise}")
+        # Member execution (per-member noise, clipping, the fused network) is the deployed
+        # ensemble's, shared with the attacks.
+        self.ensemble = DeployedEnsemble(members, logit_noise, clip, fused)
         if not aggregators:
             raise ValueError("at least one aggregator is needed")
         names = [a.name for a in aggregators]
         if len(set(names)) != len(names):
             raise ValueError(f"aggregators repeat a name: {names}")
-        self.members = list(members)
+        self.members = self.ensemble.members
         self.num_classes = int(num_classes)
         self.sigma = float(sigma)
         self.aggregators = list(aggregators)
-        self.logit_noise = float(logit_noise)
-        self.clip = bool(clip)
+        self.logit_noise = self.ensemble.logit_noise
+        self.clip = self.ensemble.clip
         self.seed = int(seed)
         self.noise_domain = NoiseDomain(noise_domain)
-        if fused is not None and fused.num_members != len(members):
-            raise ValueError(f"fused network has {fused.num_members} members, the ensemble "
-                             f"{len(members)}")
         self.fused = fused
         if not 0 <= consensus_k <= len(members):
             raise ValueError(f"consensus_k must be in [0, {len(members)}], got {consensus_k}")
@@ -341,47 +310,12 @@ class Smooth:
     def member_probabilities(self, images: tf.Tensor, key: tf.Tensor, first: tf.Tensor,
                              members: range | None = None,
                              rows: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-        """[M, B, K] softmax outputs on `images` (already smoothed) and [M] finiteness flags.
-
-        `images` are draws [first, first + B) of the stream `key` (or, with `rows`, the
-        draws first + rows of it). With logit noise, member i sees images + eta_i, eta_i from
-        its own stream (key folded with i + 1), so it is the same draw however the members
-        are grouped or batched. `members` restricts the computation to a range of members.
-        """
-        if (self.fused is not None and members is None and rows is None
-                and self.logit_noise == 0):
-            # With logit noise the members' inputs differ and the grouped first convolution
-            # was slower than separate members here (0.84x); without, one ordinary
-            # convolution with 6 M outputs serves them all.
-            return self._fused_probabilities(images, key, first)
-        probs, finite = [], []
-        for i in members if members is not None else range(len(self.members)):
-            logits = tf.cast(self.members[i](self._member_input(images, key, first, i, rows)),
-                             tf.float32)
-            finite.append(tf.reduce_all(tf.math.is_finite(logits)))
-            probs.append(tf.nn.softmax(logits, axis=-1))
-        return tf.stack(probs), tf.stack(finite)
-
-    def _member_input(self, images, key, first, i, rows=None):
-        """What member i sees: the smoothed images, plus its own logit noise, clipped."""
-        inputs = images
-        if self.logit_noise > 0:
-            member_key = tf.random.experimental.stateless_fold_in(key, i + 1)
-            if rows is None:
-                eta = block_noise(member_key, first, tf.shape(images)[0], tf.shape(images)[1:])
-            else:  # the whole batch's noise, then the rows this member sees
-                span = tf.cast(tf.reduce_max(rows) + 1, tf.int32)
-                eta = tf.gather(block_noise(member_key, first, span, tf.shape(images)[1:]),
-                                rows)
-            inputs = inputs + self.logit_noise * eta
-        if self.clip:
-            inputs = tf.clip_by_value(inputs, 0.0, 1.0)
-        return inputs
-
-    def _fused_probabilities(self, images, key, first):
-        logits = tf.cast(self.fused.shared(self._member_input(images, key, first, 0)), tf.float32)
-        return tf.nn.softmax(logits, axis=-1), tf.reduce_all(tf.math.is_finite(logits),
-                                                             axis=[1, 2])
+        """[M, B, K] softmax outputs on `images` (already smoothed) and [M] finiteness flags
+        (DeployedEnsemble.member_probabilities): `images` are draws [first, first + B) of the
+        stream `key` (or, with `rows`, the draws first + rows of it); with logit noise member
+        i sees images + eta_i from its own stream, the same draw however the members are
+        grouped or batched."""
+        return self.ensemble.member_probabilities(images, key, first, members, rows)
 
     def _smoothed_images(self, x, key, first, num):
         """x + sigma * (draws [first, first + num) of the stream's smoothing noise)."""
@@ -455,38 +389,6 @@ class Smooth:
         outputs = self.strategy.run(replica_fn)
         total = tf.distribute.ReduceOp.SUM
         return tuple(self.strategy.reduce(total, o, axis=None) for o in outputs)
-
-
-def stream_key(seed: int, domain: NoiseDomain, idx: tf.Tensor, phase: Phase) -> tf.Tensor:
-    """The int64 [2] key of the noise stream of image `idx` (an int64 scalar tensor, so the
-    key can also be built inside a graph): [seed, domain] folded with idx, then phase."""
-    key = tf.constant([int(seed), int(NoiseDomain(domain))], tf.int64)
-    key = tf.random.experimental.stateless_fold_in(key, tf.cast(idx, tf.int64))
-    return tf.random.experimental.stateless_fold_in(key, tf.constant(int(Phase(phase)), tf.int64))
-
-
-def block_noise(key: tf.Tensor, first: tf.Tensor, num: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
-    """Standard normal draws [first, first + num) of the stream `key`, shape [num, *shape].
-
-    Block b (draws [b * NOISE_BLOCK, (b + 1) * NOISE_BLOCK)) is generated by one
-    stateless_normal call keyed by stateless_fold_in(key, b); a batch generates the blocks it
-    overlaps and keeps its rows. Draw j is therefore the same for every batching.
-    """
-    first = tf.cast(first, tf.int64)
-    num64 = tf.cast(num, tf.int64)
-    first_block = first // NOISE_BLOCK
-    last_block = (first + num64 - 1) // NOISE_BLOCK
-    block_shape = tf.concat([[NOISE_BLOCK], tf.cast(shape, tf.int32)], axis=0)
-
-    def one_block(b):
-        return tf.random.stateless_normal(block_shape,
-                                          tf.random.experimental.stateless_fold_in(key, b))
-
-    blocks = tf.map_fn(one_block, tf.range(first_block, last_block + 1),
-                       fn_output_signature=tf.float32)
-    flat = tf.reshape(blocks, tf.concat([[-1], tf.cast(shape, tf.int32)], axis=0))
-    offset = first - first_block * NOISE_BLOCK
-    return flat[offset:offset + num64]
 
 
 def _batch_plan(num: int, batch_size: int, first_draw: int = 0) -> list[tuple[int, int]]:

@@ -4,7 +4,8 @@ import keras
 import tensorflow as tf
 
 from cear_tf import models
-from cear_tf import attack, attacks
+from cear_tf import aggregate, attack, attacks
+from cear_tf.deployed import DeployedEnsemble
 from tests.helpers import parse_flags
 
 
@@ -213,7 +214,7 @@ def test_ensemble_attack_breaks_saturated_members():
     boundary is 0.2 away in L-inf) although every member's softmax is saturated."""
     from cear_tf import aggregate
     members = _saturated_members()
-    model = attack.DeployedEnsemble(members, aggregate.make_aggregator("gm", 3), 0.0)
+    model = attack.AttackedEnsemble(DeployedEnsemble(members), aggregate.make_aggregator("gm", 3))
     x = tf.fill([8, 2, 2, 1], 0.65)
     y = tf.ones([8], tf.int32)
     assert (model.predict(x) == 1).all()
@@ -241,3 +242,38 @@ def test_geometric_median_gradient_is_finite_on_a_member_point():
     for loss in losses:
         assert np.all(np.isfinite(tape.gradient(loss, logits).numpy()))
     assert np.abs(tape.gradient(losses[0], logits).numpy()).max() > 0
+
+
+def _linear_members(k=3, shape=(6, 6, 1), seeds=(0, 1)):
+    out = []
+    for seed in seeds:
+        w = np.random.default_rng(seed).normal(size=(int(np.prod(shape)), k)).astype(np.float32)
+        out.append(lambda x, w=w: tf.matmul(tf.reshape(x, [tf.shape(x)[0], -1]), w))
+    return out
+
+
+def test_attacked_ensemble_is_the_certified_one():
+    """The attack queries the certify engine's own DeployedEnsemble: the same member noise
+    streams (a query's key, an ATTACK-domain stream), the same clipping, fresh noise per
+    query."""
+    from cear_tf.noise import NoiseDomain, Phase, stream_key
+    from cear_tf.smoothing import Smooth
+    members = _linear_members()
+    mean = aggregate.make_aggregator("mean", 2)
+    smooth = Smooth(members, 3, 0.5, [mean], logit_noise=0.3, clip=True, seed=4)
+    target = attack.AttackedEnsemble(smooth.ensemble, mean, seed=4)
+    x = tf.constant(np.random.default_rng(2).uniform(size=(5, 6, 6, 1)).astype(np.float32))
+    first_query = tf.exp(target._member_log_probs(x)).numpy()
+    key = stream_key(4, NoiseDomain.ATTACK, 1, Phase.PREDICT)
+    engine, _ = smooth.member_probabilities(x, key, 0)
+    np.testing.assert_allclose(first_query, engine.numpy(), rtol=1e-5, atol=1e-6)
+    second_query = tf.exp(target._member_log_probs(x)).numpy()
+    assert np.abs(second_query - first_query).max() > 1e-3  # fresh noise per query
+    # Clipping is part of the attacked classifier as of the certified one.
+    outside = x * 3.0 - 1.0
+    clipped = attack.AttackedEnsemble(DeployedEnsemble(members, clip=True), mean)
+    plain = attack.AttackedEnsemble(DeployedEnsemble(members), mean)
+    assert (clipped.predict(outside) == clipped.predict(tf.clip_by_value(outside, 0, 1))).all()
+    scores = lambda model, v: model.ensemble_scores(v).numpy()
+    assert np.allclose(scores(clipped, outside), scores(clipped, tf.clip_by_value(outside, 0, 1)))
+    assert not np.allclose(scores(plain, outside), scores(plain, tf.clip_by_value(outside, 0, 1)))
