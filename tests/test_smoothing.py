@@ -326,3 +326,30 @@ def test_xla_gives_the_same_counts_on_large_margins():
         np.testing.assert_array_equal(a[name], b[name])
     with pytest.raises(ValueError, match="XLA"):
         Smooth(members, 2, 0.25, aggs, consensus_k=1, jit_compile=True)
+
+
+def test_batch_api_reproduces_per_image_certify_and_derives_distinct_keys():
+    from cear_tf.smoothing import ABSTAIN, Smooth, content_id
+    from cear_tf import aggregate
+    import tensorflow as tf
+    w = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+    member = lambda x: tf.matmul(tf.reshape(x, [tf.shape(x)[0], -1]), w)
+    smooth = Smooth([member], 3, 0.5, [aggregate.make_aggregator("single", 1)], seed=2)
+    images = np.random.default_rng(1).uniform(size=(4, 4, 4, 1)).astype(np.float32)
+    got = smooth.certify_batch(images, 20, 300, 0.01, 64, image_ids=[7, 3, 100, 0])["single"]
+    for j, idx in enumerate([7, 3, 100, 0]):
+        one = smooth.certify(images[j], 20, 300, 0.01, 64, idx=idx)["single"]
+        assert (got.prediction[j], got.count[j], got.radius[j]) == (one.prediction, one.count,
+                                                                    one.radius)
+    assert got.image_id.tolist() == [7, 3, 100, 0]
+    # Without ids: keys from the pixels, distinct per image, stable per image.
+    derived = smooth.certify_batch(images, 20, 300, 0.01, 64)["single"]
+    assert len(set(derived.image_id.tolist())) == 4
+    assert derived.image_id[2] == content_id(images[2]) == content_id(images[2].copy())
+    again = smooth.certify_batch(images[2:3], 20, 300, 0.01, 64)["single"]
+    assert again.count[0] == derived.count[2]
+    # A repeated id would make two images share draws: refused.
+    with pytest.raises(ValueError, match="repeat"):
+        smooth.certify_batch(images[:2], 20, 300, 0.01, 64, image_ids=[5, 5])
+    answers = smooth.predict_batch(images, 300, 0.01, 64, image_ids=[7, 3, 100, 0])["single"]
+    assert answers.dtype == np.int64 and all(a == ABSTAIN or 0 <= a < 3 for a in answers)
