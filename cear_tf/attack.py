@@ -36,6 +36,7 @@ from cear_tf import aggregate, attacks, cli, common_flags, data
 from cear_tf.aggregate import Aggregator
 from cear_tf.deployed import DeployedEnsemble
 from cear_tf.noise import NoiseDomain, Phase, stream_key
+from cear_tf.progress import Progress
 
 FLAGS = flags.FLAGS
 
@@ -165,7 +166,9 @@ def evaluate(model: AttackedEnsemble, images, labels, sources, attack_names, nor
         else:
             plan = [(name, name, model.member_scores(source)) for name in attack_names]
         robust_all = correct.copy()
-        for label, name, target in plan:
+        batches = -(-len(labels) // batch)
+        bar = Progress(len(plan) * batches, f"attack, source {source}", unit="batch")
+        for step, (label, name, target) in enumerate(plan):
             start = time.time()
             adv_pred = np.empty_like(labels)
             for i in range(0, len(labels), batch):
@@ -175,6 +178,7 @@ def evaluate(model: AttackedEnsemble, images, labels, sources, attack_names, nor
                 if bound.max() > eps * (1 + 1e-5) or adv.min() < 0 or adv.max() > 1:
                     raise RuntimeError(f"{name} left the budget or the [0, 1] box")
                 adv_pred[i:i + batch] = model.predict(adv)
+                bar.update(step * batches + i // batch + 1)
             robust = correct & (adv_pred == labels)
             robust_all &= robust
             rows.append(_row(source, label, norm, eps, eot, correct, robust, clean_pred, adv_pred,

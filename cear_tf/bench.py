@@ -28,6 +28,7 @@ from absl import app, flags
 from cear_tf import models
 from cear_tf import aggregate, cli, members as members_lib
 from cear_tf import precision as precision_lib
+from cear_tf.progress import Progress
 from cear_tf.smoothing import Smooth
 
 FLAGS = flags.FLAGS
@@ -247,7 +248,8 @@ def measure(arch, m, repeats, xla, precision="float32", draws=0):
         precision_lib.set_inference_precision("float32")
     np_aggs = numpy_aggregators(m)
     rows = []
-    for _ in range(repeats):
+    bar = Progress(repeats, f"bench {arch}", unit="repeat", interval=0)
+    for repeat in range(repeats):
         t_all = time_engine(engine_all, x, draws, batch)
         t_naive = time_naive(members, np_aggs, x, draws, batch)
         t_one = time_engine(engine_one, x, draws, batch)
@@ -257,6 +259,7 @@ def measure(arch, m, repeats, xla, precision="float32", draws=0):
                          engine_pass_per_s=m * draws / t_one,
                          torch_pass_per_s=draws / t_torch if t_torch else None,
                          low_precision_pass_per_s=m * draws / t_low if t_low else None))
+        bar.update(repeat + 1)
     return dict(arch=arch, members=m, batch=batch, draws=draws,
                 flops_per_pass=count_flops(members[0]), runs=rows)
 

@@ -44,6 +44,12 @@ def export_member(network: keras.Model, directory: str, metadata: dict[str, Any]
         fn=lambda images: {"logits": network(images, training=False)},
         input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="images")],
     )
+    # So that the loaded object is callable: tf.saved_model.load(member)(images) -> logits.
+    archive.add_endpoint(
+        name="__call__",
+        fn=lambda images: network(images, training=False),
+        input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="images")],
+    )
     # TensorFlow logs a line per asset and variable file at INFO while writing: quiet it.
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.WARNING)

@@ -99,3 +99,18 @@ def test_exported_member_reloads_as_a_keras_model(tmp_path):
     np.testing.assert_allclose(reloaded(x).numpy(), net(x).numpy(), rtol=1e-6, atol=1e-6)
     reloaded.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     reloaded.fit(x, np.array([1, 2, 3]), epochs=1, verbose=0)  # can be fine-tuned
+
+
+def test_loaded_savedmodel_member_is_callable(tmp_path):
+    import keras
+    net = keras.Sequential([keras.Input((5, 5, 1)), keras.layers.Flatten(), keras.layers.Dense(4)])
+    path = str(tmp_path / "m")
+    members.export_member(net, path, {"role": "test"})
+    loaded = tf.saved_model.load(path)
+    x = np.random.default_rng(1).uniform(size=(2, 5, 5, 1)).astype(np.float32)
+    np.testing.assert_allclose(loaded(tf.constant(x)).numpy(), net(x).numpy(), rtol=1e-6,
+                               atol=1e-6)
+    # The serving contract is unchanged.
+    out = loaded.signatures["serving_default"](images=tf.constant(x))
+    np.testing.assert_allclose(out["logits"].numpy(), net(x).numpy(), rtol=1e-6, atol=1e-6)
+    assert members.load_member(path).num_classes == 4
