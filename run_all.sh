@@ -53,11 +53,16 @@ elif [[ -d ../shared/datasets ]]; then
 fi
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 
+# The experiment file's keys: every stage gets them, and a stage that does not read one (each
+# entry point defines only the flags it reads) lets it pass.
+EXPERIMENT_KEYS=dataset,data_dir,sigma,output_dir,validation_size,split_seed,seed
+
 stage() {
   local module=$1 flagfile=$2
   shift 2
   echo "== $(date +%H:%M:%S) $module --flagfile=$flagfile --flagfile=$experiment" >&2
-  "$python" -m "$module" --flagfile="$flagfile" --flagfile="$experiment" "$@"
+  "$python" -m "$module" --flagfile="$flagfile" --flagfile="$experiment" \
+    --undefok="$EXPERIMENT_KEYS" "$@"
 }
 
 shopt -s nullglob

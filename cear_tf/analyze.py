@@ -22,17 +22,20 @@ from cear_tf.certify_log import read_rows
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_list("logs", None, "Certify logs (PATH or NAME=PATH).")
-flags.DEFINE_list("radii", ["0", "0.25", "0.5", "0.75", "1.0", "1.25", "1.5", "1.75", "2.0"],
-                  "Radii at which certified accuracy is reported.")
-flags.DEFINE_string("csv_out", None, "Also write the table as CSV here ('{output_dir}' is "
-                    "replaced by --output_dir).")
-flags.DEFINE_string("table_out", None, "Also write the markdown table here ('{output_dir}' "
-                    "is replaced by --output_dir).")
+def define_flags() -> None:
+    """The flags this entry point reads, defined when it runs (cli.run), never on import."""
+    common_flags.define_output_dir()
+    flags.DEFINE_list("logs", None, "Certify logs (PATH or NAME=PATH).")
+    flags.DEFINE_list("radii", ["0", "0.25", "0.5", "0.75", "1.0", "1.25", "1.5", "1.75", "2.0"],
+                      "Radii at which certified accuracy is reported.")
+    flags.DEFINE_string("csv_out", None, "Also write the table as CSV here ('{output_dir}' is "
+                        "replaced by --output_dir).")
+    flags.DEFINE_string("table_out", None, "Also write the markdown table here ('{output_dir}' "
+                        "is replaced by --output_dir).")
 
-flags.register_validator(
-    "radii", lambda v: len(v) > 0 and all(_is_nonnegative_number(r) for r in v),
-    message="--radii must be a non-empty list of numbers >= 0")
+    flags.register_validator(
+        "radii", lambda v: len(v) > 0 and all(_is_nonnegative_number(r) for r in v),
+        message="--radii must be a non-empty list of numbers >= 0")
 
 
 def _is_nonnegative_number(s):
@@ -95,9 +98,6 @@ def parse_named(entries: Sequence[str]) -> list[tuple[str, str]]:
         out.append((e[:i], e[i + 1:]))
     return out
 
-cli.require_finite_floats()
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -128,4 +128,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, define_flags)

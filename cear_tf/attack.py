@@ -40,24 +40,33 @@ from cear_tf.progress import Progress
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_enum("norm", "inf", list(attacks.NORMS), "Threat model: L-infinity or L2.")
-flags.DEFINE_float("eps", 0.2, "Perturbation budget.")
-flags.DEFINE_list("attacks", ["apgd-ce", "apgd-dlr", "fab"], f"Any of {', '.join(attacks.ATTACKS)}.")
-flags.DEFINE_string("source", "members", "member:i, members or ensemble.")
-flags.DEFINE_integer("eot", 1, "Noise draws averaged per gradient (Expectation over Transformation).")
-flags.DEFINE_integer("n_images", 500, "Test images attacked (evenly spaced over the test set).")
-flags.DEFINE_integer("n_iter", 100, "Iterations per attack.")
-flags.DEFINE_integer("restarts", 1, "Restarts per attack.")
-flags.DEFINE_integer("attack_batch", 100, "Images per attack batch.")
+def define_flags() -> None:
+    """The flags this entry point reads, defined when it runs (cli.run), never on import."""
+    common_flags.define_data(validation=False)
+    common_flags.define_seed("Seed of the member noise of the queries and of the attacks.")
+    common_flags.define_output_dir()
+    common_flags.define_outfile("Results table (appended).")
+    common_flags.define_resume("Skip the run when its results table exists; --noresume appends a "
+                               "new run.")
+    smoothing_flags.define_ensemble(fuse=False)
+    flags.DEFINE_enum("norm", "inf", list(attacks.NORMS), "Threat model: L-infinity or L2.")
+    flags.DEFINE_float("eps", 0.2, "Perturbation budget.")
+    flags.DEFINE_list("attacks", ["apgd-ce", "apgd-dlr", "fab"], f"Any of {', '.join(attacks.ATTACKS)}.")
+    flags.DEFINE_string("source", "members", "member:i, members or ensemble.")
+    flags.DEFINE_integer("eot", 1, "Noise draws averaged per gradient (Expectation over Transformation).")
+    flags.DEFINE_integer("n_images", 500, "Test images attacked (evenly spaced over the test set).")
+    flags.DEFINE_integer("n_iter", 100, "Iterations per attack.")
+    flags.DEFINE_integer("restarts", 1, "Restarts per attack.")
+    flags.DEFINE_integer("attack_batch", 100, "Images per attack batch.")
 
-flags.register_validator("eps", lambda v: v > 0, message="--eps must be > 0")
-flags.register_validator("attacks", lambda v: bool(v) and all(a in attacks.ATTACKS for a in v),
-                         message=f"--attacks must name some of {', '.join(attacks.ATTACKS)}")
-flags.register_validator("eot", lambda v: v >= 1, message="--eot must be >= 1")
-flags.register_validator("n_images", lambda v: v >= 1, message="--n_images must be >= 1")
-flags.register_validator("n_iter", lambda v: v >= 1, message="--n_iter must be >= 1")
-flags.register_validator("restarts", lambda v: v >= 1, message="--restarts must be >= 1")
-flags.register_validator("attack_batch", lambda v: v >= 1, message="--attack_batch must be >= 1")
+    flags.register_validator("eps", lambda v: v > 0, message="--eps must be > 0")
+    flags.register_validator("attacks", lambda v: bool(v) and all(a in attacks.ATTACKS for a in v),
+                             message=f"--attacks must name some of {', '.join(attacks.ATTACKS)}")
+    flags.register_validator("eot", lambda v: v >= 1, message="--eot must be >= 1")
+    flags.register_validator("n_images", lambda v: v >= 1, message="--n_images must be >= 1")
+    flags.register_validator("n_iter", lambda v: v >= 1, message="--n_iter must be >= 1")
+    flags.register_validator("restarts", lambda v: v >= 1, message="--restarts must be >= 1")
+    flags.register_validator("attack_batch", lambda v: v >= 1, message="--attack_batch must be >= 1")
 
 COLUMNS = ("source", "attack", "norm", "eps", "eot", "images", "clean_accuracy",
            "robust_accuracy", "success_rate", "seconds")
@@ -222,9 +231,6 @@ def write_rows(path, rows):
 def evenly_spaced(total: int, n: int) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))
 
-cli.require_finite_floats()
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -256,4 +262,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, define_flags)

@@ -33,24 +33,26 @@ from cear_tf.smoothing import Smooth
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_list("archs", ["lenet5", "resnet20", "resnet110"], "Architectures to measure.")
-flags.DEFINE_integer("members", 5, "Ensemble size.")
-flags.DEFINE_integer("repeats", 3, "Repeats of every measurement.")
-flags.DEFINE_integer("draws", 0, "Noise draws per measurement (0 = the architecture's default "
-                     "in SETTINGS, a few seconds each on 2 cores).")
-flags.DEFINE_bool("xla", False, "Compile the engine's sampling step with XLA.")
-flags.DEFINE_enum("compare_precision", "float32", list(precision_lib.PRECISIONS),
-                  "Also time the engine with this inference precision (one more column: its "
-                  "passes/s over float32's).")
-flags.DEFINE_list("sweep_batches", [], "Also time the engine's passes/s at each of these certify "
-                  "batch sizes (batch-size tuning; one more table).")
-flags.DEFINE_string("json_out", None, "Also write the raw measurements as JSON.")
+def define_flags() -> None:
+    """The flags this entry point reads, defined when it runs (cli.run), never on import."""
+    flags.DEFINE_list("archs", ["lenet5", "resnet20", "resnet110"], "Architectures to measure.")
+    flags.DEFINE_integer("members", 5, "Ensemble size.")
+    flags.DEFINE_integer("repeats", 3, "Repeats of every measurement.")
+    flags.DEFINE_integer("draws", 0, "Noise draws per measurement (0 = the architecture's default "
+                         "in SETTINGS, a few seconds each on 2 cores).")
+    flags.DEFINE_bool("xla", False, "Compile the engine's sampling step with XLA.")
+    flags.DEFINE_enum("compare_precision", "float32", list(precision_lib.PRECISIONS),
+                      "Also time the engine with this inference precision (one more column: its "
+                      "passes/s over float32's).")
+    flags.DEFINE_list("sweep_batches", [], "Also time the engine's passes/s at each of these certify "
+                      "batch sizes (batch-size tuning; one more table).")
+    flags.DEFINE_string("json_out", None, "Also write the raw measurements as JSON.")
 
-flags.register_validator("members", lambda v: v >= 1, message="--members must be >= 1")
-flags.register_validator("repeats", lambda v: v >= 1, message="--repeats must be >= 1")
-flags.register_validator("draws", lambda v: v >= 0, message="--draws must be >= 0")
-flags.register_validator("sweep_batches", lambda v: all(b.isdigit() and int(b) >= 1 for b in v),
-                         message="--sweep_batches must be integers >= 1")
+    flags.register_validator("members", lambda v: v >= 1, message="--members must be >= 1")
+    flags.register_validator("repeats", lambda v: v >= 1, message="--repeats must be >= 1")
+    flags.register_validator("draws", lambda v: v >= 0, message="--draws must be >= 0")
+    flags.register_validator("sweep_batches", lambda v: all(b.isdigit() and int(b) >= 1 for b in v),
+                             message="--sweep_batches must be integers >= 1")
 
 # Certify batch and draws per architecture (a few seconds per measurement on 2 cores).
 SETTINGS = {
@@ -284,9 +286,6 @@ def _stats(values, digits=2):
     v = np.asarray(values, float)
     return f"{np.median(v):.{digits}f} ({v.min():.{digits}f}-{v.max():.{digits}f})"
 
-cli.require_finite_floats()
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -341,4 +340,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, define_flags)

@@ -25,29 +25,43 @@ from cear_tf.smoothing import NOISE_SCHEME, Certificate, Smooth
 
 FLAGS = flags.FLAGS
 
-# Faster certification (Horvath et al. 2022).
-flags.DEFINE_integer("consensus_k", 0, "K-consensus: run the first K members on every draw and "
-                     "the rest only where those K disagree (0 = off).")
-flags.DEFINE_float("target_radius", -1.0, "Adaptive sampling: decide only whether each image is "
-                   "certified at this radius, with staged sample sizes --stages (< 0 = off: "
-                   "plain CERTIFY with --N).")
-flags.DEFINE_bool("xla", False, "Compile the sampling step with XLA (measure first: on the "
-                  "2-core CPU it did not help, see cear_tf.bench).")
-flags.DEFINE_list("stages", ["1000", "10000", "100000"], "Adaptive sampling: cumulative "
-                  "estimation draws at which to decide (alpha is split equally).")
+def define_flags() -> None:
+    """The flags this entry point reads, defined when it runs (cli.run), never on import."""
+    common_flags.define_data()
+    common_flags.define_sigma("Smoothing noise std sigma_v, in pixel units.")
+    common_flags.define_seed("Seed of the noise streams.")
+    common_flags.define_output_dir()
+    common_flags.define_outfile("Log path; '{aggregation}' is replaced by each aggregation's name, "
+                                "or the name is added before the suffix when several are given.")
+    common_flags.define_strategy()
+    common_flags.define_resume("Resume each log after its last complete row (checked against the "
+                               "log's settings); --noresume starts over.")
+    smoothing_flags.define_ensemble()
+    smoothing_flags.define_sampling()
+    smoothing_flags.define_images()
+    # Faster certification (Horvath et al. 2022).
+    flags.DEFINE_integer("consensus_k", 0, "K-consensus: run the first K members on every draw and "
+                         "the rest only where those K disagree (0 = off).")
+    flags.DEFINE_float("target_radius", -1.0, "Adaptive sampling: decide only whether each image is "
+                       "certified at this radius, with staged sample sizes --stages (< 0 = off: "
+                       "plain CERTIFY with --N).")
+    flags.DEFINE_bool("xla", False, "Compile the sampling step with XLA (measure first: on the "
+                      "2-core CPU it did not help, see cear_tf.bench).")
+    flags.DEFINE_list("stages", ["1000", "10000", "100000"], "Adaptive sampling: cumulative "
+                      "estimation draws at which to decide (alpha is split equally).")
 
-# Which images.
-flags.DEFINE_enum("split", "test", list(data.SPLITS), "Split to certify.")
-flags.DEFINE_string("shard", "0/1", "i/n: certify only the i-th of n disjoint interleaved parts "
-                    "of the selected images (merge the logs with python -m cear_tf.merge).")
+    # Which images.
+    flags.DEFINE_enum("split", "test", list(data.SPLITS), "Split to certify.")
+    flags.DEFINE_string("shard", "0/1", "i/n: certify only the i-th of n disjoint interleaved parts "
+                        "of the selected images (merge the logs with python -m cear_tf.merge).")
 
-flags.register_validator("shard", lambda v: parse_shard(v) is not None,
-                         message="--shard must be i/n with 0 <= i < n")
-flags.register_validator("consensus_k", lambda v: v >= 0, message="--consensus_k must be >= 0")
-flags.register_validator(
-    "stages", lambda v: len(v) > 0 and all(x.isdigit() and int(x) >= 1 for x in v)
-    and all(int(b) > int(a) for a, b in zip(v, v[1:])),
-    message="--stages must be increasing integers >= 1")
+    flags.register_validator("shard", lambda v: parse_shard(v) is not None,
+                             message="--shard must be i/n with 0 <= i < n")
+    flags.register_validator("consensus_k", lambda v: v >= 0, message="--consensus_k must be >= 0")
+    flags.register_validator(
+        "stages", lambda v: len(v) > 0 and all(x.isdigit() and int(x) >= 1 for x in v)
+        and all(int(b) > int(a) for a, b in zip(v, v[1:])),
+        message="--stages must be increasing integers >= 1")
 
 
 
@@ -141,9 +155,6 @@ def run_certification(smooth: Smooth, images, labels, indices, logs: dict[str, C
         logging.info("image %d (%d/%d): %.2fs, %.2f images/s, ETA %.0fs", idx, done, len(todo),
                      seconds, rate, (len(todo) - done) / rate)
 
-cli.require_finite_floats()
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -213,4 +224,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, define_flags)

@@ -20,16 +20,16 @@ from absl import app, flags, logging
 
 from cear_tf.locking import LockError
 
-_checked_floats: set[str] = set()
 
 
 def require_finite_floats() -> None:
     """Registers a validator on every float flag defined so far: nan and inf are refused at
     parse time, with the flag named. Call once after an entry point defines its flags."""
     for name, flag in list(flags.FLAGS._flags().items()):
-        if flag.flag_type() != "float" or flag.name in _checked_floats:
+        # Marked on the flag object: a flag deleted and defined again (tests) needs its own.
+        if flag.flag_type() != "float" or getattr(flag, "_cear_tf_finite", False):
             continue
-        _checked_floats.add(flag.name)
+        flag._cear_tf_finite = True
         flags.register_validator(
             flag.name, lambda v: v is None or math.isfinite(v),
             message=f"--{flag.name} must be a finite number (not nan or inf)")
@@ -92,9 +92,13 @@ def quiet_native_logs() -> None:
     atexit.register(restore)
 
 
-def run(main) -> None:
-    """app.run(main), with bad-input errors reported in one line."""
+def run(main, define_flags=None) -> None:
+    """Defines the entry point's flags (`define_flags()`, so importing an entry point defines
+    none), then app.run(main), with bad-input errors reported in one line."""
     quiet_native_logs()
+    if define_flags is not None:
+        define_flags()
+    require_finite_floats()
     def guarded(argv):
         program = sys.argv[0].rsplit("/", 1)[-1]
         if program.endswith(".py"):  # python -m cear_tf.<name>

@@ -31,8 +31,15 @@ from cear_tf.smoothing import NoiseDomain, Phase, Smooth
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("export_dir", None, "Directory to write the smoothed ensemble's "
-                    "SavedModel to ('{output_dir}' is replaced by --output_dir).")
+def define_flags() -> None:
+    """The flags this entry point reads, defined when it runs (cli.run), never on import."""
+    common_flags.define_sigma("Smoothing noise std sigma_v, in pixel units.")
+    common_flags.define_seed("Seed of the predict_keyed noise streams.")
+    common_flags.define_output_dir()
+    smoothing_flags.define_ensemble()
+    smoothing_flags.define_sampling(selection=False)
+    flags.DEFINE_string("export_dir", None, "Directory to write the smoothed ensemble's "
+                        "SavedModel to ('{output_dir}' is replaced by --output_dir).")
 
 SETTINGS_FILE = "smoothed.json"
 
@@ -144,9 +151,6 @@ def export_smoothed(smooth: Smooth, image_shape, directory: str, n: int, alpha: 
     return directory
 
 
-cli.require_finite_floats()
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -186,4 +190,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, define_flags)

@@ -22,9 +22,11 @@ from cear_tf.locking import OutputLock
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_list("shard_logs", None, "The shard logs to merge.")
-flags.DEFINE_string("merged_log", None, "Where the merged log goes (its settings beside it).")
-flags.DEFINE_bool("allow_gaps", False, "Write the merged log even if images are missing.")
+def define_flags() -> None:
+    """The flags this entry point reads, defined when it runs (cli.run), never on import."""
+    flags.DEFINE_list("shard_logs", None, "The shard logs to merge.")
+    flags.DEFINE_string("merged_log", None, "Where the merged log goes (its settings beside it).")
+    flags.DEFINE_bool("allow_gaps", False, "Write the merged log even if images are missing.")
 
 
 class MergeError(ValueError):
@@ -92,9 +94,6 @@ def merge_logs(paths, outfile, allow_gaps=False) -> int:
         os.replace(tmp, outfile)
     return len(rows)
 
-cli.require_finite_floats()
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -105,4 +104,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, define_flags)

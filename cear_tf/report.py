@@ -25,17 +25,19 @@ from cear_tf import analyze, cli, members, paper_claims, paper_tables
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_list("runs", None, "Experiment output folders holding certify/*.tsv logs.")
-flags.DEFINE_string("report_dir", "results/report", "Where report.md and the plots go.")
-flags.DEFINE_bool("plots", True, "Draw certified-accuracy-vs-radius plots (needs matplotlib).")
-flags.DEFINE_string("title", "cear_tf: measured certified accuracy beside the paper",
-                    "The report's heading (say there what scale the runs are at).")
-flags.DEFINE_string("ablation_dir", None, "Also report the released-recipe ablation "
-                    "(scripts/mnist_ablation.sh) found in this folder.")
-flags.DEFINE_string("collect_dir", None, "First copy each run's small files (certify and attack "
-                    "logs with their settings, members' cear.json) to <collect_dir>/<run name>, "
-                    "and report from there: the copy is what a repository keeps so the report "
-                    "rebuilds without the models.")
+def define_flags() -> None:
+    """The flags this entry point reads, defined when it runs (cli.run), never on import."""
+    flags.DEFINE_list("runs", None, "Experiment output folders holding certify/*.tsv logs.")
+    flags.DEFINE_string("report_dir", "results/report", "Where report.md and the plots go.")
+    flags.DEFINE_bool("plots", True, "Draw certified-accuracy-vs-radius plots (needs matplotlib).")
+    flags.DEFINE_string("title", "cear_tf: measured certified accuracy beside the paper",
+                        "The report's heading (say there what scale the runs are at).")
+    flags.DEFINE_string("ablation_dir", None, "Also report the released-recipe ablation "
+                        "(scripts/mnist_ablation.sh) found in this folder.")
+    flags.DEFINE_string("collect_dir", None, "First copy each run's small files (certify and attack "
+                        "logs with their settings, members' cear.json) to <collect_dir>/<run name>, "
+                        "and report from there: the copy is what a repository keeps so the report "
+                        "rebuilds without the models.")
 
 
 def method_name(stem: str) -> str:
@@ -553,9 +555,6 @@ def build_report(run_dirs, report_dir: str, plots: bool = True,
         f.write(report)
     return report
 
-cli.require_finite_floats()
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -568,4 +567,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, define_flags)

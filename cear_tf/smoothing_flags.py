@@ -1,65 +1,101 @@
-"""Flags of the (smoothed) ensemble, shared by cear_tf.certify, cear_tf.weights and
-cear_tf.attack: members, aggregation and its weights, noise and sampling."""
+"""Flag groups of the (smoothed) ensemble, for the entry points that build one (certify,
+weights, variance, attack, export): members, aggregation and its weights, noise, sampling,
+image selection; and the helpers that turn those flags into library objects. Nothing is
+defined at import (see common_flags)."""
 
 from absl import flags
 
 from cear_tf import aggregate, common_flags, ensemble
 from cear_tf import precision as precision_lib
 
-flags.DEFINE_list("models", None, "Member SavedModel directories, or ensemble directories "
-                  "holding member_<i>/ folders ('{output_dir}' is replaced by --output_dir).")
-flags.DEFINE_list("aggregation", ["mean"],
-                  f"Aggregations, any of {', '.join(aggregate.AGGREGATIONS)}, or "
-                  f"<{'|'.join(aggregate.PREFIXABLE)}>_first<k>: that aggregation over the "
-                  f"first k members only (same member passes).")
-flags.DEFINE_string("rw_weights", None, "RW weights JSON (default: weights_rw.json beside the "
-                    "members, written by cear_tf.weights).")
-flags.DEFINE_string("sween_weights", None, "SWEEN weights JSON (default: weights_sween.json).")
-flags.DEFINE_float("gm_tolerance", 1e-6, "Geometric median: stop when no row moves more than this.")
-flags.DEFINE_integer("gm_max_iterations", 100, "Geometric median: maximum Weiszfeld iterations.")
-flags.DEFINE_float("logit_noise", 0.0, "Per-member input noise eps_l added on top of the "
-                   "smoothing noise (0 = Algorithm 1 as printed).")
-flags.DEFINE_bool("clip", False, "Clip noisy inputs to [0, 1] (the released code does).")
-flags.DEFINE_integer("N0", 100, "Selection draws.")
-flags.DEFINE_integer("N", 100000, "Estimation draws.")
-flags.DEFINE_float("alpha", 0.001, "Failure probability of each certificate.")
-flags.DEFINE_integer("batch", 1000, "Noise draws per forward pass.")
-flags.DEFINE_bool("freeze_members", True, "Bake member weights into the graph as constants "
-                  "(faster: batch norm folds into the convolutions; same logits).")
-flags.DEFINE_enum("precision", "float32", list(precision_lib.PRECISIONS),
-                  "Member inference precision: float32, mixed_bfloat16 (oneDNN CPU rewrite; "
-                  "fast only on CPUs with AVX512_BF16/AMX) or mixed_float16 (GPU).")
 
-# Which images (cear_tf.certify, cear_tf.variance).
-flags.DEFINE_integer("skip", 1, "Every skip-th image (Cohen: 20 for CIFAR-10/ImageNet).")
-flags.DEFINE_integer("start", 0, "First image index; a multiple of --skip keeps the images "
-                     "inside Cohen's every-skip-th set (the authors' certify script: "
-                     "--start=2160 --max=3500 --skip=20, 67 images).")
-flags.DEFINE_integer("max", -1, "Stop at image index max (exclusive); -1 = all.")
+def define_ensemble(aggregation: bool = True, weights: bool = True, fuse: bool = True) -> None:
+    """The smoothed ensemble: --models, --logit_noise, --clip, --freeze_members, --precision;
+    --aggregation and the GM settings (when `aggregation`) with --rw_weights/--sween_weights
+    (when also `weights`); --fuse_members (when `fuse`)."""
+    flags.DEFINE_list("models", None, "Member SavedModel directories, or ensemble directories "
+                      "holding member_<i>/ folders ('{output_dir}' is replaced by --output_dir).")
+    flags.DEFINE_float("logit_noise", 0.0, "Per-member input noise eps_l added on top of the "
+                       "smoothing noise (0 = Algorithm 1 as printed).")
+    flags.DEFINE_bool("clip", False, "Clip noisy inputs to [0, 1] (the released code does).")
+    flags.DEFINE_bool("freeze_members", True, "Bake member weights into the graph as "
+                      "constants (faster: batch norm folds into the convolutions; same logits).")
+    flags.DEFINE_enum("precision", "float32", list(precision_lib.PRECISIONS),
+                      "Member inference precision: float32, mixed_bfloat16 (oneDNN CPU "
+                      "rewrite; fast only on CPUs with AVX512_BF16/AMX) or mixed_float16 "
+                      "(GPU).")
+    flags.register_validator("logit_noise", lambda v: v >= 0,
+                             message="--logit_noise must be >= 0")
+    if fuse:
+        common_flags.define_fuse_members(
+            "Run cear_tf LeNet-5 members as one fused network (cear_tf.models.fused: grouped "
+            "convolutions; same counts up to float rounding). Members that cannot be fused "
+            "run one after another.")
+    if aggregation:
+        _define_aggregation(weights)
 
-flags.register_validator("skip", lambda v: v >= 1, message="--skip must be >= 1")
-flags.register_validator("max", lambda v: v >= -1,
-                         message="--max must be -1 (all images) or an index >= 0")
-flags.register_validator("start", lambda v: v >= 0, message="--start must be >= 0")
-flags.register_validator(
-    "aggregation",
-    lambda v: bool(v) and all(aggregate.parse_aggregation(a) for a in v) and len(set(v)) == len(v),
-    message=f"--aggregation must be distinct names from {', '.join(aggregate.AGGREGATIONS)} "
-            f"or <{'|'.join(aggregate.PREFIXABLE)}>_first<k>")
-flags.register_validator("gm_tolerance", lambda v: v > 0, message="--gm_tolerance must be > 0")
-flags.register_validator("gm_max_iterations", lambda v: v >= 1,
-                         message="--gm_max_iterations must be >= 1")
-flags.register_validator("logit_noise", lambda v: v >= 0, message="--logit_noise must be >= 0")
-flags.register_validator("N0", lambda v: v >= 1, message="--N0 must be >= 1")
-flags.register_validator("N", lambda v: v >= 1, message="--N must be >= 1")
-flags.register_validator("alpha", lambda v: 0 < v < 1, message="--alpha must be in (0, 1)")
-flags.register_validator("batch", lambda v: v >= 1, message="--batch must be >= 1")
+
+def _define_aggregation(weights: bool) -> None:
+    flags.DEFINE_list("aggregation", ["mean"],
+                      f"Aggregations, any of {', '.join(aggregate.AGGREGATIONS)}, or "
+                      f"<{'|'.join(aggregate.PREFIXABLE)}>_first<k>: that aggregation over the "
+                      f"first k members only (same member passes).")
+    if weights:
+        flags.DEFINE_string("rw_weights", None, "RW weights JSON (default: weights_rw.json "
+                            "beside the members, written by cear_tf.weights).")
+        flags.DEFINE_string("sween_weights", None, "SWEEN weights JSON (default: "
+                            "weights_sween.json).")
+    flags.DEFINE_float("gm_tolerance", 1e-6, "Geometric median: stop when no row moves more "
+                       "than this.")
+    flags.DEFINE_integer("gm_max_iterations", 100, "Geometric median: maximum Weiszfeld "
+                         "iterations.")
+    flags.register_validator(
+        "aggregation",
+        lambda v: bool(v) and all(aggregate.parse_aggregation(a) for a in v)
+        and len(set(v)) == len(v),
+        message=f"--aggregation must be distinct names from "
+                f"{', '.join(aggregate.AGGREGATIONS)} or "
+                f"<{'|'.join(aggregate.PREFIXABLE)}>_first<k>")
+    flags.register_validator("gm_tolerance", lambda v: v > 0,
+                             message="--gm_tolerance must be > 0")
+    flags.register_validator("gm_max_iterations", lambda v: v >= 1,
+                             message="--gm_max_iterations must be >= 1")
+
+
+def define_sampling(selection: bool = True, estimation: bool = True) -> None:
+    """--N0 (when `selection`), --N and --alpha (when `estimation`), --batch."""
+    if selection:
+        flags.DEFINE_integer("N0", 100, "Selection draws.")
+        flags.register_validator("N0", lambda v: v >= 1, message="--N0 must be >= 1")
+    if estimation:
+        flags.DEFINE_integer("N", 100000, "Estimation draws.")
+        flags.DEFINE_float("alpha", 0.001, "Failure probability of each certificate.")
+        flags.register_validator("N", lambda v: v >= 1, message="--N must be >= 1")
+        flags.register_validator("alpha", lambda v: 0 < v < 1,
+                                 message="--alpha must be in (0, 1)")
+    flags.DEFINE_integer("batch", 1000, "Noise draws per forward pass (a speed knob: the "
+                         "draws of an image do not depend on it).")
+    flags.register_validator("batch", lambda v: v >= 1, message="--batch must be >= 1")
+
+
+def define_images() -> None:
+    """--skip, --start, --max: which test images (Cohen's every skip-th)."""
+    flags.DEFINE_integer("skip", 1, "Every skip-th image (Cohen: 20 for CIFAR-10/ImageNet).")
+    flags.DEFINE_integer("start", 0, "First image index; a multiple of --skip keeps the "
+                         "images inside Cohen's every-skip-th set (the authors' certify "
+                         "script: --start=2160 --max=3500 --skip=20, 67 images).")
+    flags.DEFINE_integer("max", -1, "Stop at image index max (exclusive); -1 = all.")
+    flags.register_validator("skip", lambda v: v >= 1, message="--skip must be >= 1")
+    flags.register_validator("max", lambda v: v >= -1,
+                             message="--max must be -1 (all images) or an index >= 0")
+    flags.register_validator("start", lambda v: v >= 0, message="--start must be >= 0")
 
 
 def load_members(member_dirs):
     """Sets --precision for the graphs traced from now on, then loads the members
     (frozen unless --nofreeze_members); call before building the engine."""
-    precision_lib.set_inference_precision(flags.FLAGS.precision)
+    if "precision" in flags.FLAGS:
+        precision_lib.set_inference_precision(flags.FLAGS.precision)
     return ensemble.load_ensemble(member_dirs, flags.FLAGS.freeze_members)
 
 
@@ -110,6 +146,9 @@ def aggregators(member_dirs, names=None):
     for name in names or f.aggregation:
         weights = None
         if name in aggregate.WEIGHTED:
+            if "rw_weights" not in f:
+                raise ValueError(f"--aggregation={name} needs weights, which this tool does "
+                                 f"not read")
             path = common_flags.expand_path({"rw": f.rw_weights, "sween": f.sween_weights}[name])
             path = path or ensemble.default_weights_path(member_dirs, name)
             weights = ensemble.load_weights(path, name, member_dirs)

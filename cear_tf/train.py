@@ -40,93 +40,106 @@ DEFAULT_CLIPNORM = 1.0
 
 ROLES = ("teacher", "student", "gaussian", "ensemble")
 
-# What is trained.
-flags.DEFINE_enum("role", "teacher", ROLES, "What to train.")
-flags.DEFINE_enum("arch", "lenet5", list(models.MODEL_NAMES), "Network architecture.")
-flags.DEFINE_bool("normalize", True,
-                  "Put per-channel (x - mean) / std of the data set inside the model.")
-flags.DEFINE_string("model_dir", None,
-                    "Where the member (or, for --role=ensemble, member_<i> folders) is written. "
-                    "Default: <output_dir>/<role>. '{output_dir}' is replaced by --output_dir.")
-flags.DEFINE_string("teacher_dir", None, "Teacher SavedModel, required for student/ensemble.")
+def define_flags() -> None:
+    """The flags this entry point reads, defined when it runs (cli.run), never on import."""
+    common_flags.define_data()
+    common_flags.define_sigma("Training noise std sigma_tr, in pixel units (students: the VGA "
+                              "centre).")
+    common_flags.define_seed("Random seed (initialisation, shuffling, noise).")
+    common_flags.define_output_dir()
+    common_flags.define_strategy()
+    common_flags.define_fuse_members("--role=ensemble: train LeNet-5 members as one fused network "
+                                     "(cear_tf.models.fused; each member its own batches, noise, "
+                                     "sigma_i, temperature, seed and gradient clipping).")
+    common_flags.define_resume("Resume training from its per-epoch checkpoint and skip exported "
+                               "members; --noresume starts over.")
+    # What is trained.
+    flags.DEFINE_enum("role", "teacher", ROLES, "What to train.")
+    flags.DEFINE_enum("arch", "lenet5", list(models.MODEL_NAMES), "Network architecture.")
+    flags.DEFINE_bool("normalize", True,
+                      "Put per-channel (x - mean) / std of the data set inside the model.")
+    flags.DEFINE_string("model_dir", None,
+                        "Where the member (or, for --role=ensemble, member_<i> folders) is written. "
+                        "Default: <output_dir>/<role>. '{output_dir}' is replaced by --output_dir.")
+    flags.DEFINE_string("teacher_dir", None, "Teacher SavedModel, required for student/ensemble.")
 
-# Distillation and noise.
-flags.DEFINE_float("temperature", 3.0, "Distillation temperature T >= 1 (role=student).")
-flags.DEFINE_list("temperatures", ["2", "3", "4", "5", "6"],
-                  "One temperature per ensemble member (role=ensemble).")
-flags.DEFINE_bool("vga", True, "Variable Gaussian Augmentation: sigma_i = sigma + beta_i, "
-                  "beta_i ~ U(-sigma/2, sigma/2) from the member's seed. --novga gives CEAR-.")
-flags.DEFINE_enum("vga_mode", "per_model", list(trainers.NOISE_MODES),
-                  "per_model: one sigma_i per member; per_example: a fresh sigma per input in "
-                  "[sigma/2, 3 sigma/2].")
-flags.DEFINE_enum("vga_rule", "uniform", list(trainers.VGA_RULES),
-                  "How VGA draws sigma_i: uniform (the paper: beta ~ U(-sigma/2, sigma/2)) or "
-                  "the released code's sign-by-temperature rules (released_mnist: |beta| ~ "
-                  "U(0, sigma/2); released_cifar: |beta| ~ U(0, sigma/3)); see "
-                  "trainers.vga_sigma.")
-flags.DEFINE_enum("student_loss", "hinton", list(trainers.STUDENT_LOSSES),
-                  "hinton: CE(softmax(f_t/T), softmax(f_s/T)) * T^2 (default); released_mnist: "
-                  "the released MNIST loss CE(softmax(f_t), softmax(softmax(f_s)/T)).")
-flags.DEFINE_bool("train_clip", False, "Clip noisy training inputs to [0, 1] (the released "
-                  "code does; off by default).")
-flags.DEFINE_bool("fixed_noisy_copy", False, "Train on one noisy copy of the training set, "
-                  "drawn once from the member's seed (clipped with --train_clip), as the "
-                  "released code does; by default noise is drawn afresh for every batch.")
-flags.DEFINE_float("hard_label_weight", 0.0,
-                   "Weight of hard-label cross-entropy mixed into the distillation loss.")
-flags.DEFINE_integer("num_members", 0, "Ensemble size (role=ensemble); 0 = one member per "
-                     "--temperatures entry. Students need one temperature per member.")
-flags.DEFINE_enum("member_role", "student", ["student", "gaussian"],
-                  "How ensemble members are trained (gaussian: SWEEN candidates).")
+    # Distillation and noise.
+    flags.DEFINE_float("temperature", 3.0, "Distillation temperature T >= 1 (role=student).")
+    flags.DEFINE_list("temperatures", ["2", "3", "4", "5", "6"],
+                      "One temperature per ensemble member (role=ensemble).")
+    flags.DEFINE_bool("vga", True, "Variable Gaussian Augmentation: sigma_i = sigma + beta_i, "
+                      "beta_i ~ U(-sigma/2, sigma/2) from the member's seed. --novga gives CEAR-.")
+    flags.DEFINE_enum("vga_mode", "per_model", list(trainers.NOISE_MODES),
+                      "per_model: one sigma_i per member; per_example: a fresh sigma per input in "
+                      "[sigma/2, 3 sigma/2].")
+    flags.DEFINE_enum("vga_rule", "uniform", list(trainers.VGA_RULES),
+                      "How VGA draws sigma_i: uniform (the paper: beta ~ U(-sigma/2, sigma/2)) or "
+                      "the released code's sign-by-temperature rules (released_mnist: |beta| ~ "
+                      "U(0, sigma/2); released_cifar: |beta| ~ U(0, sigma/3)); see "
+                      "trainers.vga_sigma.")
+    flags.DEFINE_enum("student_loss", "hinton", list(trainers.STUDENT_LOSSES),
+                      "hinton: CE(softmax(f_t/T), softmax(f_s/T)) * T^2 (default); released_mnist: "
+                      "the released MNIST loss CE(softmax(f_t), softmax(softmax(f_s)/T)).")
+    flags.DEFINE_bool("train_clip", False, "Clip noisy training inputs to [0, 1] (the released "
+                      "code does; off by default).")
+    flags.DEFINE_bool("fixed_noisy_copy", False, "Train on one noisy copy of the training set, "
+                      "drawn once from the member's seed (clipped with --train_clip), as the "
+                      "released code does; by default noise is drawn afresh for every batch.")
+    flags.DEFINE_float("hard_label_weight", 0.0,
+                       "Weight of hard-label cross-entropy mixed into the distillation loss.")
+    flags.DEFINE_integer("num_members", 0, "Ensemble size (role=ensemble); 0 = one member per "
+                         "--temperatures entry. Students need one temperature per member.")
+    flags.DEFINE_enum("member_role", "student", ["student", "gaussian"],
+                      "How ensemble members are trained (gaussian: SWEEN candidates).")
 
-# Optimisation.
-flags.DEFINE_integer("epochs", 10, "Training epochs.")
-flags.DEFINE_integer("batch_size", 128, "Training batch size (global).")
-# Defaults shared by every role, chosen so that no role collapses from its first step (see
-# DEFAULT_CLIPNORM); CEAR and CEAR- students get identical optimiser settings.
-flags.DEFINE_float("learning_rate", DEFAULT_LEARNING_RATE, "Initial SGD learning rate.")
-flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "sgd (with --momentum) or adam (the "
-                  "released MNIST students: Adam, learning rate 1e-3).")
-flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (Keras' decoupled form), 0 for none.")
-flags.DEFINE_float("clipnorm", DEFAULT_CLIPNORM,
-                   "Clip the global gradient norm to this (0 = off). On by default: unclipped, "
-                   "LeNet-5 died within its first epoch on real MNIST (Gaussian members at "
-                   "sigma 1.0, lr 0.05, seeds 2 and 3; VGA students at sigma 0.5, lr 0.1), "
-                   "and every one of them trained with 1.0.")
-flags.DEFINE_enum("lr_schedule", "cosine", ["constant", "step", "cosine"],
-                  "Learning-rate schedule.")
-flags.DEFINE_integer("lr_step_epochs", 30, "step schedule: multiply by lr_gamma every N epochs.")
-flags.DEFINE_float("lr_gamma", 0.1, "step schedule: decay factor.")
-flags.DEFINE_enum("augment", "none", list(data.AUGMENTATIONS), "Data augmentation.")
-flags.DEFINE_integer("train_subset", 0,
-                     "Train on a random subset of N images of the train split (fixed by "
-                     "--split_seed, the same for every member); 0 = all.")
-flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 per epoch.")
-flags.DEFINE_bool("allow_collapsed", False,
-                  "Export a member even if its clean or noisy test accuracy is at chance level "
-                  "(by default that is an error and the member is not exported).")
-flags.DEFINE_integer("collapse_patience", 3,
-                     "Stop training a member whose validation accuracy has been at chance level "
-                     "for this many consecutive epochs (0 = never stop early).")
+    # Optimisation.
+    flags.DEFINE_integer("epochs", 10, "Training epochs.")
+    flags.DEFINE_integer("batch_size", 128, "Training batch size (global).")
+    # Defaults shared by every role, chosen so that no role collapses from its first step (see
+    # DEFAULT_CLIPNORM); CEAR and CEAR- students get identical optimiser settings.
+    flags.DEFINE_float("learning_rate", DEFAULT_LEARNING_RATE, "Initial SGD learning rate.")
+    flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "sgd (with --momentum) or adam (the "
+                      "released MNIST students: Adam, learning rate 1e-3).")
+    flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+    flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (Keras' decoupled form), 0 for none.")
+    flags.DEFINE_float("clipnorm", DEFAULT_CLIPNORM,
+                       "Clip the global gradient norm to this (0 = off). On by default: unclipped, "
+                       "LeNet-5 died within its first epoch on real MNIST (Gaussian members at "
+                       "sigma 1.0, lr 0.05, seeds 2 and 3; VGA students at sigma 0.5, lr 0.1), "
+                       "and every one of them trained with 1.0.")
+    flags.DEFINE_enum("lr_schedule", "cosine", ["constant", "step", "cosine"],
+                      "Learning-rate schedule.")
+    flags.DEFINE_integer("lr_step_epochs", 30, "step schedule: multiply by lr_gamma every N epochs.")
+    flags.DEFINE_float("lr_gamma", 0.1, "step schedule: decay factor.")
+    flags.DEFINE_enum("augment", "none", list(data.AUGMENTATIONS), "Data augmentation.")
+    flags.DEFINE_integer("train_subset", 0,
+                         "Train on a random subset of N images of the train split (fixed by "
+                         "--split_seed, the same for every member); 0 = all.")
+    flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 per epoch.")
+    flags.DEFINE_bool("allow_collapsed", False,
+                      "Export a member even if its clean or noisy test accuracy is at chance level "
+                      "(by default that is an error and the member is not exported).")
+    flags.DEFINE_integer("collapse_patience", 3,
+                         "Stop training a member whose validation accuracy has been at chance level "
+                         "for this many consecutive epochs (0 = never stop early).")
 
-flags.register_validator("temperature", lambda v: v >= 1, message="--temperature must be >= 1")
-flags.register_validator(
-    "temperatures", lambda v: len(v) > 0 and all(_is_number(t) and float(t) >= 1 for t in v),
-    message="--temperatures must be a non-empty list of numbers >= 1")
-flags.register_validator("epochs", lambda v: v >= 1, message="--epochs must be >= 1")
-flags.register_validator("batch_size", lambda v: v >= 1, message="--batch_size must be >= 1")
-flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0")
-flags.register_validator("weight_decay", lambda v: v >= 0, message="--weight_decay must be >= 0")
-flags.register_validator("clipnorm", lambda v: v >= 0, message="--clipnorm must be >= 0")
-flags.register_validator("lr_step_epochs", lambda v: v >= 1,
-                         message="--lr_step_epochs must be >= 1")
-flags.register_validator("hard_label_weight", lambda v: 0 <= v <= 1,
-                         message="--hard_label_weight must be in [0, 1]")
-flags.register_validator("collapse_patience", lambda v: v >= 0,
-                         message="--collapse_patience must be >= 0")
-flags.register_validator("num_members", lambda v: v >= 0, message="--num_members must be >= 0")
-flags.register_validator("train_subset", lambda v: v >= 0, message="--train_subset must be >= 0")
+    flags.register_validator("temperature", lambda v: v >= 1, message="--temperature must be >= 1")
+    flags.register_validator(
+        "temperatures", lambda v: len(v) > 0 and all(_is_number(t) and float(t) >= 1 for t in v),
+        message="--temperatures must be a non-empty list of numbers >= 1")
+    flags.register_validator("epochs", lambda v: v >= 1, message="--epochs must be >= 1")
+    flags.register_validator("batch_size", lambda v: v >= 1, message="--batch_size must be >= 1")
+    flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0")
+    flags.register_validator("weight_decay", lambda v: v >= 0, message="--weight_decay must be >= 0")
+    flags.register_validator("clipnorm", lambda v: v >= 0, message="--clipnorm must be >= 0")
+    flags.register_validator("lr_step_epochs", lambda v: v >= 1,
+                             message="--lr_step_epochs must be >= 1")
+    flags.register_validator("hard_label_weight", lambda v: 0 <= v <= 1,
+                             message="--hard_label_weight must be in [0, 1]")
+    flags.register_validator("collapse_patience", lambda v: v >= 0,
+                             message="--collapse_patience must be >= 0")
+    flags.register_validator("num_members", lambda v: v >= 0, message="--num_members must be >= 0")
+    flags.register_validator("train_subset", lambda v: v >= 0, message="--train_subset must be >= 0")
 
 
 def _is_number(s: str) -> bool:
@@ -677,9 +690,6 @@ def _config_from_flags(role: str) -> MemberConfig:
         vga_rule=FLAGS.vga_rule, student_loss=FLAGS.student_loss, train_clip=FLAGS.train_clip,
         fixed_noisy_copy=FLAGS.fixed_noisy_copy)
 
-cli.require_finite_floats()
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -740,4 +750,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, define_flags)

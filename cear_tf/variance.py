@@ -33,10 +33,20 @@ from cear_tf.smoothing import NoiseDomain, Smooth
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_integer("draws", 1000, "Noise draws per image.")
-flags.DEFINE_string("json_out", None, "Where the statistics go (JSON); required.")
+def define_flags() -> None:
+    """The flags this entry point reads, defined when it runs (cli.run), never on import."""
+    common_flags.define_data()
+    common_flags.define_sigma("Smoothing noise std sigma_v, in pixel units.")
+    common_flags.define_seed("Seed of the noise streams.")
+    common_flags.define_output_dir()
+    common_flags.define_resume("Keep an existing result file; --noresume recomputes it.")
+    smoothing_flags.define_ensemble(aggregation=False)
+    smoothing_flags.define_sampling(selection=False, estimation=False)
+    smoothing_flags.define_images()
+    flags.DEFINE_integer("draws", 1000, "Noise draws per image.")
+    flags.DEFINE_string("json_out", None, "Where the statistics go (JSON); required.")
 
-flags.register_validator("draws", lambda v: v >= 2, message="--draws must be >= 2")
+    flags.register_validator("draws", lambda v: v >= 2, message="--draws must be >= 2")
 
 
 def margins(member_probs: np.ndarray, label: int) -> np.ndarray:
@@ -72,9 +82,6 @@ def margin_statistics(per_image_margins: list[np.ndarray]) -> dict:
                          ensemble_variance=float(ensemble_var / len(per_image_margins))))
     return dict(zeta=float(zeta), single_variance=float(var_total / (m * len(per_image_margins))),
                 member_variances=(np.diag(pooled) / len(per_image_margins)).tolist(), by_k=rows)
-
-cli.require_finite_floats()
-
 
 def main(argv):
     if len(argv) > 1:
@@ -121,4 +128,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, define_flags)

@@ -31,17 +31,26 @@ from cear_tf.smoothing import NOISE_SCHEME, NoiseDomain, Smooth, check_sample_si
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_enum("method", "rw", ["rw", "sween"], "Which weights to compute.")
-flags.DEFINE_float("radius", 0.0, "RW: certified accuracy is taken at this radius.")
-flags.DEFINE_integer("weights_images", 500, "Validation images used (the first ones).")
-flags.DEFINE_integer("sween_draws", 16, "SWEEN: noise draws per validation image.")
-flags.DEFINE_string("weights_out", None, "Output JSON (default: weights_<method>.json beside "
-                    "the members).")
+def define_flags() -> None:
+    """The flags this entry point reads, defined when it runs (cli.run), never on import."""
+    common_flags.define_data()
+    common_flags.define_sigma("Smoothing noise std sigma_v, in pixel units.")
+    common_flags.define_seed("Seed of the noise streams.")
+    common_flags.define_output_dir()
+    common_flags.define_resume("Keep an existing weights file; --noresume recomputes it.")
+    smoothing_flags.define_ensemble(aggregation=False)
+    smoothing_flags.define_sampling()
+    flags.DEFINE_enum("method", "rw", ["rw", "sween"], "Which weights to compute.")
+    flags.DEFINE_float("radius", 0.0, "RW: certified accuracy is taken at this radius.")
+    flags.DEFINE_integer("weights_images", 500, "Validation images used (the first ones).")
+    flags.DEFINE_integer("sween_draws", 16, "SWEEN: noise draws per validation image.")
+    flags.DEFINE_string("weights_out", None, "Output JSON (default: weights_<method>.json beside "
+                        "the members).")
 
-flags.register_validator("radius", lambda v: v >= 0, message="--radius must be >= 0")
-flags.register_validator("weights_images", lambda v: v >= 1,
-                         message="--weights_images must be >= 1")
-flags.register_validator("sween_draws", lambda v: v >= 1, message="--sween_draws must be >= 1")
+    flags.register_validator("radius", lambda v: v >= 0, message="--radius must be >= 0")
+    flags.register_validator("weights_images", lambda v: v >= 1,
+                             message="--weights_images must be >= 1")
+    flags.register_validator("sween_draws", lambda v: v >= 1, message="--sween_draws must be >= 1")
 
 
 def robust_weights(members, num_classes, images, labels, sigma, radius, n0, n, alpha,
@@ -84,9 +93,6 @@ def fit_sween_weights(member_probs: np.ndarray, labels: np.ndarray):
     w = result.x
     lam = np.exp(w - w.max())
     return lam / lam.sum(), float(result.fun)
-
-cli.require_finite_floats()
-
 
 def main(argv):
     if len(argv) > 1:
@@ -144,4 +150,4 @@ def _compute_and_save(member_dirs, path):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, define_flags)

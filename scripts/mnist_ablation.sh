@@ -45,9 +45,11 @@ cear[all]="--vga_rule=released_mnist"
 gaussian[all]="$cnn $released_sgd --train_clip --fixed_noisy_copy"
 certify[all]="--clip"
 
+# The experiment file's keys pass the stages that do not read them (as in run_all.sh).
 run() {
   echo "== $(date +%H:%M:%S) $*" >&2
-  nice -n 10 "$python" -m "$@" "${stage_extra[@]}"
+  nice -n 10 "$python" -m "$@" --undefok=dataset,data_dir,sigma,output_dir,validation_size,split_seed,seed \
+    "${stage_extra[@]}"
 }
 
 # The images: first the authors' 67, then the rest of every 20th up to index 4000 (200 in all);

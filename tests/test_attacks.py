@@ -144,7 +144,7 @@ def test_attack_cli_on_an_unbreakable_ensemble(tmp_path):
     out = tmp_path / "att.tsv"
     parse_flags([f"--data_dir={data_dir}", f"--models={','.join(dirs)}", "--aggregation=mean",
                  "--logit_noise=0.1", "--norm=2", "--eps=0.5", "--attacks=apgd-ce,fab",
-                 "--n_images=6", "--n_iter=5", f"--outfile={out}", "--validation_size=5"])
+                 "--n_images=6", "--n_iter=5", f"--outfile={out}"], attack)
     attack.main(["prog"])
     rows = [line.split("\t") for line in out.read_text().splitlines()]
     assert rows[0] == list(attack.COLUMNS)
@@ -156,7 +156,7 @@ def test_attack_cli_on_an_unbreakable_ensemble(tmp_path):
     parse_flags([f"--data_dir={data_dir}", f"--models={','.join(dirs)}", "--aggregation=gm",
                  "--logit_noise=0.1", "--norm=inf", "--eps=0.1", "--attacks=apgd-ce,apgd-dlr",
                  "--source=ensemble", "--eot=2", "--n_images=6", "--n_iter=5",
-                 f"--outfile={out2}", "--validation_size=5"])
+                 f"--outfile={out2}"], attack)
     attack.main(["prog"])
     rows = [line.split("\t") for line in out2.read_text().splitlines()[1:]]
     assert [r[1] for r in rows] == ["apgd-ce", "apgd-dlr", "apgd-ce/log-space",
@@ -167,7 +167,7 @@ def test_attack_cli_on_an_unbreakable_ensemble(tmp_path):
         attack.parse_source("member:5", 2)
     from absl import flags
     with pytest.raises(flags.IllegalFlagValueError):
-        parse_flags(["--attacks=cw"])
+        parse_flags(["--attacks=cw"], attack)
 
 
 def _saturated_members(scale=100.0, m=3):

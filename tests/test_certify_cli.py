@@ -44,7 +44,7 @@ def setup(tmp_path_factory):
 def _certify(setup, outfile, *extra):
     parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.25",
                  "--N0=20", "--N=200", "--batch=64", "--alpha=0.01", "--validation_size=10",
-                 f"--outfile={outfile}", *extra])
+                 f"--outfile={outfile}", *extra], certify)
     certify.main(["prog"])
 
 
@@ -55,7 +55,7 @@ def _rows(path):
 def test_rw_weights_known_answer_and_certify_all(setup):
     parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.25",
                  "--N0=20", "--N=200", "--batch=64", "--validation_size=10", "--method=rw",
-                 "--weights_images=5"])
+                 "--weights_images=5"], weights)
     weights.main(["prog"])
     record = json.load(open(os.path.join(setup["ens"], "weights_rw.json")))
     np.testing.assert_allclose(record["weights"], [0.5, 0.5, 0.0])
@@ -76,7 +76,7 @@ def test_rw_weights_known_answer_and_certify_all(setup):
 def test_sween_weights_cli_and_certify(setup):
     parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.25",
                  "--batch=64", "--validation_size=10", "--method=sween", "--weights_images=4",
-                 "--sween_draws=8"])
+                 "--sween_draws=8"], weights)
     weights.main(["prog"])
     record = json.load(open(os.path.join(setup["ens"], "weights_sween.json")))
     assert record["draws"] == 8 and record["images"] == 4
@@ -146,7 +146,7 @@ def test_bad_weights_and_members(setup, tmp_path):
 ])
 def test_flag_validation(flag, match):
     with pytest.raises(flags.IllegalFlagValueError, match=match):
-        parse_flags([flag])
+        parse_flags([flag], certify)
 
 
 def test_images_checked():
@@ -170,7 +170,7 @@ def test_analyze_known_table(tmp_path, capsys):
     log.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
                    "0\t1\t1\t0.5\t1\t0:00:01\n1\t2\t2\t0.1\t1\t0:00:01\n"
                    "2\t3\t-1\t0.0\t0\t0:00:01\n3\t4\t5\t0.9\t0\t0:00:01\n")
-    parse_flags([f"--logs=A={log}", "--radii=0,0.25,0.5,0.75", f"--csv_out={tmp_path / 't.csv'}"])
+    parse_flags([f"--logs=A={log}", "--radii=0,0.25,0.5,0.75", f"--csv_out={tmp_path / 't.csv'}"], analyze)
     analyze.main(["prog"])
     out = capsys.readouterr().out
     assert "| A | 4 | 50.0 | 25.0 | 25.0 | 0.0 | 0.150 |" in out
@@ -194,7 +194,7 @@ def test_adaptive_and_consensus_cli(setup):
     settings = json.load(open(out + ".json"))
     assert settings["target_radius"] == 0.25 and settings["consensus_k"] == 2
     with pytest.raises(flags.IllegalFlagValueError, match="stages"):
-        parse_flags(["--stages=100,50"])
+        parse_flags(["--stages=100,50"], certify)
 
 
 def test_precision_flag_recorded_and_binding(setup):
@@ -229,7 +229,7 @@ def test_analyze_writes_the_table_to_a_file(tmp_path, capsys):
     log.write(0, 1, 1, 0.6, True, 0.1, 90, 100, 0.9)
     log.close()
     parse_flags([f"--logs=A={path}", "--radii=0,0.5", f"--output_dir={tmp_path}",
-                 "--table_out={output_dir}/t/table.md", "--csv_out={output_dir}/t/table.csv"])
+                 "--table_out={output_dir}/t/table.md", "--csv_out={output_dir}/t/table.csv"], analyze)
     analyze.main(["prog"])
     text = (tmp_path / "t" / "table.md").read_text()
     assert "| A | 1 | 100.0 | 100.0 | 0.600 |" in text

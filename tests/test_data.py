@@ -290,7 +290,7 @@ def test_tfds_path_with_mock_data_loads_splits_and_trains(tmp_path):
         assert len(train_x) == 40 and len(val_x) == 8
         out = tmp_path / "teacher"
         parse_flags(["--role=teacher", "--epochs=1", "--batch_size=16", "--validation_size=8",
-                     f"--model_dir={out}", "--verbose=0", "--allow_collapsed"])
+                     f"--model_dir={out}", "--verbose=0", "--allow_collapsed"], train)
         train.main(["prog"])
     meta = json.load(open(out / "cear.json"))
     assert meta["role"] == "teacher" and meta["train_examples"] == 40

@@ -94,12 +94,12 @@ def test_shards_merge_into_the_unsharded_log(tmp_path):
     common = [f"--data_dir={data_dir}", f"--models={','.join(members)}", "--sigma=0.5", "--N0=20",
               "--N=100", "--batch=40", "--aggregation=gm", "--validation_size=5", "--skip=2",
               "--seed=9"]
-    parse_flags(common + [f"--outfile={tmp_path / 'all.tsv'}"])
+    parse_flags(common + [f"--outfile={tmp_path / 'all.tsv'}"], certify)
     certify.main(["prog"])
     shards = []
     for i in range(3):
         shards.append(str(tmp_path / f"s{i}.tsv"))
-        parse_flags(common + [f"--outfile={shards[-1]}", f"--shard={i}/3"])
+        parse_flags(common + [f"--outfile={shards[-1]}", f"--shard={i}/3"], certify)
         certify.main(["prog"])
     assert sorted(int(r["idx"]) for s in shards for r in read_rows(s)) == list(range(0, 15, 2))
     merged = str(tmp_path / "merged.tsv")
@@ -111,7 +111,7 @@ def test_shards_merge_into_the_unsharded_log(tmp_path):
         return [{k: v for k, v in r.items() if k != "time"} for r in rows]
 
     assert strip(read_rows(merged)) == strip(read_rows(str(tmp_path / "all.tsv")))
-    parse_flags(common + [f"--outfile={tmp_path / 'other.tsv'}", "--N=120", "--shard=0/3"])
+    parse_flags(common + [f"--outfile={tmp_path / 'other.tsv'}", "--N=120", "--shard=0/3"], certify)
     certify.main(["prog"])
     with pytest.raises(merge.MergeError, match="differs .* in N"):
         merge.merge_logs([str(tmp_path / "other.tsv"), shards[1], shards[2]],
@@ -121,6 +121,6 @@ def test_shards_merge_into_the_unsharded_log(tmp_path):
 def test_strategy_flag_values():
     from absl import flags
     with pytest.raises(flags.IllegalFlagValueError):
-        parse_flags(["--strategy=tpu"])
+        parse_flags(["--strategy=tpu"], certify)
     with pytest.raises(flags.IllegalFlagValueError, match="shard"):
-        parse_flags(["--shard=3/3"])
+        parse_flags(["--shard=3/3"], certify)

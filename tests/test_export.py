@@ -119,7 +119,7 @@ def test_export_cli_writes_settings_and_refuses_several_aggregations(ensemble_di
     from absl import app
     out = tmp_path / "cli_export"
     parse_flags([f"--models={ensemble_dir}", "--aggregation=gm", "--sigma=0.25", "--N=100",
-                 "--alpha=0.01", "--batch=50", f"--export_dir={out}"])
+                 "--alpha=0.01", "--batch=50", f"--export_dir={out}"], export)
     export.main(["export"])
     with open(out / export.SETTINGS_FILE) as f:
         settings = json.load(f)
@@ -132,9 +132,9 @@ def test_export_cli_writes_settings_and_refuses_several_aggregations(ensemble_di
                                                 image_ids=tf.constant([0, 1], tf.int64))
     assert result["counts"].numpy().sum(axis=1).tolist() == [100, 100]
 
-    parse_flags([f"--models={ensemble_dir}", "--aggregation=gm,mean", f"--export_dir={out}"])
+    parse_flags([f"--models={ensemble_dir}", "--aggregation=gm,mean", f"--export_dir={out}"], export)
     with pytest.raises(app.UsageError, match="one aggregation"):
         export.main(["export"])
-    parse_flags([f"--models={ensemble_dir}", "--N=5", f"--export_dir={out}"])
+    parse_flags([f"--models={ensemble_dir}", "--N=5", f"--export_dir={out}"], export)
     with pytest.raises(ValueError, match="--N=5 cannot certify"):
         export.main(["export"])

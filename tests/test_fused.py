@@ -138,7 +138,7 @@ def test_cli_ensemble_is_fused_by_default(tmp_path):
         parse_flags([f"--data_dir={data_dir}", "--role=ensemble", "--member_role=gaussian",
                      "--num_members=2", "--sigma=0.5", "--epochs=1", "--batch_size=16",
                      "--validation_size=10", f"--model_dir={out}", "--verbose=0",
-                     "--allow_collapsed", fuse])
+                     "--allow_collapsed", fuse], train)
         train.main(["prog"])
         meta = json.load(open(out / "member_1" / "cear.json"))
         assert ("fused_with" in meta) == (fuse == "--fuse_members")

@@ -65,7 +65,7 @@ def test_certify_cli_fused_and_not_give_the_same_rows(lenet_members, tmp_path):
         out = str(tmp_path / f"{flag}.tsv")
         parse_flags([f"--data_dir={data_dir}", f"--models={ens}", "--sigma=0.25", "--N0=50",
                      "--N=500", "--batch=250", "--alpha=0.01", "--validation_size=0",
-                     "--aggregation=mean", f"--outfile={out}", flag])
+                     "--aggregation=mean", f"--outfile={out}", flag], certify)
         certify.main(["prog"])
         rows[flag] = read_rows(out)
     for a, b in zip(rows["--fuse_members"], rows["--nofuse_members"]):

@@ -56,7 +56,7 @@ def test_1_locks_guard_weights_merge_and_training(setup, tmp_path):
     holder = OutputLock(str(out)).acquire()
     try:
         parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}",
-                     "--validation_size=10", "--method=sween", f"--weights_out={out}"])
+                     "--validation_size=10", "--method=sween", f"--weights_out={out}"], weights)
         with pytest.raises(LockError):
             weights.main(["prog"])
         model_dir = str(tmp_path / "member")
@@ -73,7 +73,7 @@ def test_2_replaced_member_or_edited_weights_refused(setup, tmp_path):
     shutil.copytree(setup["ens"], ens)
     parse_flags([f"--data_dir={setup['data_dir']}", f"--models={ens}", "--sigma=0.25",
                  "--N0=20", "--N=200", "--batch=64", "--validation_size=10", "--method=rw",
-                 "--weights_images=4"])
+                 "--weights_images=4"], weights)
     weights.main(["prog"])
     path = str(tmp_path / "rw.tsv")
     run = dict(setup, ens=str(ens))
@@ -187,13 +187,18 @@ def test_5_noresume_keeps_every_old_log(setup):
 
 # 6. No float flag takes nan or inf.
 def test_6_every_float_flag_rejects_nan_and_inf():
-    names = [name for name, flag in flags.FLAGS._flags().items()
-             if flag.flag_type() == "float" and len(name) > 1]
-    assert {"sigma", "alpha", "learning_rate", "clipnorm", "logit_noise"} <= set(names)
-    for name in names:
-        for bad in ("nan", "inf", "-inf"):
-            with pytest.raises(flags.IllegalFlagValueError, match=name):
-                parse_flags([f"--{name}={bad}"])
+    from tests.test_entry_points import ENTRY_POINTS
+    seen = set()
+    for module in ENTRY_POINTS:
+        parse_flags([], module)
+        names = [name for name, flag in flags.FLAGS._flags().items()
+                 if flag.flag_type() == "float" and len(name) > 1]
+        seen.update(names)
+        for name in names:
+            for bad in ("nan", "inf", "-inf"):
+                with pytest.raises(flags.IllegalFlagValueError, match=name):
+                    parse_flags([f"--{name}={bad}"], module)
+    assert {"sigma", "alpha", "learning_rate", "clipnorm", "logit_noise"} <= seen
 
 
 # 7. A leftover export folder is not a member.
@@ -256,7 +261,7 @@ def test_9_weights_output_checked_first(setup, tmp_path, monkeypatch):
     for out, match in ((tmp_path, "is a directory"),
                        (blocker / "w.json", "File exists|Not a directory")):
         parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}",
-                     "--validation_size=10", f"--weights_out={out}", "--noresume"])
+                     "--validation_size=10", f"--weights_out={out}", "--noresume"], weights)
         with pytest.raises((ValueError, OSError), match=match):
             weights.main(["prog"])
 
@@ -264,7 +269,7 @@ def test_9_weights_output_checked_first(setup, tmp_path, monkeypatch):
 # 10. Accepted without a word before; refused now.
 def test_10_odd_values_refused(setup, tmp_path):
     with pytest.raises(flags.IllegalFlagValueError, match="--max must be -1"):
-        parse_flags(["--max=-2"])
+        parse_flags(["--max=-2"], certify)
     with pytest.raises(ValueError, match="select no image"):
         _certify(setup, str(tmp_path / "none.tsv"), "--max=0")
     with pytest.raises(ValueError, match=r"--N=9 cannot certify any image at --alpha=0.001.*"

@@ -74,7 +74,7 @@ def _rows(setup, case):
     out = setup / "logs" / case
     parse_flags([f"--data_dir={setup / 'mnist'}", f"--models={setup / 'ens'}", "--sigma=0.5",
                  "--N0=50", "--N=500", "--alpha=0.001", "--batch=128", "--validation_size=20",
-                 f"--outfile={out}/{{aggregation}}.tsv", *CASES[case]])
+                 f"--outfile={out}/{{aggregation}}.tsv", *CASES[case]], certify)
     certify.main(["prog"])
     rows = {}
     for name in sorted(os.listdir(out)):
@@ -99,7 +99,7 @@ def _record_or_compare(key, value):
 def test_rw_weights_are_unchanged(setup):
     parse_flags([f"--data_dir={setup / 'mnist'}", f"--models={setup / 'ens'}", "--sigma=0.5",
                  "--method=rw", "--N0=50", "--N=300", "--weights_images=8",
-                 "--validation_size=20"])
+                 "--validation_size=20"], weights)
     weights.main(["prog"])
     record = json.load(open(setup / "ens" / "weights_rw.json"))
     _record_or_compare("rw_weights", [record["weights"], record["certified_accuracy"]])
@@ -109,7 +109,7 @@ def test_sween_weights_are_unchanged(setup, tmp_path):
     out = tmp_path / "weights_sween.json"
     parse_flags([f"--data_dir={setup / 'mnist'}", f"--models={setup / 'ens'}", "--sigma=0.5",
                  "--method=sween", "--sween_draws=50", "--weights_images=8", "--batch=64",
-                 "--validation_size=20", f"--weights_out={out}"])
+                 "--validation_size=20", f"--weights_out={out}"], weights)
     weights.main(["prog"])
     # Fitted by an optimiser: compared to 6 decimals.
     _record_or_compare("sween_weights", [round(w, 6) for w in json.load(open(out))["weights"]])

@@ -70,7 +70,7 @@ def test_report_places_ours_beside_the_paper(tmp_path):
 
 def test_report_cli_errors(tmp_path):
     from absl import app
-    parse_flags([])
+    parse_flags([], report)
     with pytest.raises(app.UsageError, match="--runs"):
         report.main(["prog"])
     with pytest.raises(ValueError, match="no certify/ folder"):

@@ -150,8 +150,8 @@ def test_cli_flags_validated():
     for argv, name in ((["--temperature=0.5"], "temperature"), (["--sigma=0"], "sigma"),
                        (["--temperatures=2,x"], "temperatures"), (["--epochs=0"], "epochs")):
         with pytest.raises(flags.IllegalFlagValueError, match=name):
-            parse_flags(argv)
-    parse_flags(["--role=student"])
+            parse_flags(argv, train)
+    parse_flags(["--role=student"], train)
     with pytest.raises(app.UsageError, match="--teacher_dir"):
         train.main(["prog"])
 
@@ -164,7 +164,7 @@ def test_cli_ensemble_trains_and_skips_finished(teacher_dir, tmp_path):
             "--temperatures=2,4", "--sigma=0.5", "--epochs=1", "--batch_size=16",
             "--validation_size=10", f"--model_dir={out}", "--verbose=0", "--seed=3",
             "--allow_collapsed"]
-    parse_flags(argv)
+    parse_flags(argv, train)
     train.main(["prog"])
     metas = [json.load(open(out / f"member_{i}" / "cear.json")) for i in range(2)]
     assert [m["temperature"] for m in metas] == [2.0, 4.0]
@@ -172,7 +172,7 @@ def test_cli_ensemble_trains_and_skips_finished(teacher_dir, tmp_path):
     assert metas[0]["sigma"] != metas[1]["sigma"]  # VGA: each member its own sigma
     assert metas[0]["train_examples"] == 50 and metas[0]["validation_size"] == 10
     stamp = os.path.getmtime(out / "member_0" / "saved_model.pb")
-    parse_flags(argv)
+    parse_flags(argv, train)
     train.main(["prog"])
     assert os.path.getmtime(out / "member_0" / "saved_model.pb") == stamp  # skipped
 

@@ -72,7 +72,7 @@ def test_ensemble_cli_trains_the_others_and_fails_naming_the_collapsed(tmp_path,
     parse_flags([f"--data_dir={data_dir}", "--role=ensemble", "--member_role=gaussian",
                  "--num_members=2", "--sigma=0.5", "--epochs=1", "--batch_size=16",
                  "--validation_size=10", f"--model_dir={out}", "--verbose=0",
-                 "--learning_rate=1e4", "--clipnorm=0"])
+                 "--learning_rate=1e4", "--clipnorm=0"], train)
     with pytest.raises(SystemExit) as error:
         train.main(["prog"])
     message = str(error.value.code)
@@ -82,7 +82,7 @@ def test_ensemble_cli_trains_the_others_and_fails_naming_the_collapsed(tmp_path,
 
 
 def test_defaults_clip_the_gradient_and_match_the_config():
-    parse_flags([])
+    parse_flags([], train)
     from absl import flags
     f = flags.FLAGS
     cfg = train.MemberConfig(role="student", arch="lenet5", dataset="mnist", seed=0)
@@ -93,7 +93,7 @@ def test_defaults_clip_the_gradient_and_match_the_config():
 
 def _train_defaults(mnist_dir, out, role, sigma, extra=()):
     parse_flags([f"--data_dir={mnist_dir}", f"--role={role}", f"--sigma={sigma}", "--epochs=1",
-                 f"--model_dir={out}", "--verbose=0", *extra])
+                 f"--model_dir={out}", "--verbose=0", *extra], train)
     train.main(["prog"])
 
 

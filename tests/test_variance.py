@@ -50,7 +50,7 @@ def test_cli_writes_the_statistics(tmp_path):
     out = tmp_path / "var.json"
     parse_flags([f"--data_dir={data_dir}", f"--models={ens}", "--sigma=0.5", "--draws=200",
                  "--batch=100", "--skip=5", "--start=5", "--max=25", f"--json_out={out}",
-                 "--validation_size=0"])
+                 "--validation_size=0"], variance)
     variance.main(["prog"])
     stats = json.load(open(out))
     assert stats["images"] == [5, 10, 15, 20]

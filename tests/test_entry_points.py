@@ -1,0 +1,92 @@
+"""Entry points define their flags when they run, never on import, and only flags they read."""
+
+import ast
+import inspect
+import re
+import subprocess
+import sys
+
+from absl import flags
+
+from cear_tf import (analyze, attack, bench, certify, common_flags, export, merge, report,
+                     smoothing_flags, train, variance, weights)
+from tests.helpers import cear_tf_flags, parse_flags
+
+ENTRY_POINTS = (analyze, attack, bench, certify, export, merge, report, train, variance, weights)
+
+
+def test_importing_every_entry_point_defines_no_flag():
+    # This module imported all ten at the top; the pytest process may have defined flags
+    # since (parse_flags), so check in a fresh interpreter.
+    script = ("from absl import flags\n"
+              "from cear_tf import " + ", ".join(m.__name__.split(".")[-1] for m in ENTRY_POINTS)
+              + "\nours = [m for m in flags.FLAGS.flags_by_module_dict() if 'cear_tf' in m]"
+              "\nassert not ours, ours\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_a_users_absl_program_imports_the_library():
+    script = '''
+from absl import app, flags
+flags.DEFINE_string("model_dir", "mine", "the user's own flag")
+flags.DEFINE_bool("xla", True, "the user's own flag")
+from cear_tf import certify, train  # defines nothing: no DuplicateFlagError
+def main(argv):
+    assert flags.FLAGS.model_dir == "x" and flags.FLAGS.xla is False
+    print("ok")
+app.run(main, argv=["prog", "--model_dir=x", "--noxla"])
+'''
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def _reads(source: str) -> set[str]:
+    """Flag names read in `source`: FLAGS.<name>, f.<name> (f = flags.FLAGS), FLAGS["name"],
+    and names in tuples iterated as FLAGS[name]."""
+    names = set(re.findall(r"\b(?:FLAGS|f)\.([A-Za-z_][A-Za-z0-9_]*)", source))
+    names |= set(re.findall(r"FLAGS\[\"([A-Za-z0-9_]+)\"\]", source))
+    for group in re.findall(r"for name in \(([^)]*)\):\s*\n\s*if not FLAGS\[name\]", source):
+        names |= set(re.findall(r"\"([A-Za-z0-9_]+)\"", group))
+    return names
+
+
+def _helper_reads() -> dict[str, set[str]]:
+    """{qualified helper name: flags it reads} for the helpers of the flag-group modules."""
+    out = {}
+    for module in (common_flags, smoothing_flags):
+        tree = ast.parse(inspect.getsource(module))
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith(("define", "_define")):
+                out[f"{module.__name__.split('.')[-1]}.{node.name}"] = _reads(
+                    ast.get_source_segment(inspect.getsource(module), node))
+    return out
+
+
+def test_every_entry_point_defines_only_flags_it_reads():
+    helpers = _helper_reads()
+    unread = {}
+    for module in ENTRY_POINTS:
+        parse_flags([], module)
+        defined = {flags.FLAGS[n].name for n in cear_tf_flags()}  # long names only
+        source = inspect.getsource(module)
+        read = _reads(source)
+        for helper, names in helpers.items():
+            if re.search(rf"\b{re.escape(helper)}\(", source):
+                read |= names
+        if "cli.run" in source:  # every entry point's flags pass through cli
+            read |= {"verbosity"}
+        if defined - read:
+            unread[module.__name__] = sorted(defined - read)
+    assert not unread, unread
+
+
+def test_help_lists_the_entry_points_flags_and_exits_zero():
+    out = subprocess.run([sys.executable, "-m", "cear_tf.analyze", "--helpfull"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0
+    text = out.stdout + out.stderr
+    assert "--logs" in text and "--table_out" in text
+    assert "--sigma" not in text and "--models" not in text  # not analyze's
