@@ -92,12 +92,24 @@ def quiet_native_logs() -> None:
     atexit.register(restore)
 
 
+def _show_in_short_help() -> None:
+    """Makes every flag cear_tf defined a key flag of the program, so --help lists the
+    shared groups (--sigma, --models, ...) beside the entry point's own flags."""
+    values = flags.FLAGS
+    main_module = sys.argv[0]
+    for module, defined in list(values.flags_by_module_dict().items()):
+        if module.startswith("cear_tf") and module != main_module:
+            for flag in defined:
+                values.register_key_flag_for_module(main_module, flag)
+
+
 def run(main, define_flags=None) -> None:
     """Defines the entry point's flags (`define_flags()`, so importing an entry point defines
     none), then app.run(main), with bad-input errors reported in one line."""
     quiet_native_logs()
     if define_flags is not None:
         define_flags()
+        _show_in_short_help()
     require_finite_floats()
     def guarded(argv):
         program = sys.argv[0].rsplit("/", 1)[-1]

@@ -89,4 +89,7 @@ def test_help_lists_the_entry_points_flags_and_exits_zero():
     assert out.returncode == 0
     text = out.stdout + out.stderr
     assert "--logs" in text and "--table_out" in text
+    short = subprocess.run([sys.executable, "-m", "cear_tf.analyze", "--help"], capture_output=True,
+                           text=True, timeout=300)
+    assert short.returncode == 0 and "--output_dir" in short.stdout  # shared groups listed too
     assert "--sigma" not in text and "--models" not in text  # not analyze's
