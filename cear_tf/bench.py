@@ -4,20 +4,27 @@
                          [--compare_precision=mixed_bfloat16]
 
 For each architecture, with M randomly initialised members and one image:
-  * engine      our `Smooth`, 4 aggregations (mean, mv, rw, gm) from one set of passes;
-  * naive       what users write in Keras today: NumPy noise, `model.predict` per member,
-                every aggregation run separately (so 4x the member passes);
-  * engine/pass member forward passes per second of our engine (one aggregation);
-  * torch/pass  Cohen et al.'s sampling loop (`_sample_noise`) in PyTorch on the same
-                architecture, threads and batch (skipped if torch is not installed);
-  * peak        the fraction of this process's measured float32 matmul peak that the engine
-                reaches, from the architecture's counted FLOPs per pass.
-Each measurement is repeated; the table shows the median ratio and its min-max over repeats.
+  * engine       our `Smooth`, 4 aggregations (mean, mv, rw, gm) from one set of passes, on
+                 the members fused into one network where cear_tf fuses them (LeNet-5);
+  * Keras loop   Cohen et al.'s loop as a competent Keras user writes it: members in
+                 tf.functions, all warmed up, noise shared, passes shared by the aggregations;
+  * naive Keras  model.predict per member and batch, every aggregation re-running the
+                 members (4x the passes): what a first attempt looks like (--nonaive skips it);
+  * fused        the engine on the fused network vs on separate members (one aggregation);
+  * PyTorch      Cohen's `_sample_noise` loop for the ensemble: eval, inference_mode, frozen
+                 with batch norm folded (torch.jit.freeze + optimize_for_inference),
+                 channels_last for the ResNets, one noise draw shared by the members, the
+                 same threads and batch (skipped if torch is not installed);
+  * peak         the fraction of the float32 matmul peak, measured right after each variant in
+                 the same repeat, that the engine's counted FLOPs reach.
+Variants run interleaved, once per repeat each (A B C ... A B C ...), so load changes hit all
+alike; the table shows each ratio's median and min-max over repeats.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 
@@ -40,6 +47,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("repeats", 3, "Repeats of every measurement.")
     flags.DEFINE_integer("draws", 0, "Noise draws per measurement (0 = the architecture's default "
                          "in SETTINGS, a few seconds each on 2 cores).")
+    flags.DEFINE_bool("naive", True, "Also time the naive Keras variant (model.predict per "
+                      "batch, every aggregation re-running the members; slow).")
     flags.DEFINE_bool("xla", False, "Compile the engine's sampling step with XLA.")
     flags.DEFINE_enum("compare_precision", "float32", list(precision_lib.PRECISIONS),
                       "Also time the engine with this inference precision (one more column: its "
@@ -62,6 +71,18 @@ SETTINGS = {
     "resnet18": dict(shape=(64, 64, 3), batch=100, draws=200, classes=200),
 }
 AGGREGATIONS = ("mean", "mv", "rw", "gm")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def count_flops(model) -> int:
@@ -127,6 +148,31 @@ def time_naive(members, aggregators_np, x, draws, batch, sigma=0.25) -> float:
                               for m in members])
             counts += np.bincount(agg(probs).argmax(1), minlength=len(counts))
             remaining -= this
+    return time.perf_counter() - start
+
+
+def time_keras_loop(members, aggregators_np, x, draws, batch, sigma=0.25) -> float:
+    """Cohen et al.'s sampling loop as a competent Keras user writes it: each member in a
+    tf.function (one signature, so the last partial batch does not retrace), every member
+    warmed up, one noise draw per batch shared by the members, and the member passes shared
+    by all aggregations."""
+    spec = tf.TensorSpec([None, *x.shape], tf.float32)
+    fns = [tf.function(lambda b, net=net: tf.nn.softmax(net(b, training=False)),
+                       input_signature=[spec]) for net in members]
+    warm = tf.zeros([batch, *x.shape])
+    for fn in fns:
+        fn(warm).numpy()
+    xt = tf.constant(x)
+    start = time.perf_counter()
+    counts = np.zeros((len(aggregators_np), members[0].output_shape[-1]), np.int64)
+    remaining = draws
+    while remaining > 0:
+        this = min(batch, remaining)
+        noisy = xt[None] + sigma * tf.random.normal([this, *x.shape])
+        probs = np.stack([fn(noisy).numpy() for fn in fns])
+        for j, agg in enumerate(aggregators_np):
+            counts[j] += np.bincount(agg(probs).argmax(1), minlength=counts.shape[1])
+        remaining -= this
     return time.perf_counter() - start
 
 
@@ -199,46 +245,90 @@ def torch_model(arch, shape, classes):
     raise ValueError(f"no PyTorch port of {arch}")
 
 
-def time_torch(arch, shape, classes, x, draws, batch, sigma=0.25) -> float | None:
+def torch_ensemble(arch, shape, classes, m):
+    """M PyTorch members in eval mode, frozen with batch norm folded (torch.jit.freeze and
+    optimize_for_inference), channels_last for the ResNets (where it was faster), or None
+    without torch."""
     try:
         import torch
     except ImportError:
         return None
     torch.set_num_threads(max(1, tf.config.threading.get_intra_op_parallelism_threads() or
-                              __import__("os").cpu_count()))
-    model = torch_model(arch, shape, classes)
+                              os.cpu_count()))
+    channels_last = arch != "lenet5"
+    out = []
+    for i in range(m):
+        torch.manual_seed(i)
+        model = torch_model(arch, shape, classes)
+        example = torch.zeros(2, shape[2], shape[0], shape[1])
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            example = example.to(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            scripted = torch.jit.trace(model, example)
+        frozen = torch.jit.optimize_for_inference(torch.jit.freeze(scripted.eval()))
+        out.append(frozen)
+    return out, channels_last
+
+
+def time_torch(ensemble, classes, x, draws, batch, sigma=0.25) -> float | None:
+    """Cohen et al.'s sampling loop (core.py `_sample_noise`) for the ensemble: one noise draw
+    per batch shared by the members (as our engine does), inference mode."""
+    if ensemble is None:
+        return None
+    import torch
+    members, channels_last = ensemble
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
-    def sample(num):  # Cohen et al., core.py `_sample_noise`
-        counts = np.zeros(classes, int)
-        with torch.no_grad():
+    def sample(num):
+        counts = np.zeros((len(members), classes), int)
+        with torch.inference_mode():
             remaining = num
             while remaining > 0:
                 this = min(batch, remaining)
                 b = xt.repeat((this, 1, 1, 1))
-                noise = torch.randn_like(b) * sigma
-                pred = model(b + noise).argmax(1)
-                counts += np.bincount(pred.numpy(), minlength=classes)
+                noisy = b + torch.randn_like(b) * sigma
+                if channels_last:
+                    noisy = noisy.contiguous(memory_format=torch.channels_last)
+                for j, model in enumerate(members):
+                    counts[j] += np.bincount(model(noisy).argmax(1).numpy(), minlength=classes)
                 remaining -= this
         return counts
 
     sample(batch)
+    sample(draws % batch or batch)  # the last partial batch's shape, warmed up too
     start = time.perf_counter()
     sample(draws)
     return time.perf_counter() - start
 
 
-def measure(arch, m, repeats, xla, precision="float32", draws=0):
+def _fused_engine(arch, members, classes, aggregators):
+    """The engine on the members fused into one network (LeNet-5 only), or None."""
+    if arch != "lenet5":
+        return None
+    from cear_tf.ensemble import FusedMembers
+    from cear_tf.models.fused import FusedLeNet5
+    fused = FusedMembers(FusedLeNet5.from_networks(members))
+    frozen = [members_lib.freeze_keras(net) for net in members]
+    return Smooth(frozen, classes, 0.25, aggregators, fused=fused)
+
+
+def measure(arch, m, repeats, xla, precision="float32", draws=0, naive=True):
+    """Every variant once per repeat, interleaved (A B C ... A B C ...), with the matmul peak
+    measured between them: machine-load changes hit all variants alike, and each ratio is
+    taken within one repeat."""
     cfg = SETTINGS[arch]
     classes = cfg.get("classes", 10)
     shape, batch, draws = cfg["shape"], cfg["batch"], draws or cfg["draws"]
     members = _members(arch, m, shape, classes)
-    # The engine gets members frozen as cear_tf.certify loads them; the naive way keeps the
-    # Keras models (what users call today).
+    # The engine gets members frozen as cear_tf.certify loads them; the Keras baselines keep
+    # the Keras models (what users call).
     frozen = [members_lib.freeze_keras(net) for net in members]
     x = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
     engine_all = Smooth(frozen, classes, 0.25, _aggregators(m), jit_compile=xla)
     engine_one = Smooth(frozen, classes, 0.25, _aggregators(m)[:1], jit_compile=xla)
+    fused_all = _fused_engine(arch, members, classes, _aggregators(m))
+    fused_one = _fused_engine(arch, members, classes, _aggregators(m)[:1])
     engine_low = None
     if precision != "float32":
         # The rewrite is applied when a graph is first run: trace the float32 engine first,
@@ -249,21 +339,32 @@ def measure(arch, m, repeats, xla, precision="float32", draws=0):
         engine_low.sample_counts(x, batch, batch, idx=0)
         precision_lib.set_inference_precision("float32")
     np_aggs = numpy_aggregators(m)
+    torch_members = torch_ensemble(arch, shape, classes, m)
+    variants = {
+        "engine_4agg_s": lambda: time_engine(fused_all or engine_all, x, draws, batch),
+        "keras_loop_4agg_s": lambda: time_keras_loop(members, np_aggs, x, draws, batch),
+        "naive_4agg_s": (lambda: time_naive(members, np_aggs, x, draws, batch)) if naive else None,
+        "engine_1agg_s": lambda: time_engine(engine_one, x, draws, batch),
+        "fused_1agg_s": (lambda: time_engine(fused_one, x, draws, batch)) if fused_one else None,
+        "torch_s": (lambda: time_torch(torch_members, classes, x, draws, batch))
+        if torch_members else None,
+        "low_precision_1agg_s": (lambda: time_engine(engine_low, x, draws, batch))
+        if engine_low else None,
+    }
+    variants = {k: v for k, v in variants.items() if v is not None}
     rows = []
     bar = Progress(repeats, f"bench {arch}", unit="repeat", interval=0)
     for repeat in range(repeats):
-        t_all = time_engine(engine_all, x, draws, batch)
-        t_naive = time_naive(members, np_aggs, x, draws, batch)
-        t_one = time_engine(engine_one, x, draws, batch)
-        t_torch = time_torch(arch, shape, classes, x, draws, batch)
-        t_low = time_engine(engine_low, x, draws, batch) if engine_low else None
-        rows.append(dict(engine_4agg_s=t_all, naive_4agg_s=t_naive,
-                         engine_pass_per_s=m * draws / t_one,
-                         torch_pass_per_s=draws / t_torch if t_torch else None,
-                         low_precision_pass_per_s=m * draws / t_low if t_low else None))
+        row = {}
+        for name, run in variants.items():
+            row[name] = run()
+            row[f"peak_after_{name}"] = matmul_peak(0.5)
+        row["peak"] = float(np.median([v for k, v in row.items() if k.startswith("peak_after")]))
+        rows.append(row)
         bar.update(repeat + 1)
     return dict(arch=arch, members=m, batch=batch, draws=draws,
-                flops_per_pass=count_flops(members[0]), runs=rows)
+                flops_per_pass=count_flops(members[0]), fused=fused_one is not None,
+                runs=rows)
 
 
 def sweep_batches(arch, m, batches, repeats, draws=0):
@@ -296,35 +397,37 @@ def main(argv):
         precision_lib.check_precision(FLAGS.compare_precision, "--compare_precision")
     except ValueError as e:
         raise app.UsageError(str(e)) from e
-    peak = [matmul_peak() for _ in range(FLAGS.repeats)]
     results = [measure(a, FLAGS.members, FLAGS.repeats, FLAGS.xla, FLAGS.compare_precision,
-                       FLAGS.draws) for a in FLAGS.archs]
-    print(f"machine: {platform.processor() or platform.machine()}, "
-          f"{__import__('os').cpu_count()} logical CPUs, TensorFlow {tf.__version__}; "
-          f"float32 matmul peak {np.median(peak) / 1e9:.1f} GFLOP/s (median of {len(peak)}); "
-          f"xla={FLAGS.xla}; native bfloat16: {precision_lib.cpu_has_native_bfloat16()}")
+                       FLAGS.draws, FLAGS.naive) for a in FLAGS.archs]
+    flags_cpu = cpu_flags()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical "
+          f"CPUs, TensorFlow {tf.__version__}; CPU flags: avx512_bf16={'avx512_bf16' in flags_cpu}, "
+          f"amx_bf16={'amx_bf16' in flags_cpu}; xla={FLAGS.xla}; variants interleaved per "
+          f"repeat, median (min-max) over {FLAGS.repeats} repeats")
     low = FLAGS.compare_precision != "float32"
-    print("| arch | M x draws @ batch | engine vs naive Keras, 4 aggregations | "
-          "engine vs PyTorch, passes/s | engine passes/s | engine GFLOP/s | % of matmul peak |"
-          + (f" {FLAGS.compare_precision} vs float32, passes/s |" if low else ""))
-    print("|---|---|---|---|---|---|---|" + ("---|" if low else ""))
+    print("| arch | M x draws @ batch | engine vs Keras loop, 4 aggregations | engine vs naive "
+          "Keras | fused vs unfused engine | engine vs PyTorch, passes/s | engine passes/s | "
+          "% of matmul peak (same repeat) |" + (f" {FLAGS.compare_precision} vs float32 |"
+                                                 if low else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if low else ""))
     for r in results:
         runs = r["runs"]
-        speedup = [x["naive_4agg_s"] / x["engine_4agg_s"] for x in runs]
-        passes = [x["engine_pass_per_s"] for x in runs]
-        gflops = [p * r["flops_per_pass"] / 1e9 for p in passes]
-        if runs[0]["torch_pass_per_s"]:
-            vs_torch = _stats([x["engine_pass_per_s"] / x["torch_pass_per_s"] for x in runs])
-        else:
-            vs_torch = "torch not installed"
-        frac = [100 * g * 1e9 / np.median(peak) for g in gflops]
-        low_col = ""
-        if low:
-            ratio = [x["low_precision_pass_per_s"] / x["engine_pass_per_s"] for x in runs]
-            low_col = f" {_stats(ratio)}x |"
-        print(f"| {r['arch']} | {r['members']} x {r['draws']} @ {r['batch']} | {_stats(speedup)}x "
-              f"| {vs_torch}x | {np.median(passes):.0f} | {np.median(gflops):.1f} | "
-              f"{_stats(frac)} |{low_col}")
+        best = "fused_1agg_s" if r["fused"] else "engine_1agg_s"
+
+        def ratio(num, den):
+            if num not in runs[0] or den not in runs[0]:
+                return "-"
+            return _stats([x[num] / x[den] for x in runs]) + "x"
+
+        passes = [r["members"] * r["draws"] / x[best] for x in runs]
+        frac = [100 * p * r["flops_per_pass"] / x["peak"] for p, x in zip(passes, runs)]
+        low_col = f" {ratio('engine_1agg_s', 'low_precision_1agg_s')} |" if low else ""
+        print(f"| {r['arch']} | {r['members']} x {r['draws']} @ {r['batch']} | "
+              f"{ratio('keras_loop_4agg_s', 'engine_4agg_s')} | "
+              f"{ratio('naive_4agg_s', 'engine_4agg_s')} | "
+              f"{ratio('engine_1agg_s', 'fused_1agg_s')} | "
+              f"{ratio('torch_s', best) if 'torch_s' in runs[0] else 'torch not installed'} | "
+              f"{np.median(passes):.0f} | {_stats(frac, 0)} |{low_col}")
     sweeps = {}
     if FLAGS.sweep_batches:
         batches = [int(b) for b in FLAGS.sweep_batches]
@@ -336,7 +439,7 @@ def main(argv):
             print(f"| {arch} | " + " | ".join(_stats(sweeps[arch][b], 0) for b in batches) + " |")
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
-            json.dump(dict(peak_flops=peak, results=results, batch_sweep=sweeps), f, indent=2)
+            json.dump(dict(results=results, batch_sweep=sweeps), f, indent=2)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def test_bench_cli_tiny(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     main_table = proc.stdout.split("by certify batch size")[0]
     table = [line for line in main_table.splitlines() if line.startswith("| lenet5 |")]
-    assert len(table) == 1 and table[0].count("|") == 9  # 8 columns incl. the bfloat16 one
+    assert len(table) == 1 and table[0].count("|") == 10  # 9 columns incl. the bfloat16 one
     record = json.loads(out.read_text())
     (result,) = record["results"]
     (run,) = result["runs"]
@@ -33,8 +33,13 @@ def test_bench_cli_tiny(tmp_path):
     sweep = record["batch_sweep"]["lenet5"]
     assert sorted(sweep) == ["250", "500"] and all(v[0] > 0 for v in sweep.values())
     assert "| lenet5 | " in proc.stdout.split("by certify batch size")[1]
-    for key in ("engine_4agg_s", "naive_4agg_s", "engine_pass_per_s", "low_precision_pass_per_s"):
-        assert run[key] > 0
+    # Every variant ran in the one repeat, with a matmul peak measured after each.
+    for key in ("engine_4agg_s", "keras_loop_4agg_s", "naive_4agg_s", "engine_1agg_s",
+                "fused_1agg_s", "low_precision_1agg_s", "peak"):
+        assert run[key] > 0, key
+    assert sum(k.startswith("peak_after_") for k in run) >= 6
+    assert result["fused"] is True  # LeNet-5 members run fused in the engine
+    assert "avx512_bf16=" in proc.stdout and "amx_bf16=" in proc.stdout
 
 
 def test_bench_rejects_bad_flags():
