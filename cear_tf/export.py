@@ -19,7 +19,6 @@ smoothed ensemble's class G(x) with probability at most alpha over the call's no
 
 from __future__ import annotations
 
-import json
 import os
 
 import tensorflow as tf
@@ -27,6 +26,7 @@ from absl import app, flags, logging
 
 from cear_tf import smoothing_flags
 from cear_tf import cli, common_flags, smoothing
+from cear_tf import members as members_lib
 from cear_tf.smoothing import NoiseDomain, Phase, Smooth
 
 FLAGS = flags.FLAGS
@@ -142,13 +142,7 @@ def export_smoothed(smooth: Smooth, image_shape, directory: str, n: int, alpha: 
         tf.saved_model.save(module, tmp, signatures=signatures)
     finally:
         logging.set_verbosity(verbosity)
-    with open(os.path.join(tmp, SETTINGS_FILE), "w") as f:
-        json.dump(settings, f, indent=2, sort_keys=True)
-        f.write("\n")
-    if tf.io.gfile.exists(directory):
-        tf.io.gfile.rmtree(directory)
-    os.replace(tmp, directory)
-    return directory
+    return members_lib.place_export(tmp, directory, SETTINGS_FILE, settings)
 
 
 def main(argv):

@@ -64,8 +64,14 @@ def export_member(network: keras.Model, directory: str, metadata: dict[str, Any]
     meta.setdefault("package_version", cear_tf.__version__)
     meta.setdefault("input_shape", list(shape))
     meta.setdefault("num_classes", int(network.output_shape[-1]))
-    with open(os.path.join(tmp, METADATA_FILE), "w") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
+    return place_export(tmp, directory, METADATA_FILE, meta)
+
+
+def place_export(tmp: str, directory: str, json_name: str, record: dict) -> str:
+    """Writes `record` as tmp/json_name, then renames the finished export `tmp` into place:
+    a directory that exists is always complete."""
+    with open(os.path.join(tmp, json_name), "w") as f:
+        json.dump(record, f, indent=2, sort_keys=True)
         f.write("\n")
     if tf.io.gfile.exists(directory):
         tf.io.gfile.rmtree(directory)
