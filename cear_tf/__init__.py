@@ -13,6 +13,12 @@ def _wants_tensorflow_logs() -> bool:
     return any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:])
 
 
+def _wants_help() -> bool:
+    """An entry point asked only for its help: it answers without TensorFlow."""
+    return any(a in ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+               for a in sys.argv[1:])
+
+
 def _import_tensorflow_quietly() -> None:
     """Imports TensorFlow with the process's stderr pointed at /dev/null.
 
@@ -21,7 +27,7 @@ def _import_tensorflow_quietly() -> None:
     #100442); nothing is printed by C++ after the import. Python errors of the import are
     raised after stderr is restored, so they are still seen.
     """
-    if "tensorflow" in sys.modules or _wants_tensorflow_logs():
+    if "tensorflow" in sys.modules or _wants_tensorflow_logs() or _wants_help():
         return
     try:
         saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)

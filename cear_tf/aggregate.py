@@ -10,26 +10,14 @@ lowest class index among the classes with the most votes).
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-AGGREGATIONS = ("single", "mean", "mv", "rw", "gm", "sween")
-WEIGHTED = ("rw", "sween")
-# "<name>_first<k>": the unweighted aggregation over the first k members only (the ensembles
-# of k = 1..M members of Horvath et al. 2022, all certified from one set of member passes).
-PREFIXABLE = ("mean", "mv", "gm")
-_PREFIX = re.compile(r"(" + "|".join(PREFIXABLE) + r")_first([1-9][0-9]*)")
-
-
-def parse_aggregation(name: str) -> tuple[str, int | None] | None:
-    """(base aggregation, k or None) of an aggregation name, None if it is not one."""
-    if name in AGGREGATIONS:
-        return name, None
-    m = _PREFIX.fullmatch(name)
-    return (m.group(1), int(m.group(2))) if m else None
+# The names live in cear_tf.choices (no TensorFlow), re-exported here.
+from cear_tf.choices import (AGGREGATIONS, PREFIXABLE, WEIGHTED,  # noqa: E402,F401
+                             parse_aggregation)
 
 GM_DISTANCE_FLOOR = 1e-12
 

@@ -28,15 +28,19 @@ import os
 import time
 
 import numpy as np
-import tensorflow as tf
 from absl import app, flags, logging
 
-from cear_tf import smoothing_flags
-from cear_tf import aggregate, attacks, cli, common_flags, data
-from cear_tf.aggregate import Aggregator
-from cear_tf.deployed import DeployedEnsemble
-from cear_tf.noise import NoiseDomain, Phase, stream_key
+from cear_tf import choices, cli, common_flags, smoothing_flags
+from cear_tf.lazy import lazy_module
 from cear_tf.progress import Progress
+
+# Loaded when used, so --help answers without TensorFlow.
+tf = lazy_module("tensorflow")
+aggregate = lazy_module("cear_tf.aggregate")
+attacks = lazy_module("cear_tf.attacks")
+data = lazy_module("cear_tf.data")
+deployed = lazy_module("cear_tf.deployed")
+noise = lazy_module("cear_tf.noise")
 
 FLAGS = flags.FLAGS
 
@@ -49,9 +53,9 @@ def define_flags() -> None:
     common_flags.define_resume("Skip the run when its results table exists; --noresume appends a "
                                "new run.")
     smoothing_flags.define_ensemble(fuse=False)
-    flags.DEFINE_enum("norm", "inf", list(attacks.NORMS), "Threat model: L-infinity or L2.")
+    flags.DEFINE_enum("norm", "inf", list(choices.NORMS), "Threat model: L-infinity or L2.")
     flags.DEFINE_float("eps", 0.2, "Perturbation budget.")
-    flags.DEFINE_list("attacks", ["apgd-ce", "apgd-dlr", "fab"], f"Any of {', '.join(attacks.ATTACKS)}.")
+    flags.DEFINE_list("attacks", ["apgd-ce", "apgd-dlr", "fab"], f"Any of {', '.join(choices.ATTACKS)}.")
     flags.DEFINE_string("source", "members", "member:i, members or ensemble.")
     flags.DEFINE_integer("eot", 1, "Noise draws averaged per gradient (Expectation over Transformation).")
     flags.DEFINE_integer("n_images", 500, "Test images attacked (evenly spaced over the test set).")
@@ -60,8 +64,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("attack_batch", 100, "Images per attack batch.")
 
     flags.register_validator("eps", lambda v: v > 0, message="--eps must be > 0")
-    flags.register_validator("attacks", lambda v: bool(v) and all(a in attacks.ATTACKS for a in v),
-                             message=f"--attacks must name some of {', '.join(attacks.ATTACKS)}")
+    flags.register_validator("attacks", lambda v: bool(v) and all(a in choices.ATTACKS for a in v),
+                             message=f"--attacks must name some of {', '.join(choices.ATTACKS)}")
     flags.register_validator("eot", lambda v: v >= 1, message="--eot must be >= 1")
     flags.register_validator("n_images", lambda v: v >= 1, message="--n_images must be >= 1")
     flags.register_validator("n_iter", lambda v: v >= 1, message="--n_iter must be >= 1")
@@ -82,7 +86,8 @@ class AttackedEnsemble:
     `predict` is one randomised query of the deployed classifier.
     """
 
-    def __init__(self, ensemble: DeployedEnsemble, aggregator: Aggregator, seed: int = 0):
+    def __init__(self, ensemble: "deployed.DeployedEnsemble", aggregator: "aggregate.Aggregator",
+                 seed: int = 0):
         self.ensemble = ensemble
         self.aggregator = aggregator
         self.seed = int(seed)
@@ -94,8 +99,8 @@ class AttackedEnsemble:
         return self.ensemble.members
 
     def _next_key(self):
-        return stream_key(self.seed, NoiseDomain.ATTACK, self._queries.assign_add(1),
-                          Phase.PREDICT)
+        return noise.stream_key(self.seed, noise.NoiseDomain.ATTACK, self._queries.assign_add(1),
+                                noise.Phase.PREDICT)
 
     def member_scores(self, i):
         return lambda x: self.ensemble.member_logits(x, self._next_key(), 0, i)
@@ -249,7 +254,7 @@ def main(argv):
     images, labels = data.load_split(FLAGS.dataset, "test", FLAGS.data_dir)
     attacks.check_attack_arguments(FLAGS.norm, FLAGS.eps, images)
     keep = evenly_spaced(len(labels), FLAGS.n_images)
-    model = AttackedEnsemble(DeployedEnsemble(loaded, FLAGS.logit_noise, FLAGS.clip),
+    model = AttackedEnsemble(deployed.DeployedEnsemble(loaded, FLAGS.logit_noise, FLAGS.clip),
                              aggregator, seed=FLAGS.seed)
     rows = evaluate(model, images[keep], labels[keep].astype(np.int32), sources, FLAGS.attacks,
                     FLAGS.norm, FLAGS.eps, FLAGS.eot, FLAGS.n_iter, FLAGS.restarts,

@@ -17,8 +17,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-NORMS = ("inf", "2")
-ATTACKS = ("apgd-ce", "apgd-dlr", "fab")
+from cear_tf.choices import ATTACKS, NORMS  # noqa: E402
 
 Target = Callable[[tf.Tensor], tf.Tensor]
 

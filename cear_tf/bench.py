@@ -29,14 +29,19 @@ import platform
 import time
 
 import numpy as np
-import tensorflow as tf
 from absl import app, flags
 
-from cear_tf import models
-from cear_tf import aggregate, cli, members as members_lib
-from cear_tf import precision as precision_lib
+from cear_tf import choices, cli
+from cear_tf.lazy import lazy_module
 from cear_tf.progress import Progress
-from cear_tf.smoothing import Smooth
+
+# Loaded when used, so --help answers without TensorFlow.
+tf = lazy_module("tensorflow")
+aggregate = lazy_module("cear_tf.aggregate")
+members_lib = lazy_module("cear_tf.members")
+models = lazy_module("cear_tf.models")
+precision_lib = lazy_module("cear_tf.precision")
+smoothing = lazy_module("cear_tf.smoothing")
 
 FLAGS = flags.FLAGS
 
@@ -50,7 +55,7 @@ def define_flags() -> None:
     flags.DEFINE_bool("naive", True, "Also time the naive Keras variant (model.predict per "
                       "batch, every aggregation re-running the members; slow).")
     flags.DEFINE_bool("xla", False, "Compile the engine's sampling step with XLA.")
-    flags.DEFINE_enum("compare_precision", "float32", list(precision_lib.PRECISIONS),
+    flags.DEFINE_enum("compare_precision", "float32", list(choices.PRECISIONS),
                       "Also time the engine with this inference precision (one more column: its "
                       "passes/s over float32's).")
     flags.DEFINE_list("sweep_batches", [], "Also time the engine's passes/s at each of these certify "
@@ -126,7 +131,7 @@ def _aggregators(m):
             for a in AGGREGATIONS]
 
 
-def time_engine(smooth: Smooth, x, draws, batch) -> float:
+def time_engine(smooth: "smoothing.Smooth", x, draws, batch) -> float:
     smooth.sample_counts(x, batch, batch, idx=0)  # trace
     start = time.perf_counter()
     smooth.sample_counts(x, draws, batch, idx=1)
@@ -315,7 +320,7 @@ def _fused_engine(arch, members, classes, aggregators):
     from cear_tf.models.fused import FusedLeNet5
     fused = FusedMembers(FusedLeNet5.from_networks(members))
     frozen = [members_lib.freeze_keras(net) for net in members]
-    return Smooth(frozen, classes, 0.25, aggregators, fused=fused)
+    return smoothing.Smooth(frozen, classes, 0.25, aggregators, fused=fused)
 
 
 def measure(arch, m, repeats, xla, precision="float32", draws=0, naive=True):
@@ -330,8 +335,8 @@ def measure(arch, m, repeats, xla, precision="float32", draws=0, naive=True):
     # the Keras models (what users call).
     frozen = [members_lib.freeze_keras(net) for net in members]
     x = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
-    engine_all = Smooth(frozen, classes, 0.25, _aggregators(m), jit_compile=xla)
-    engine_one = Smooth(frozen, classes, 0.25, _aggregators(m)[:1], jit_compile=xla)
+    engine_all = smoothing.Smooth(frozen, classes, 0.25, _aggregators(m), jit_compile=xla)
+    engine_one = smoothing.Smooth(frozen, classes, 0.25, _aggregators(m)[:1], jit_compile=xla)
     fused_all = _fused_engine(arch, members, classes, _aggregators(m))
     fused_one = _fused_engine(arch, members, classes, _aggregators(m)[:1])
     engine_low = None
@@ -340,7 +345,7 @@ def measure(arch, m, repeats, xla, precision="float32", draws=0, naive=True):
         # then the reduced-precision one, then switch the rewrite off again.
         engine_one.sample_counts(x, batch, batch, idx=0)
         precision_lib.set_inference_precision(precision)
-        engine_low = Smooth(frozen, classes, 0.25, _aggregators(m)[:1], jit_compile=xla)
+        engine_low = smoothing.Smooth(frozen, classes, 0.25, _aggregators(m)[:1], jit_compile=xla)
         engine_low.sample_counts(x, batch, batch, idx=0)
         precision_lib.set_inference_precision("float32")
     np_aggs = numpy_aggregators(m)
@@ -379,7 +384,7 @@ def sweep_batches(arch, m, batches, repeats, draws=0):
     classes = cfg.get("classes", 10)
     members = _members(arch, m, cfg["shape"], classes)
     x = np.random.default_rng(0).uniform(size=cfg["shape"]).astype(np.float32)
-    engine = Smooth([members_lib.freeze_keras(net) for net in members], classes, 0.25,
+    engine = smoothing.Smooth([members_lib.freeze_keras(net) for net in members], classes, 0.25,
                     _aggregators(m)[:1])
     out = {}
     for _ in range(repeats):

@@ -16,12 +16,16 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from cear_tf import smoothing_flags
-from cear_tf import aggregate, cli, common_flags, data, distribute
+from cear_tf import choices, cli, common_flags, smoothing_flags
 from cear_tf.certify_log import CertifyLog
+from cear_tf.lazy import lazy_module
 from cear_tf.progress import Progress
-from cear_tf import smoothing
-from cear_tf.smoothing import NOISE_SCHEME, Certificate, Smooth
+
+# Loaded when main runs, so --help answers without TensorFlow.
+aggregate = lazy_module("cear_tf.aggregate")
+data = lazy_module("cear_tf.data")
+distribute = lazy_module("cear_tf.distribute")
+smoothing = lazy_module("cear_tf.smoothing")
 
 FLAGS = flags.FLAGS
 
@@ -51,7 +55,7 @@ def define_flags() -> None:
                       "estimation draws at which to decide (alpha is split equally).")
 
     # Which images.
-    flags.DEFINE_enum("split", "test", list(data.SPLITS), "Split to certify.")
+    flags.DEFINE_enum("split", "test", list(choices.SPLITS), "Split to certify.")
     flags.DEFINE_string("shard", "0/1", "i/n: certify only the i-th of n disjoint interleaved parts "
                         "of the selected images (merge the logs with python -m cear_tf.merge).")
 
@@ -99,7 +103,7 @@ def check_images(images: np.ndarray, where: str) -> None:
                          f"expected [0, 1]")
 
 
-def run_certification(smooth: Smooth, images, labels, indices, logs: dict[str, CertifyLog],
+def run_certification(smooth: "smoothing.Smooth", images, labels, indices, logs: dict[str, CertifyLog],
                       n0, n, alpha, batch_size, target_radius=None, stages=()) -> None:
     """Certifies images[indices], writing each image's row to every log that lacks it.
 
@@ -132,7 +136,7 @@ def run_certification(smooth: Smooth, images, labels, indices, logs: dict[str, C
         else:
             decisions = smooth.certify_radius(images[idx], target_radius, n0, stages, alpha,
                                               batch_size, idx=idx)
-            certificates = {name: Certificate(d.prediction, d.radius, -1, d.samples, float("nan"))
+            certificates = {name: smoothing.Certificate(d.prediction, d.radius, -1, d.samples, float("nan"))
                             for name, d in decisions.items()}
         seconds = time.time() - t0
         label = int(labels[idx])
@@ -176,7 +180,7 @@ def main(argv):
     images, labels = data.load_split(FLAGS.dataset, FLAGS.split, FLAGS.data_dir,
                                      FLAGS.validation_size, FLAGS.split_seed)
     check_images(images, f"{FLAGS.dataset} {FLAGS.split}")
-    smooth = Smooth(members, info.num_classes, FLAGS.sigma, aggregators,
+    smooth = smoothing.Smooth(members, info.num_classes, FLAGS.sigma, aggregators,
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
                     strategy=strategy, consensus_k=FLAGS.consensus_k, jit_compile=FLAGS.xla,
                     fused=smoothing_flags.fused_members(members))
@@ -193,7 +197,7 @@ def main(argv):
                 dataset=FLAGS.dataset, split=FLAGS.split, aggregation=a.name,
                 models=[os.path.relpath(os.path.abspath(d)) for d in member_dirs],
                 sigma=FLAGS.sigma, logit_noise=FLAGS.logit_noise, N0=FLAGS.N0, N=FLAGS.N,
-                alpha=FLAGS.alpha, clip=FLAGS.clip, seed=FLAGS.seed, noise=NOISE_SCHEME,
+                alpha=FLAGS.alpha, clip=FLAGS.clip, seed=FLAGS.seed, noise=smoothing.NOISE_SCHEME,
                 fingerprint=dict(fingerprint, aggregator_weights=fingerprint.get(
                     "aggregator_weights", {}).get(a.name)),
                 validation_size=FLAGS.validation_size if FLAGS.split != "test" else None,

@@ -10,13 +10,13 @@ import os
 
 from absl import flags
 
-from cear_tf import data, distribute
+from cear_tf import choices
 
 
 def define_data(validation: bool = True) -> None:
     """--dataset, --data_dir and (for entry points that split the training set)
     --validation_size and --split_seed."""
-    flags.DEFINE_enum("dataset", "mnist", list(data.DATASETS), "Data set.")
+    flags.DEFINE_enum("dataset", "mnist", list(choices.DATASET_NAMES), "Data set.")
     flags.DEFINE_string(
         "data_dir", None,
         "Local copy of the data set in a standard format (see cear_tf.data); no network is "
@@ -27,11 +27,11 @@ def define_data(validation: bool = True) -> None:
     if not validation:
         return
     flags.DEFINE_integer(
-        "validation_size", data.DEFAULT_VALIDATION_SIZE,
+        "validation_size", choices.DEFAULT_VALIDATION_SIZE,
         "Images held out of the official training set as the validation split (RW/SWEEN "
         "weights).")
     flags.DEFINE_integer(
-        "split_seed", data.DEFAULT_SPLIT_SEED,
+        "split_seed", choices.DEFAULT_SPLIT_SEED,
         "Seed of the train/validation split. Keep it equal across an ensemble so the "
         "validation split stays disjoint from every member's training data.")
     flags.register_validator("validation_size", lambda v: v >= 0,
@@ -61,7 +61,7 @@ def define_outfile(help_text: str) -> None:
 
 
 def define_strategy() -> None:
-    flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
+    flags.DEFINE_enum("strategy", "default", list(choices.STRATEGIES),
                       "tf.distribute strategy: default (one device), mirrored (all local "
                       "GPUs), multiworker (the workers in TF_CONFIG).")
 

@@ -37,10 +37,8 @@ from typing import Iterable
 import numpy as np
 import tensorflow as tf
 
-SPLITS = ("train", "validation", "test")
-AUGMENTATIONS = ("none", "flip_crop")
-DEFAULT_VALIDATION_SIZE = 5000
-DEFAULT_SPLIT_SEED = 0
+from cear_tf.choices import (AUGMENTATIONS, DEFAULT_SPLIT_SEED,  # noqa: E402
+                             DEFAULT_VALIDATION_SIZE, SPLITS)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")

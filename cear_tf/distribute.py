@@ -15,7 +15,7 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multiworker")
+from cear_tf.choices import STRATEGIES  # noqa: E402
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

@@ -26,7 +26,7 @@ import os
 import tensorflow as tf
 from absl import logging
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+from cear_tf.choices import PRECISIONS  # noqa: E402
 
 _REWRITERS = {
     "mixed_bfloat16": "auto_mixed_precision_onednn_bfloat16",

@@ -21,7 +21,10 @@ from typing import Any
 import numpy as np
 from absl import app, flags, logging
 
-from cear_tf import analyze, cli, members, paper_claims, paper_tables
+from cear_tf import analyze, cli, paper_claims, paper_tables
+from cear_tf.lazy import lazy_module
+
+members = lazy_module("cear_tf.members")  # loaded when used: --help without TensorFlow
 
 FLAGS = flags.FLAGS
 

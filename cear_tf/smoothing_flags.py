@@ -5,8 +5,12 @@ defined at import (see common_flags)."""
 
 from absl import flags
 
-from cear_tf import aggregate, common_flags, ensemble
-from cear_tf import precision as precision_lib
+from cear_tf import choices, common_flags
+from cear_tf.lazy import lazy_module
+
+aggregate = lazy_module("cear_tf.aggregate")
+ensemble = lazy_module("cear_tf.ensemble")
+precision_lib = lazy_module("cear_tf.precision")
 
 
 def define_ensemble(aggregation: bool = True, weights: bool = True, fuse: bool = True) -> None:
@@ -20,7 +24,7 @@ def define_ensemble(aggregation: bool = True, weights: bool = True, fuse: bool =
     flags.DEFINE_bool("clip", False, "Clip noisy inputs to [0, 1] (the released code does).")
     flags.DEFINE_bool("freeze_members", True, "Bake member weights into the graph as "
                       "constants (faster: batch norm folds into the convolutions; same logits).")
-    flags.DEFINE_enum("precision", "float32", list(precision_lib.PRECISIONS),
+    flags.DEFINE_enum("precision", "float32", list(choices.PRECISIONS),
                       "Member inference precision: float32, mixed_bfloat16 (oneDNN CPU "
                       "rewrite; fast only on CPUs with AVX512_BF16/AMX) or mixed_float16 "
                       "(GPU).")
@@ -37,8 +41,8 @@ def define_ensemble(aggregation: bool = True, weights: bool = True, fuse: bool =
 
 def _define_aggregation(weights: bool) -> None:
     flags.DEFINE_list("aggregation", ["mean"],
-                      f"Aggregations, any of {', '.join(aggregate.AGGREGATIONS)}, or "
-                      f"<{'|'.join(aggregate.PREFIXABLE)}>_first<k>: that aggregation over the "
+                      f"Aggregations, any of {', '.join(choices.AGGREGATIONS)}, or "
+                      f"<{'|'.join(choices.PREFIXABLE)}>_first<k>: that aggregation over the "
                       f"first k members only (same member passes).")
     if weights:
         flags.DEFINE_string("rw_weights", None, "RW weights JSON (default: weights_rw.json "
@@ -51,11 +55,11 @@ def _define_aggregation(weights: bool) -> None:
                          "iterations.")
     flags.register_validator(
         "aggregation",
-        lambda v: bool(v) and all(aggregate.parse_aggregation(a) for a in v)
+        lambda v: bool(v) and all(choices.parse_aggregation(a) for a in v)
         and len(set(v)) == len(v),
         message=f"--aggregation must be distinct names from "
-                f"{', '.join(aggregate.AGGREGATIONS)} or "
-                f"<{'|'.join(aggregate.PREFIXABLE)}>_first<k>")
+                f"{', '.join(choices.AGGREGATIONS)} or "
+                f"<{'|'.join(choices.PREFIXABLE)}>_first<k>")
     flags.register_validator("gm_tolerance", lambda v: v > 0,
                              message="--gm_tolerance must be > 0")
     flags.register_validator("gm_max_iterations", lambda v: v >= 1,

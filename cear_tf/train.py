@@ -18,15 +18,21 @@ import os
 import shutil
 import time
 
-import keras
 import numpy as np
-import tensorflow as tf
 from absl import app, flags, logging
 
-from cear_tf import cli, common_flags
-from cear_tf import data, distribute, members, trainers
+from cear_tf import choices, cli, common_flags
+from cear_tf.lazy import lazy_module
 from cear_tf.locking import OutputLock
-from cear_tf import models
+
+# Loaded when used, so --help answers without TensorFlow.
+keras = lazy_module("keras")
+tf = lazy_module("tensorflow")
+data = lazy_module("cear_tf.data")
+distribute = lazy_module("cear_tf.distribute")
+members = lazy_module("cear_tf.members")
+models = lazy_module("cear_tf.models")
+trainers = lazy_module("cear_tf.trainers")
 
 FLAGS = flags.FLAGS
 
@@ -55,7 +61,7 @@ def define_flags() -> None:
                                "members; --noresume starts over.")
     # What is trained.
     flags.DEFINE_enum("role", "teacher", ROLES, "What to train.")
-    flags.DEFINE_enum("arch", "lenet5", list(models.MODEL_NAMES), "Network architecture.")
+    flags.DEFINE_enum("arch", "lenet5", list(choices.MODEL_NAMES), "Network architecture.")
     flags.DEFINE_bool("normalize", True,
                       "Put per-channel (x - mean) / std of the data set inside the model.")
     flags.DEFINE_string("model_dir", None,
@@ -69,15 +75,15 @@ def define_flags() -> None:
                       "One temperature per ensemble member (role=ensemble).")
     flags.DEFINE_bool("vga", True, "Variable Gaussian Augmentation: sigma_i = sigma + beta_i, "
                       "beta_i ~ U(-sigma/2, sigma/2) from the member's seed. --novga gives CEAR-.")
-    flags.DEFINE_enum("vga_mode", "per_model", list(trainers.NOISE_MODES),
+    flags.DEFINE_enum("vga_mode", "per_model", list(choices.NOISE_MODES),
                       "per_model: one sigma_i per member; per_example: a fresh sigma per input in "
                       "[sigma/2, 3 sigma/2].")
-    flags.DEFINE_enum("vga_rule", "uniform", list(trainers.VGA_RULES),
+    flags.DEFINE_enum("vga_rule", "uniform", list(choices.VGA_RULES),
                       "How VGA draws sigma_i: uniform (the paper: beta ~ U(-sigma/2, sigma/2)) or "
                       "the released code's sign-by-temperature rules (released_mnist: |beta| ~ "
                       "U(0, sigma/2); released_cifar: |beta| ~ U(0, sigma/3)); see "
                       "trainers.vga_sigma.")
-    flags.DEFINE_enum("student_loss", "hinton", list(trainers.STUDENT_LOSSES),
+    flags.DEFINE_enum("student_loss", "hinton", list(choices.STUDENT_LOSSES),
                       "hinton: CE(softmax(f_t/T), softmax(f_s/T)) * T^2 (default); released_mnist: "
                       "the released MNIST loss CE(softmax(f_t), softmax(softmax(f_s)/T)).")
     flags.DEFINE_bool("train_clip", False, "Clip noisy training inputs to [0, 1] (the released "
@@ -111,7 +117,7 @@ def define_flags() -> None:
                       "Learning-rate schedule.")
     flags.DEFINE_integer("lr_step_epochs", 30, "step schedule: multiply by lr_gamma every N epochs.")
     flags.DEFINE_float("lr_gamma", 0.1, "step schedule: decay factor.")
-    flags.DEFINE_enum("augment", "none", list(data.AUGMENTATIONS), "Data augmentation.")
+    flags.DEFINE_enum("augment", "none", list(choices.AUGMENTATIONS), "Data augmentation.")
     flags.DEFINE_integer("train_subset", 0,
                          "Train on a random subset of N images of the train split (fixed by "
                          "--split_seed, the same for every member); 0 = all.")
@@ -210,41 +216,6 @@ def chance_accuracy(labels: np.ndarray) -> float:
 
 def is_at_chance(accuracy: float, chance: float) -> bool:
     return accuracy < CHANCE_FACTOR * chance
-
-
-class CollapseGuard(keras.callbacks.Callback):
-    """Warns at every epoch end where a member's validation accuracy (clean or noisy) is at
-    chance level, and stops training once every member has been there for `patience` epochs
-    in a row: a LeNet-5 or ResNet whose ReLUs have all died does not recover, and a
-    paper-scale member costs an hour. `members` names the members of a fused run, whose
-    metrics end in _<i>; None means one network."""
-
-    def __init__(self, name: str, chance: float, patience: int, members=None):
-        super().__init__()
-        self.groups = [(name, "")] if members is None else \
-            [(m, f"_{i}") for i, m in enumerate(members)]
-        self.chance, self.patience = chance, patience
-        self.streaks = [0] * len(self.groups)
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        for g, (name, suffix) in enumerate(self.groups):
-            keys = [f"val_accuracy{suffix}", f"val_noisy_accuracy{suffix}"]
-            accuracies = {k: float(logs[k]) for k in keys if k in logs}
-            if not accuracies:  # no validation split: the noisy training accuracy
-                key = f"noisy_accuracy{suffix}"
-                accuracies = {key: float(logs[key])} if key in logs else {}
-            low = {k: v for k, v in accuracies.items() if is_at_chance(v, self.chance)}
-            self.streaks[g] = self.streaks[g] + 1 if low else 0
-            if low:
-                logging.warning("%s, epoch %d: %s at chance level (most frequent class %.2f%%)",
-                                name, epoch + 1,
-                                ", ".join(f"{k} {100 * v:.2f}%" for k, v in sorted(low.items())),
-                                100 * self.chance)
-        if self.patience and min(self.streaks) >= self.patience:
-            logging.warning("%s: at chance level for %d epochs in a row: training stopped",
-                            ", ".join(n for n, _ in self.groups), min(self.streaks))
-            self.model.stop_training = True
 
 
 @dataclasses.dataclass
@@ -426,8 +397,8 @@ def _train_and_export(cfg, splits, model_dir, teacher, resume, verbose, extra_ca
         keras.callbacks.BackupAndRestore(ckpt_dir, delete_checkpoint=False),
         keras.callbacks.CSVLogger(os.path.join(log_dir, "train.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(log_dir, "tensorboard"), write_graph=False),
-        CollapseGuard(model_dir, chance_accuracy(
-            (splits.validation or splits.train)[1]), collapse_patience),
+        trainers.CollapseGuard(model_dir, chance_accuracy(
+            (splits.validation or splits.train)[1]), collapse_patience, factor=CHANCE_FACTOR),
         *extra_callbacks,
     ]
     if cfg.fixed_noisy_copy and cfg.role != "teacher":
@@ -608,8 +579,8 @@ def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_c
     callbacks = [
         keras.callbacks.BackupAndRestore(ckpt_dir, delete_checkpoint=False),
         keras.callbacks.CSVLogger(os.path.join(log_dir, "train.csv"), append=True),
-        CollapseGuard(parent, chance_accuracy((splits.validation or splits.train)[1]),
-                      collapse_patience, members=member_dirs),
+        trainers.CollapseGuard(parent, chance_accuracy((splits.validation or splits.train)[1]),
+                                collapse_patience, members=member_dirs, factor=CHANCE_FACTOR),
         *extra_callbacks,
     ]
     logging.info("training %d members as one fused network: %s", len(configs),

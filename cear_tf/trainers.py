@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import Callable
 
 import keras
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from cear_tf.distribute import replica_seed, scale_for_replicas
 
-NOISE_MODES = ("per_model", "per_example")
+from cear_tf.choices import NOISE_MODES  # noqa: E402
 
 # Separate streams derived from a member's seed, so the VGA draw does not depend on how
 # many random numbers initialisation or shuffling consumed.
@@ -32,7 +33,7 @@ def derived_seed(stream: int, seed: int) -> int:
     return int(np.random.default_rng([stream, int(seed)]).integers(2**31 - 1))
 
 
-VGA_RULES = ("uniform", "released_mnist", "released_cifar")
+from cear_tf.choices import VGA_RULES  # noqa: E402
 
 
 def vga_sigma(base_sigma: float, seed: int, rule: str = "uniform",
@@ -199,7 +200,7 @@ def fixed_noisy_copy(images: np.ndarray, sigma: float, seed: int, clip: bool) ->
     return np.clip(noisy, 0.0, 1.0) if clip else noisy
 
 
-STUDENT_LOSSES = ("hinton", "released_mnist")
+from cear_tf.choices import STUDENT_LOSSES  # noqa: E402
 
 
 def released_mnist_loss(teacher_logits, student_logits, temperature: float):
@@ -381,3 +382,40 @@ class FusedEnsembleTrainer(keras.Model):
             self.accuracy_trackers[i].update_state(y, clean[i])
             self.noisy_trackers[i].update_state(y, noisy[i])
         return {t.name: t.result() for t in [*self.accuracy_trackers, *self.noisy_trackers]}
+
+
+class CollapseGuard(keras.callbacks.Callback):
+    """Warns at every epoch end where a member's validation accuracy (clean or noisy) is at
+    chance level, and stops training once every member has been there for `patience` epochs
+    in a row: a LeNet-5 or ResNet whose ReLUs have all died does not recover, and a
+    paper-scale member costs an hour. `members` names the members of a fused run, whose
+    metrics end in _<i>; None means one network."""
+
+    def __init__(self, name: str, chance: float, patience: int, members=None,
+                 factor: float = 1.5):
+        super().__init__()
+        self.factor = factor  # accuracy below factor x chance counts as collapsed
+        self.groups = [(name, "")] if members is None else \
+            [(m, f"_{i}") for i, m in enumerate(members)]
+        self.chance, self.patience = chance, patience
+        self.streaks = [0] * len(self.groups)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        for g, (name, suffix) in enumerate(self.groups):
+            keys = [f"val_accuracy{suffix}", f"val_noisy_accuracy{suffix}"]
+            accuracies = {k: float(logs[k]) for k in keys if k in logs}
+            if not accuracies:  # no validation split: the noisy training accuracy
+                key = f"noisy_accuracy{suffix}"
+                accuracies = {key: float(logs[key])} if key in logs else {}
+            low = {k: v for k, v in accuracies.items() if v < self.factor * self.chance}
+            self.streaks[g] = self.streaks[g] + 1 if low else 0
+            if low:
+                logging.warning("%s, epoch %d: %s at chance level (most frequent class %.2f%%)",
+                                name, epoch + 1,
+                                ", ".join(f"{k} {100 * v:.2f}%" for k, v in sorted(low.items())),
+                                100 * self.chance)
+        if self.patience and min(self.streaks) >= self.patience:
+            logging.warning("%s: at chance level for %d epochs in a row: training stopped",
+                            ", ".join(n for n, _ in self.groups), min(self.streaks))
+            self.model.stop_training = True

@@ -27,9 +27,13 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-from cear_tf import smoothing_flags
-from cear_tf import aggregate, cli, common_flags, data
-from cear_tf.smoothing import NoiseDomain, Smooth
+from cear_tf import cli, common_flags, smoothing_flags
+from cear_tf.lazy import lazy_module
+
+# Loaded when used, so --help answers without TensorFlow.
+aggregate = lazy_module("cear_tf.aggregate")
+data = lazy_module("cear_tf.data")
+smoothing = lazy_module("cear_tf.smoothing")
 
 FLAGS = flags.FLAGS
 
@@ -102,10 +106,10 @@ def main(argv):
     images, labels = data.load_split(FLAGS.dataset, "test", FLAGS.data_dir,
                                      FLAGS.validation_size, FLAGS.split_seed)
     indices = smoothing_flags.selected_images(len(labels))
-    smooth = Smooth(members, info.num_classes, FLAGS.sigma,
+    smooth = smoothing.Smooth(members, info.num_classes, FLAGS.sigma,
                     aggregate.per_member_aggregators(len(members)),
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
-                    noise_domain=NoiseDomain.MARGIN_VARIANCE,
+                    noise_domain=smoothing.NoiseDomain.MARGIN_VARIANCE,
                     fused=smoothing_flags.fused_members(members))
     per_image = []
     for n, idx in enumerate(indices, start=1):

@@ -19,15 +19,19 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import scipy.optimize
 from absl import app, flags, logging
 
-from cear_tf import smoothing_flags
-from cear_tf import aggregate, cli, common_flags, data, ensemble
-from cear_tf import members as members_lib
+from cear_tf import cli, common_flags, smoothing_flags
+from cear_tf.lazy import lazy_module
 from cear_tf.locking import OutputLock
 from cear_tf.progress import Progress
-from cear_tf.smoothing import NOISE_SCHEME, NoiseDomain, Smooth, check_sample_size
+
+# Loaded when used, so --help answers without TensorFlow.
+aggregate = lazy_module("cear_tf.aggregate")
+data = lazy_module("cear_tf.data")
+ensemble = lazy_module("cear_tf.ensemble")
+members_lib = lazy_module("cear_tf.members")
+smoothing = lazy_module("cear_tf.smoothing")
 
 FLAGS = flags.FLAGS
 
@@ -57,9 +61,9 @@ def robust_weights(members, num_classes, images, labels, sigma, radius, n0, n, a
                    batch_size, logit_noise=0.0, clip=False, seed=0, fused=None):
     """(lambda [M], certified accuracies a [M]) of each member on (images, labels)."""
     # Its own noise domain: validation image i never sees the draws of test image i.
-    smooth = Smooth(members, num_classes, sigma, aggregate.per_member_aggregators(len(members)),
+    smooth = smoothing.Smooth(members, num_classes, sigma, aggregate.per_member_aggregators(len(members)),
                     logit_noise=logit_noise, clip=clip, seed=seed,
-                    noise_domain=NoiseDomain.RW_WEIGHTS, fused=fused)
+                    noise_domain=smoothing.NoiseDomain.RW_WEIGHTS, fused=fused)
     hits = np.zeros(len(members))
     bar = Progress(len(labels), "RW weights", unit="validation image")
     for idx, (x, y) in enumerate(zip(images, labels)):
@@ -80,6 +84,7 @@ def robust_weights(members, num_classes, images, labels, sigma, radius, n0, n, a
 
 def fit_sween_weights(member_probs: np.ndarray, labels: np.ndarray):
     """softmax(w) minimising -mean log sum_i softmax(w)_i p_i[y] ([M, S, K] probs, [S] labels)."""
+    import scipy.optimize
     a = member_probs[:, np.arange(len(labels)), labels].astype(np.float64)  # [M, S]
 
     def objective(w):
@@ -102,7 +107,7 @@ def main(argv):
     if FLAGS.validation_size < 1:
         raise app.UsageError("--validation_size must be >= 1: weights need a validation split")
     if FLAGS.method == "rw":
-        check_sample_size(FLAGS.N, FLAGS.alpha)
+        smoothing.check_sample_size(FLAGS.N, FLAGS.alpha)
     member_dirs = smoothing_flags.member_dirs()
     path = (common_flags.expand_path(FLAGS.weights_out)
             or ensemble.default_weights_path(member_dirs, FLAGS.method))
@@ -125,7 +130,7 @@ def _compute_and_save(member_dirs, path):
     details = dict(dataset=FLAGS.dataset, sigma=FLAGS.sigma, images=int(len(labels)),
                    validation_size=FLAGS.validation_size, split_seed=FLAGS.split_seed,
                    logit_noise=FLAGS.logit_noise, seed=FLAGS.seed, precision=FLAGS.precision,
-                   noise=NOISE_SCHEME,
+                   noise=smoothing.NOISE_SCHEME,
                    member_digests=[members_lib.content_digest(d) for d in member_dirs])
     if FLAGS.method == "rw":
         weights, accuracy = robust_weights(
@@ -135,10 +140,10 @@ def _compute_and_save(member_dirs, path):
         details.update(radius=FLAGS.radius, N0=FLAGS.N0, N=FLAGS.N, alpha=FLAGS.alpha,
                        certified_accuracy=accuracy.tolist())
     else:
-        smooth = Smooth(members, info.num_classes, FLAGS.sigma,
+        smooth = smoothing.Smooth(members, info.num_classes, FLAGS.sigma,
                         aggregate.per_member_aggregators(len(members)),
                         logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
-                        noise_domain=NoiseDomain.SWEEN_WEIGHTS,
+                        noise_domain=smoothing.NoiseDomain.SWEEN_WEIGHTS,
                         fused=smoothing_flags.fused_members(members))
         probs = np.concatenate([smooth.noisy_member_probabilities(x, FLAGS.sween_draws,
                                                                   FLAGS.batch, idx=i)

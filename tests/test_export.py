@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from scipy.stats import binomtest
 
-from cear_tf import aggregate, ensemble, export, members
+from cear_tf import aggregate, ensemble, export, members, smoothed_model
 from cear_tf.smoothing import ABSTAIN, Phase, Smooth
 from tests.helpers import parse_flags
 
@@ -84,7 +84,7 @@ def test_exported_predict_equals_engine_predict(ensemble_dir, tmp_path, aggregat
                     logit_noise=logit_noise, seed=7)
     n, alpha, batch = 250, 0.01, 64  # 250 = 3 full batches and one of 58
     directory = str(tmp_path / "smoothed")
-    export.export_smoothed(smooth, SHAPE, directory, n, alpha, batch, {"test": True},
+    smoothed_model.export_smoothed(smooth, SHAPE, directory, n, alpha, batch, {"test": True},
                            tracked=[m.saved_model for m in loaded])
     images = _images()
     ids = [0, 1, 2, 3, 4, 5, 2160, 2**40]
@@ -109,7 +109,7 @@ def test_exported_predict_equals_engine_predict(ensemble_dir, tmp_path, aggregat
 
 def test_binomial_p_value_matches_scipy():
     pairs = [(1, 0), (5, 5), (6, 4), (10, 0), (60, 40), (520, 480), (999, 1), (50, 49), (3, 2)]
-    got = export.binomial_test_p_value(tf.constant([a for a, _ in pairs]),
+    got = smoothed_model.binomial_test_p_value(tf.constant([a for a, _ in pairs]),
                                        tf.constant([b for _, b in pairs])).numpy()
     for (a, b), p in zip(pairs, got):
         assert p == pytest.approx(binomtest(a, a + b, 0.5).pvalue, rel=1e-9, abs=1e-300), (a, b)
@@ -121,7 +121,7 @@ def test_export_cli_writes_settings_and_refuses_several_aggregations(ensemble_di
     parse_flags([f"--models={ensemble_dir}", "--aggregation=gm", "--sigma=0.25", "--N=100",
                  "--alpha=0.01", "--batch=50", f"--export_dir={out}"], export)
     export.main(["export"])
-    with open(out / export.SETTINGS_FILE) as f:
+    with open(out / smoothed_model.SETTINGS_FILE) as f:
         settings = json.load(f)
     assert settings["aggregation"] == "gm" and settings["N"] == 100
     # Relative to the export, so the pair can be moved together.
