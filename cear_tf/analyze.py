@@ -22,6 +22,7 @@ from cear_tf.certify_log import read_rows
 
 FLAGS = flags.FLAGS
 
+
 def define_flags() -> None:
     """The flags this entry point reads, defined when it runs (cli.run), never on import."""
     common_flags.define_output_dir()

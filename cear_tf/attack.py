@@ -44,6 +44,7 @@ noise = lazy_module("cear_tf.noise")
 
 FLAGS = flags.FLAGS
 
+
 def define_flags() -> None:
     """The flags this entry point reads, defined when it runs (cli.run), never on import."""
     common_flags.define_data(validation=False)

@@ -45,6 +45,7 @@ smoothing = lazy_module("cear_tf.smoothing")
 
 FLAGS = flags.FLAGS
 
+
 def define_flags() -> None:
     """The flags this entry point reads, defined when it runs (cli.run), never on import."""
     flags.DEFINE_list("archs", ["lenet5", "resnet20", "resnet110"], "Architectures to measure.")

@@ -29,17 +29,14 @@ smoothing = lazy_module("cear_tf.smoothing")
 
 FLAGS = flags.FLAGS
 
+
 def define_flags() -> None:
     """The flags this entry point reads, defined when it runs (cli.run), never on import."""
-    common_flags.define_data()
-    common_flags.define_sigma("Smoothing noise std sigma_v, in pixel units.")
-    common_flags.define_seed("Seed of the noise streams.")
-    common_flags.define_output_dir()
+    smoothing_flags.define_smoothing_run("Resume each log after its last complete row (checked "
+                                         "against the log's settings); --noresume starts over.")
     common_flags.define_outfile("Log path; '{aggregation}' is replaced by each aggregation's name, "
                                 "or the name is added before the suffix when several are given.")
     common_flags.define_strategy()
-    common_flags.define_resume("Resume each log after its last complete row (checked against the "
-                               "log's settings); --noresume starts over.")
     smoothing_flags.define_ensemble()
     smoothing_flags.define_sampling()
     smoothing_flags.define_images()

@@ -32,6 +32,7 @@ smoothed_model = lazy_module("cear_tf.smoothed_model")
 
 FLAGS = flags.FLAGS
 
+
 def define_flags() -> None:
     """The flags this entry point reads, defined when it runs (cli.run), never on import."""
     common_flags.define_sigma("Smoothing noise std sigma_v, in pixel units.")

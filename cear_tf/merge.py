@@ -22,6 +22,7 @@ from cear_tf.locking import OutputLock
 
 FLAGS = flags.FLAGS
 
+
 def define_flags() -> None:
     """The flags this entry point reads, defined when it runs (cli.run), never on import."""
     flags.DEFINE_list("shard_logs", None, "The shard logs to merge.")

@@ -28,6 +28,7 @@ members = lazy_module("cear_tf.members")  # loaded when used: --help without Ten
 
 FLAGS = flags.FLAGS
 
+
 def define_flags() -> None:
     """The flags this entry point reads, defined when it runs (cli.run), never on import."""
     flags.DEFINE_list("runs", None, "Experiment output folders holding certify/*.tsv logs.")

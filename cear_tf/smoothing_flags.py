@@ -66,6 +66,17 @@ def _define_aggregation(weights: bool) -> None:
                              message="--gm_max_iterations must be >= 1")
 
 
+def define_smoothing_run(resume_help: str) -> None:
+    """What every tool that smooths an ensemble on a data set reads (certify, weights,
+    variance): --dataset/--data_dir/--validation_size/--split_seed, --sigma (sigma_v),
+    --seed (the noise streams), --output_dir and --resume."""
+    common_flags.define_data()
+    common_flags.define_sigma("Smoothing noise std sigma_v, in pixel units.")
+    common_flags.define_seed("Seed of the noise streams.")
+    common_flags.define_output_dir()
+    common_flags.define_resume(resume_help)
+
+
 def define_sampling(selection: bool = True, estimation: bool = True) -> None:
     """--N0 (when `selection`), --N and --alpha (when `estimation`), --batch."""
     if selection:

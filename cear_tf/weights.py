@@ -35,13 +35,10 @@ smoothing = lazy_module("cear_tf.smoothing")
 
 FLAGS = flags.FLAGS
 
+
 def define_flags() -> None:
     """The flags this entry point reads, defined when it runs (cli.run), never on import."""
-    common_flags.define_data()
-    common_flags.define_sigma("Smoothing noise std sigma_v, in pixel units.")
-    common_flags.define_seed("Seed of the noise streams.")
-    common_flags.define_output_dir()
-    common_flags.define_resume("Keep an existing weights file; --noresume recomputes it.")
+    smoothing_flags.define_smoothing_run("Keep an existing weights file; --noresume recomputes it.")
     smoothing_flags.define_ensemble(aggregation=False)
     smoothing_flags.define_sampling()
     flags.DEFINE_enum("method", "rw", ["rw", "sween"], "Which weights to compute.")
