@@ -13,10 +13,10 @@ ensemble = lazy_module("cear_tf.ensemble")
 precision_lib = lazy_module("cear_tf.precision")
 
 
-def define_ensemble(aggregation: bool = True, weights: bool = True, fuse: bool = True) -> None:
+def define_ensemble(aggregation: bool = True, fuse: bool = True) -> None:
     """The smoothed ensemble: --models, --logit_noise, --clip, --freeze_members, --precision;
-    --aggregation and the GM settings (when `aggregation`) with --rw_weights/--sween_weights
-    (when also `weights`); --fuse_members (when `fuse`)."""
+    --aggregation, --rw_weights/--sween_weights and the GM settings (when `aggregation`);
+    --fuse_members (when `fuse`)."""
     flags.DEFINE_list("models", None, "Member SavedModel directories, or ensemble directories "
                       "holding member_<i>/ folders ('{output_dir}' is replaced by --output_dir).")
     flags.DEFINE_float("logit_noise", 0.0, "Per-member input noise eps_l added on top of the "
@@ -36,19 +36,18 @@ def define_ensemble(aggregation: bool = True, weights: bool = True, fuse: bool =
             "convolutions; same counts up to float rounding). Members that cannot be fused "
             "run one after another.")
     if aggregation:
-        _define_aggregation(weights)
+        _define_aggregation()
 
 
-def _define_aggregation(weights: bool) -> None:
+def _define_aggregation() -> None:
     flags.DEFINE_list("aggregation", ["mean"],
                       f"Aggregations, any of {', '.join(choices.AGGREGATIONS)}, or "
                       f"<{'|'.join(choices.PREFIXABLE)}>_first<k>: that aggregation over the "
                       f"first k members only (same member passes).")
-    if weights:
-        flags.DEFINE_string("rw_weights", None, "RW weights JSON (default: weights_rw.json "
-                            "beside the members, written by cear_tf.weights).")
-        flags.DEFINE_string("sween_weights", None, "SWEEN weights JSON (default: "
-                            "weights_sween.json).")
+    flags.DEFINE_string("rw_weights", None, "RW weights JSON (default: weights_rw.json "
+                        "beside the members, written by cear_tf.weights).")
+    flags.DEFINE_string("sween_weights", None, "SWEEN weights JSON (default: "
+                        "weights_sween.json).")
     flags.DEFINE_float("gm_tolerance", 1e-6, "Geometric median: stop when no row moves more "
                        "than this.")
     flags.DEFINE_integer("gm_max_iterations", 100, "Geometric median: maximum Weiszfeld "
@@ -109,8 +108,7 @@ def define_images() -> None:
 def load_members(member_dirs):
     """Sets --precision for the graphs traced from now on, then loads the members
     (frozen unless --nofreeze_members); call before building the engine."""
-    if "precision" in flags.FLAGS:
-        precision_lib.set_inference_precision(flags.FLAGS.precision)
+    precision_lib.set_inference_precision(flags.FLAGS.precision)
     return ensemble.load_ensemble(member_dirs, flags.FLAGS.freeze_members)
 
 
@@ -161,9 +159,6 @@ def aggregators(member_dirs, names=None):
     for name in names or f.aggregation:
         weights = None
         if name in aggregate.WEIGHTED:
-            if "rw_weights" not in f:
-                raise ValueError(f"--aggregation={name} needs weights, which this tool does "
-                                 f"not read")
             path = common_flags.expand_path({"rw": f.rw_weights, "sween": f.sween_weights}[name])
             path = path or ensemble.default_weights_path(member_dirs, name)
             weights = ensemble.load_weights(path, name, member_dirs)
