@@ -19,6 +19,12 @@ def _wants_help() -> bool:
                for a in sys.argv[1:])
 
 
+def _runs_without_tensorflow() -> bool:
+    """The program is cear_tf.run, which only starts other entry points."""
+    argv = getattr(sys, "orig_argv", [])  # during `python -m`, sys.argv[0] is still '-m'
+    return any(a == "-m" and b == "cear_tf.run" for a, b in zip(argv, argv[1:]))
+
+
 def _import_tensorflow_quietly() -> None:
     """Imports TensorFlow with the process's stderr pointed at /dev/null.
 
@@ -27,7 +33,8 @@ def _import_tensorflow_quietly() -> None:
     #100442); nothing is printed by C++ after the import. Python errors of the import are
     raised after stderr is restored, so they are still seen.
     """
-    if "tensorflow" in sys.modules or _wants_tensorflow_logs() or _wants_help():
+    if ("tensorflow" in sys.modules or _wants_tensorflow_logs() or _wants_help()
+            or _runs_without_tensorflow()):
         return
     try:
         saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)

@@ -82,8 +82,7 @@ OUTPUT_DIR_PLACEHOLDER = "{output_dir}"
 def expand_path(path):
     """Replaces '{output_dir}' in a path flag by --output_dir.
 
-    Lets one stage flagfile (e.g. flags/mnist/students_cear.cfg) serve every experiment:
-    the experiment's flagfile sets --output_dir and --sigma, the stage file the rest.
+    Lets one hand-written flagfile serve several runs: each run sets its own --output_dir.
     """
     if path is None:
         return None

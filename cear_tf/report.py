@@ -3,10 +3,10 @@
   python -m cear_tf.report --runs=runs/mnist_sigma025_cpu,runs/mnist_sigma050_cpu \
       --report_dir=results/report
 
-Each run folder is an experiment's --output_dir; its certify/*.tsv logs are found and named
-by method (randsmooth -> RandSmooth, sween -> SWEEN, cear_minus_gm -> CEAR-(GM), cear_rw ->
-CEAR(RW), ...). Dataset, sigma, N and the image count come from each log's settings file,
-epochs and architecture from the members' cear.json. Writes report.md and one
+Each run folder is an experiment's output folder. Its experiment.json (written by
+`python -m cear_tf.run`) names the methods, their labels and logs, and the attack runs; no
+file name is interpreted. Dataset, sigma, N and the image count come from each log's settings
+file, epochs and architecture from the members' cear.json. Writes report.md and one
 certified-accuracy-vs-radius PNG per run (like the paper's Figure 2).
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags, logging
 
-from cear_tf import analyze, cli, paper_claims, paper_tables
+from cear_tf import analyze, cli, experiment, paper_claims, paper_tables
 from cear_tf.lazy import lazy_module
 
 members = lazy_module("cear_tf.members")  # loaded when used: --help without TensorFlow
@@ -44,25 +44,15 @@ def define_flags() -> None:
                         "rebuilds without the models.")
 
 
-def method_name(stem: str) -> str:
-    """Log file stem -> the paper's method name."""
-    m = re.fullmatch(r"cear(_minus)?_(\w+)", stem)
-    if m:
-        agg = m.group(2).upper() if m.group(2) in ("mv", "rw", "gm") else m.group(2)
-        return f"CEAR{'-' if m.group(1) else ''}({agg})"
-    return {"randsmooth": "RandSmooth", "sween": "SWEEN"}.get(stem, stem)
-
-
 def discover(run_dir: str) -> list[dict[str, Any]]:
-    """One record per log in run_dir/certify: method, path, settings, member metadata."""
-    folder = os.path.join(run_dir, "certify")
-    if not os.path.isdir(folder):
-        raise ValueError(f"--runs: {run_dir} has no certify/ folder of logs")
+    """One record per certified method of the run's experiment record: label, log,
+    settings, member metadata (methods whose log does not exist yet are left out)."""
+    rec = experiment.read_record(run_dir)
     records = []
-    for name in sorted(os.listdir(folder)):
-        if not name.endswith(".tsv"):
+    for m in rec["methods"]:
+        path = m["log"]
+        if not os.path.exists(path):
             continue
-        path = os.path.join(folder, name)
         settings_path = path + ".json"
         if not os.path.exists(settings_path):
             raise ValueError(f"{path}: no settings file {settings_path}")
@@ -70,10 +60,12 @@ def discover(run_dir: str) -> list[dict[str, Any]]:
             settings = json.load(f)
         first = settings.get("models", [None])[0]
         meta = _member_metadata(first, run_dir) if first else {}
-        records.append(dict(method=method_name(name[:-4]), path=path, settings=settings,
-                            member=meta, run=run_dir))
+        records.append(dict(method=m["label"], aggregation=m["aggregation"], path=path,
+                            settings=settings, member=meta, run=run_dir,
+                            variance=rec.get("variance")))
     if not records:
-        raise ValueError(f"--runs: {folder} holds no .tsv logs")
+        raise ValueError(f"--runs: no log of {run_dir}/{experiment.RECORD_NAME}'s methods "
+                         f"exists yet")
     return records
 
 
@@ -99,7 +91,7 @@ def collect(run_dir: str, collect_dir: str) -> str:
         if ".ckpt" in rel or ".logs" in rel or "variables" in rel.split(os.sep):
             continue
         for f in files:
-            keep = (f in ("cear.json", "margin_variance.json")
+            keep = (f in ("cear.json", "margin_variance.json", experiment.RECORD_NAME)
                     or f.startswith("weights_") and f.endswith(".json")
                     or rel.split(os.sep)[0] in ("certify", "attack")
                     and f.endswith((".tsv", ".tsv.json")))
@@ -163,7 +155,7 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     curves, details, prefix_logs = {}, [], {}
     for rec in sorted(records, key=lambda r: _order(r["method"])):
         log = _read_log(rec["path"])
-        m = ENSEMBLE_PREFIX.fullmatch(os.path.basename(rec["path"])[:-4])
+        m = ENSEMBLE_PREFIX.fullmatch(rec["aggregation"])
         if m:  # the ensembles-for-RS curve, reported in its own section
             prefix_logs[int(m.group(1))] = (log, rec)
             continue
@@ -196,7 +188,7 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             f"{paper_tables.PAPER_IMAGE_COUNT}).",
             "", *lines, "", "Settings:", "", *[f"- {d}" for d in details], ""]
     if prefix_logs:
-        text.append(ensembles_section(prefix_logs, records[0]["run"], radii))
+        text.append(ensembles_section(prefix_logs, records[0]["variance"], radii))
     caps = [radius_cap(sigma, r["settings"]) for r in records]
     return "\n".join(text), dict(dataset=dataset, sigma=sigma, curves=curves,
                                  prefix=prefix_logs, cap=max([c for c in caps if c] or [0.0]))
@@ -212,12 +204,12 @@ def radius_cap(sigma: float, settings: dict) -> float | None:
     return float(sigma * norm.ppf(float(alpha) ** (1.0 / int(n))))
 
 
-def ensembles_section(prefix_logs, run_dir: str, radii) -> str:
+def ensembles_section(prefix_logs, variance_path: str | None, radii) -> str:
     """Certified accuracy and ACR of the soft ensemble of the first k Gaussian members, and
     the margin-variance ratio measured by cear_tf.variance when its JSON is present."""
     variance = {}
-    path = os.path.join(run_dir, "sween", "margin_variance.json")
-    if os.path.exists(path):
+    path = variance_path
+    if path and os.path.exists(path):
         with open(path) as f:
             variance = json.load(f)
     by_k = {row["k"]: row for row in variance.get("by_k", [])}
@@ -410,8 +402,6 @@ ABLATION_VARIANTS = (
     ("network", "+ released CNN"), ("student_loss", "+ released student loss"),
     ("optimizer", "+ Adam (released students)"), ("vga_rule", "+ released VGA rule"),
     ("all", "all released choices"))
-ABLATION_ROWS = (("randsmooth", "RandSmooth"), ("cear_minus_rw", "CEAR-(RW)"),
-                 ("cear_rw", "CEAR(RW)"))
 
 
 def ablation_section(root: str, radii=(0.0, 0.5, 1.0, 1.5, 2.0)) -> str:
@@ -422,14 +412,21 @@ def ablation_section(root: str, radii=(0.0, 0.5, 1.0, 1.5, 2.0)) -> str:
     lines = ["| variant | row | images | " + " | ".join(f"r={r:g}" for r in radii)
              + " | ACR | change from base (points at each r) |",
              "|---|---|---|" + "---|" * len(radii) + "---|---|"]
+    rows = []  # the base's row labels, in its order
     for variant, label in ABLATION_VARIANTS:
-        folder = os.path.join(root, variant, "certify")
-        if not os.path.isdir(folder) or not any(f.endswith(".tsv") for f in os.listdir(folder)):
+        folder = os.path.join(root, variant)
+        if not os.path.exists(os.path.join(folder, experiment.RECORD_NAME)):
             continue  # not run yet
-        for stem, row in ABLATION_ROWS:
-            path = os.path.join(root, variant, "certify", f"{stem}.tsv")
-            source = ""
-            if not os.path.exists(path):
+        logs = {m["label"]: m["log"] for m in experiment.read_record(folder)["methods"]
+                if os.path.exists(m["log"])}
+        if not logs:
+            continue
+        if variant == "base":
+            rows = list(logs)
+        for stem in rows + [r for r in logs if r not in rows]:
+            row, source = stem, ""
+            path = logs.get(stem)
+            if path is None:
                 if variant == "base" or stem not in base:
                     continue
                 path, source = base[stem][0], " (base)"
@@ -453,10 +450,6 @@ def ablation_section(root: str, radii=(0.0, 0.5, 1.0, 1.5, 2.0)) -> str:
                       "image count are within noise.", "", *lines, ""])
 
 
-ATTACKED = (("randsmooth", "RandSmooth"), ("sween", "SWEEN"), ("cear_minus_gm", "CEAR-(GM)"),
-            ("cear_rw", "CEAR(RW)"))
-
-
 def _attack_row(path):
     """(clean accuracy, success rate) of the combined attack: the 'all' row of the sources'
     mean (transfer) or of the single source; None if the file is missing."""
@@ -473,26 +466,25 @@ def _attack_row(path):
 
 
 def attack_section(run_dir: str) -> str:
-    """Table 3 beside ours, from run_dir/attack/<model>_<l2|linf>[_eot].tsv."""
-    folder = os.path.join(run_dir, "attack")
-    if not os.path.isdir(folder):
+    """Table 3 beside ours, from the attack runs of the run's experiment record."""
+    rec = experiment.read_record(run_dir)
+    runs = [a for a in rec.get("attacks", []) if os.path.exists(a["log"])]
+    if not runs:
         return ""
-    first = next((f for f in sorted(os.listdir(folder)) if f.endswith(".tsv")), None)
-    if first is None:
-        return ""
-    dataset = "cifar10" if "cifar10" in os.path.basename(run_dir.rstrip("/")) else "mnist"
-    col = {"mnist": 0, "cifar10": 3}[dataset]
+    dataset = rec["dataset"]
+    col = {"mnist": 0, "cifar10": 3}.get(dataset)
     lines = ["| model | source | clean acc. | L2 success | Linf success | L2 success, EOT | "
              "Linf success, EOT |", "|---|---|---|---|---|---|---|"]
-    for stem, name in ATTACKED:
+    columns = (("l2", "transfer"), ("linf", "transfer"), ("l2", "eot"), ("linf", "eot"))
+    for name in dict.fromkeys(a["target"] for a in runs):
         ref = paper_tables.ATTACK_SUCCESS.get(name)
-        if ref:
+        if ref and col is not None:
             lines.append(f"| {name} | paper | {ref[col]:.2f}% | {ref[col + 1]:.2f}% | "
                          f"{ref[col + 2]:.2f}% | | |")
-        cells = []
-        clean = None
-        for suffix in ("l2", "linf", "l2_eot", "linf_eot"):
-            got = _attack_row(os.path.join(folder, f"{stem}_{suffix}.tsv"))
+        logs = {(a["norm"], a["mode"]): a["log"] for a in runs if a["target"] == name}
+        cells, clean = [], None
+        for key in columns:
+            got = _attack_row(logs[key]) if key in logs else None
             if got is None:
                 cells.append("")
                 continue
@@ -521,7 +513,8 @@ def build_report(run_dirs, report_dir: str, plots: bool = True,
     infos = []
     for run in run_dirs:
         attack_text = attack_section(run)
-        if os.path.isdir(os.path.join(run, "certify")):
+        methods = experiment.read_record(run)["methods"]
+        if any(os.path.exists(m["log"]) for m in methods):
             text, info = run_section(discover(run))
             infos.append(info)
             sections.append(text)
@@ -529,7 +522,7 @@ def build_report(run_dirs, report_dir: str, plots: bool = True,
             sections.append(attack_text)
             continue
         else:
-            raise ValueError(f"--runs: {run} has no certify/ folder of logs")
+            raise ValueError(f"--runs: {run}: no log of its experiment's methods exists yet")
         if attack_text:
             sections.append(attack_text)
         if plots:

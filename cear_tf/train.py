@@ -1,6 +1,6 @@
 """Trains CEAR members: the teacher, distilled VGA students, Gaussian baselines, ensembles.
 
-  python -m cear_tf.train --flagfile=flags/mnist_teacher.cfg
+  python -m cear_tf.train --role=teacher --epochs=90 --model_dir=runs/teacher
   python -m cear_tf.train --role=student --teacher_dir=runs/teacher --sigma=0.25 --temperature=3
   python -m cear_tf.train --role=ensemble --teacher_dir=runs/teacher --temperatures=2,3,4,5,6
 

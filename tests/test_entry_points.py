@@ -9,14 +9,15 @@ import sys
 from absl import flags
 
 from cear_tf import (analyze, attack, bench, certify, common_flags, export, merge, report,
-                     smoothing_flags, train, variance, weights)
+                     run, smoothing_flags, train, variance, weights)
 from tests.helpers import cear_tf_flags, parse_flags
 
-ENTRY_POINTS = (analyze, attack, bench, certify, export, merge, report, train, variance, weights)
+ENTRY_POINTS = (analyze, attack, bench, certify, export, merge, report, run, train, variance,
+                weights)
 
 
 def test_importing_every_entry_point_defines_no_flag():
-    # This module imported all ten at the top; the pytest process may have defined flags
+    # This module imported all of them at the top; the pytest process may have defined flags
     # since (parse_flags), so check in a fresh interpreter.
     script = ("from absl import flags\n"
               "from cear_tf import " + ", ".join(m.__name__.split(".")[-1] for m in ENTRY_POINTS)

@@ -104,20 +104,20 @@ def test_options_reach_training_and_metadata(tmp_path):
 
 
 def test_released_recipe_experiment_file_selects_every_option():
-    stages = os.path.join(REPO, "flags", "mnist_released")
-    text = {name: open(os.path.join(stages, name)).read() for name in os.listdir(stages)
-            if name.endswith(".cfg")}
-    for name in ("teacher.cfg", "students_cear.cfg", "students_cear_minus.cfg",
-                 "gaussian_randsmooth.cfg"):
-        assert "--arch=released_mnist_cnn" in text[name], name
-    for name in ("students_cear.cfg", "students_cear_minus.cfg"):
+    from cear_tf import experiment
+    exp = experiment.load(os.path.join(REPO, "experiments", "mnist_released_sigma100.toml"))
+    commands = {s.what: s.args for s in experiment.stages(exp)}
+    train_args = {k: v for k, v in commands.items() if k.startswith("train ")}
+    for what, args in train_args.items():
+        assert "--arch=released_mnist_cnn" in args and "--nonormalize" in args, what
+    for what in ("train cear", "train cear_minus"):
         for option in ("--optimizer=adam", "--student_loss=released_mnist", "--train_clip",
                        "--fixed_noisy_copy", "--batch_size=256"):
-            assert option in text[name], (name, option)
-    assert "--vga_rule=released_mnist" in text["students_cear.cfg"]
-    assert "--train_clip" in text["gaussian_randsmooth.cfg"]
-    assert "--fixed_noisy_copy" in text["gaussian_randsmooth.cfg"]
-    for name, body in text.items():
-        if name.startswith("certify"):
-            assert "--clip" in body, name
-    assert "--aggregation=mean,rw,gm" in text["certify_cear.cfg"]  # released "MV" = mean
+            assert option in train_args[what], (what, option)
+    assert "--vga_rule=released_mnist" in train_args["train cear"]
+    assert "--vga_rule=released_mnist" not in train_args["train cear_minus"]
+    for option in ("--train_clip", "--fixed_noisy_copy", "--momentum=0.8"):
+        assert option in train_args["train randsmooth"], option
+    certify_args = [v for k, v in commands.items() if k.startswith("certify ")]
+    assert certify_args and all("--clip" in args for args in certify_args)
+    assert any("--aggregation=mean,rw,gm" in args for args in certify_args)  # released "MV"

@@ -32,14 +32,26 @@ def test_transcribed_tables_match_the_paper_text():
     assert paper_tables.ATTACK_SUCCESS["CEAR(RW)"] == (98.29, 10.6, 44.6, 81.0, 16.79, 46.0)
 
 
-@pytest.mark.parametrize("stem,name", [("randsmooth", "RandSmooth"), ("sween", "SWEEN"),
-                                       ("cear_minus_gm", "CEAR-(GM)"), ("cear_rw", "CEAR(RW)"),
-                                       ("cear_mv", "CEAR(MV)"), ("cear_mean", "CEAR(mean)")])
-def test_method_names(stem, name):
-    assert report.method_name(stem) == name
+LABELS = {"randsmooth": "RandSmooth", "sween": "SWEEN", "cear_minus_gm": "CEAR-(GM)",
+          "cear_minus_rw": "CEAR-(RW)", "cear_rw": "CEAR(RW)", "cear_gm": "CEAR(GM)",
+          "mean_first1": "first 1", "mean_first2": "first 2"}
+AGGREGATIONS = {"randsmooth": "single", "sween": "sween", "mean_first1": "mean_first1",
+                "mean_first2": "mean_first2"}
 
 
-def _fake_run(root, radii_by_method, sigma=0.25, indices=None):
+def _record(root, stems, sigma=0.25, attacks=(), variance=None, dataset="mnist"):
+    """The experiment record cear_tf.run writes: methods named by label, logs by path."""
+    import json
+    root.mkdir(parents=True, exist_ok=True)
+    methods = [dict(key=s, label=LABELS[s], members=s, aggregation=AGGREGATIONS.get(
+        s, s.rsplit("_", 1)[-1]), log=f"certify/{s}.tsv", in_table=True) for s in stems]
+    (root / "experiment.json").write_text(json.dumps(dict(
+        experiment=root.name, title=root.name, dataset=dataset, sigma=sigma, methods=methods,
+        attacks=list(attacks), variance=variance)))
+
+
+def _fake_run(root, radii_by_method, sigma=0.25, indices=None, variance=None):
+    _record(root, radii_by_method, sigma, variance=variance)
     folder = root / "certify"
     for stem, radii in radii_by_method.items():
         settings = dict(dataset="mnist", sigma=sigma, N0=100, N=1000, alpha=0.001,
@@ -73,13 +85,16 @@ def test_report_cli_errors(tmp_path):
     parse_flags([], report)
     with pytest.raises(app.UsageError, match="--runs"):
         report.main(["prog"])
-    with pytest.raises(ValueError, match="no certify/ folder"):
+    with pytest.raises(ValueError, match="no experiment.json"):
         report.build_report([str(tmp_path)], str(tmp_path / "r"))
 
 
 def test_attack_table_beside_the_paper(tmp_path):
     from cear_tf import attack
     run = tmp_path / "mnist_sigma025_cpu"
+    _record(run, [], attacks=[
+        dict(target="CEAR(RW)", norm=norm, mode=mode, log=f"attack/cear_rw_{norm}{suffix}.tsv")
+        for norm in ("l2", "linf") for mode, suffix in (("transfer", ""), ("eot", "_eot"))])
     base = dict(norm="2", eps=1.0, eot=1, images=10, clean_accuracy=0.9, seconds=1.0)
     attack.write_rows(str(run / "attack" / "cear_rw_l2.tsv"), [
         dict(base, source="member:0", attack="all", robust_accuracy=0.8, success_rate=0.1),
@@ -101,6 +116,7 @@ def test_collect_keeps_small_files_and_report_rebuilds_from_them(tmp_path):
     (member / "saved_model.pb").write_bytes(b"pb")
     (member / "cear.json").write_text(json.dumps({"arch": "lenet5", "epochs": 3,
                                                   "train_examples": 55000}))
+    _record(run, ["cear_gm"], sigma=0.5)
     folder = run / "certify"
     log = CertifyLog(str(folder / "cear_gm.tsv"),
                      dict(dataset="mnist", sigma=0.5, N0=100, N=1000, alpha=0.001,
@@ -110,7 +126,8 @@ def test_collect_keeps_small_files_and_report_rebuilds_from_them(tmp_path):
     copy = report.collect(str(run), str(tmp_path / "results"))
     kept = sorted(str(p.relative_to(copy)) for p in __import__("pathlib").Path(copy).rglob("*")
                   if p.is_file())
-    assert kept == ["cear/member_0/cear.json", "certify/cear_gm.tsv", "certify/cear_gm.tsv.json"]
+    assert kept == ["cear/member_0/cear.json", "certify/cear_gm.tsv", "certify/cear_gm.tsv.json",
+                    "experiment.json"]
     import shutil
     shutil.rmtree(run)  # the models are gone; the copy still names their epochs
     text = report.build_report([copy], str(tmp_path / "rep"), plots=False)
@@ -138,7 +155,7 @@ def test_report_rows_on_the_authors_images_ensembles_and_claims(tmp_path):
     _fake_run(run, {"cear_rw": rw, "randsmooth": [0.9] * 500, "sween": [0.9] * 500,
                     "cear_minus_rw": [1.9] * 500,
                     "mean_first1": [0.5] * 500, "mean_first2": [0.7] * 500}, sigma=1.0,
-              indices=every20)
+              indices=every20, variance="sween/margin_variance.json")
     (run / "sween").mkdir()
     (run / "sween" / "margin_variance.json").write_text(json.dumps(
         dict(zeta=0.5, images=[1, 2], draws=100,

@@ -1,0 +1,109 @@
+"""Runs an experiment: every stage derived from one experiment file (cear_tf.experiment).
+
+  python -m cear_tf.run --experiment=experiments/mnist_sigma100.toml [--data_dir=...] \
+      [--stages=train,weights,certify,variance,attack,table] [--dry_run] [-- extra stage flags]
+
+Stages run in order, each as its own process (`python -m cear_tf.<entry point> ...`, the
+command printed first); the run stops at the first that fails. Every stage skips finished
+work (exported members, existing weights, complete log rows), so a rerun continues where the
+last one stopped. Flags after `--` go to every stage (e.g. `-- --start=2160 --max=3500` to
+certify a range of images first); a stage that does not read one ignores it. The experiment
+record (<output_dir>/experiment.json: methods, labels, logs) is written first; the report
+reads it. `--stages=record` writes only the record (e.g. for a copied run folder with
+`--output_dir`).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from absl import flags, logging
+
+from cear_tf import cli, experiment
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The flags this entry point reads, defined when it runs (cli.run), never on import."""
+    flags.DEFINE_string("experiment", None, "Experiment file (experiments/*.toml).")
+    flags.DEFINE_list("stages", list(experiment.STAGE_KINDS),
+                      f"Stage kinds to run, in pipeline order: "
+                      f"{', '.join(experiment.STAGE_KINDS)}; 'record' writes only "
+                      f"<output_dir>/experiment.json.")
+    flags.DEFINE_string("data_dir", None, "Local copy of the data set, passed to every stage "
+                        "that reads data (see cear_tf.data); unset: tensorflow-datasets.")
+    flags.DEFINE_string("output_dir", None, "Replaces the experiment's output_dir.")
+    flags.DEFINE_multi_string("set", [], "KEY=VALUE: overrides one setting of the experiment "
+                              "file, the key dotted as in the file, the value in TOML "
+                              "(e.g. --set=certify.N=1000 --set=train.epochs=2); repeatable.")
+    flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
+    flags.register_validator(
+        "stages", lambda v: all(s in experiment.STAGE_KINDS + ("record",) for s in v),
+        message=f"--stages must name stage kinds from "
+                f"{', '.join(experiment.STAGE_KINDS + ('record',))}")
+    flags.register_validator("data_dir", lambda v: v is None or os.path.exists(v),
+                             message="--data_dir must be an existing directory or archive")
+
+
+def _extra_args(argv: list[str]) -> list[str]:
+    extra = argv[1:]
+    bad = [a for a in extra if not a.startswith("--")]
+    if bad:
+        raise ValueError(f"unexpected argument(s) {' '.join(bad)}: stage flags go after "
+                         f"'--' as --name=value")
+    if extra:
+        names = sorted({a[2:].split("=", 1)[0] for a in extra})
+        names = sorted({n[2:] if n.startswith("no") and n[2:] else n for n in names} | set(names))
+        extra = extra + [f"--undefok={','.join(names)}"]
+    return extra
+
+
+def commands(exp: experiment.Experiment, kinds, data_dir: str | None,
+             extra: list[str]) -> list[tuple[experiment.Stage, list[str]]]:
+    out = []
+    for stage in experiment.stages(exp, kinds):
+        args = list(stage.args)
+        if data_dir and stage.kind != "table":
+            args.append(f"--data_dir={data_dir}")
+        if stage.kind == "train":
+            args.append("--verbose=2")
+        out.append((stage, [sys.executable, "-m", stage.module, *args, *extra]))
+    return out
+
+
+def main(argv):
+    if not FLAGS.experiment:
+        raise ValueError("--experiment is required (an experiments/*.toml file)")
+    exp = experiment.load(FLAGS.experiment, output_dir=FLAGS.output_dir, overrides=FLAGS.set)
+    extra = _extra_args(argv)
+    kinds = [k for k in experiment.STAGE_KINDS if k in FLAGS.stages]
+    plan = commands(exp, kinds, FLAGS.data_dir, extra)
+    if FLAGS.dry_run:
+        for stage, cmd in plan:
+            print(f"# {stage.what}\n{shlex.join(['python', *cmd[1:]])}")
+        return 0
+    record = experiment.write_record(exp)
+    logging.info("experiment %s: %d stages; record %s", exp.name, len(plan), record)
+    start = time.time()
+    for stage, cmd in plan:
+        sys.stderr.write(f"== {time.strftime('%H:%M:%S')} {stage.what}: "
+                         f"{shlex.join(['python', *cmd[1:]])}\n")
+        sys.stderr.flush()
+        code = subprocess.call(cmd)
+        if code != 0:
+            sys.stderr.write(f"cear_tf.run: error: stage '{stage.what}' ({stage.module}) "
+                             f"ended with status {code}; rerun to resume\n")
+            return code
+    if plan:
+        sys.stderr.write(f"== {exp.name}: {len(plan)} stages in {time.time() - start:.0f} s; "
+                         f"results in {exp.output_dir}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main, define_flags)
