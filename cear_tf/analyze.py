@@ -14,11 +14,10 @@ import csv
 import os
 from typing import Sequence
 
-import numpy as np
 from absl import app, flags
 
 from cear_tf import cli, common_flags
-from cear_tf.certify_log import read_rows
+from cear_tf.accuracy import markdown_table, summarize
 
 FLAGS = flags.FLAGS
 
@@ -44,46 +43,6 @@ def _is_nonnegative_number(s):
         return float(s) >= 0
     except ValueError:
         return False
-
-
-def load_log(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(correct bool [n], radius [n]) of a log."""
-    if not os.path.exists(path):
-        raise ValueError(f"--logs: {path} does not exist")
-    rows = read_rows(path)
-    if not rows:
-        raise ValueError(f"--logs: {path} has no complete rows")
-    correct = np.array([r["correct"] in ("1", "True") for r in rows])
-    radius = np.array([float(r["radius"]) for r in rows])
-    return correct, radius
-
-
-def certified_accuracy(correct: np.ndarray, radius: np.ndarray, radii: Sequence[float]) -> np.ndarray:
-    return np.array([np.mean(correct & (radius >= r)) for r in radii])
-
-
-def average_certified_radius(correct: np.ndarray, radius: np.ndarray) -> float:
-    return float(np.mean(np.where(correct, radius, 0.0)))
-
-
-def summarize(named_paths: Sequence[tuple[str, str]], radii: Sequence[float]):
-    """Rows [name, images, CA(r) in %, ACR] for each log."""
-    table = []
-    for name, path in named_paths:
-        correct, radius = load_log(path)
-        ca = certified_accuracy(correct, radius, radii)
-        table.append([name, len(correct), *(100 * ca), average_certified_radius(correct, radius)])
-    return table
-
-
-def markdown_table(table, radii) -> str:
-    header = ["log", "images", *[f"r={r:g}" for r in radii], "ACR"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, n, *rest in table:
-        cas, acr = rest[:-1], rest[-1]
-        lines.append("| " + " | ".join([name, str(n), *(f"{c:.1f}" for c in cas),
-                                        f"{acr:.3f}"]) + " |")
-    return "\n".join(lines)
 
 
 def parse_named(entries: Sequence[str]) -> list[tuple[str, str]]:

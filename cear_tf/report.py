@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags, logging
 
-from cear_tf import analyze, cli, experiment, paper_claims, paper_tables
+from cear_tf import accuracy, cli, experiment, paper_claims, paper_tables
 from cear_tf.lazy import lazy_module
 
 members = lazy_module("cear_tf.members")  # loaded when used: --help without TensorFlow
@@ -123,7 +123,7 @@ ENSEMBLE_PREFIX = re.compile(r"mean_first(\d+)")
 
 
 def _read_log(path: str) -> dict[str, np.ndarray]:
-    correct, radius = analyze.load_log(path)
+    correct, radius = accuracy.load_log(path)
     from cear_tf.certify_log import read_rows
     idx = np.array([int(r["idx"]) for r in read_rows(path)])
     return dict(idx=idx, correct=correct, radius=radius)
@@ -136,12 +136,12 @@ def _subset(log: dict[str, np.ndarray], keep) -> dict[str, np.ndarray]:
 
 def _row_cells(log, radii, ref):
     n = len(log["correct"])
-    ours = 100 * analyze.certified_accuracy(log["correct"], log["radius"], radii)
+    ours = 100 * accuracy.certified_accuracy(log["correct"], log["radius"], radii)
     cells = []
     for i, v in enumerate(ours):
         mark = "*" if ref is not None and differs(v, n, ref[i], paper_tables.PAPER_IMAGE_COUNT) else ""
         cells.append(f"{v:.0f}{mark}")
-    return n, cells, analyze.average_certified_radius(log["correct"], log["radius"])
+    return n, cells, accuracy.average_certified_radius(log["correct"], log["radius"])
 
 
 def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
@@ -274,7 +274,7 @@ def plot_overview(infos: list[dict[str, Any]], path: str) -> None:
         grid = np.linspace(0, _x_limit([info]), 300)
         for method in sorted(info["curves"], key=_order):
             log = info["curves"][method]
-            ax.plot(grid, 100 * analyze.certified_accuracy(log["correct"], log["radius"], grid),
+            ax.plot(grid, 100 * accuracy.certified_accuracy(log["correct"], log["radius"], grid),
                     label=method, linewidth=1.2, **_style(method))
         _mark_cap(ax, info.get("cap"))
         ax.set_title(f"{info['dataset']}, sigma = {info['sigma']:g}", fontsize=9)
@@ -308,7 +308,7 @@ def plot_run(info: dict[str, Any], path: str) -> None:
     for ax, method in zip(axes.flat, methods):
         log = info["curves"][method]
         style = _style(method)
-        ax.plot(grid, 100 * analyze.certified_accuracy(log["correct"], log["radius"], grid),
+        ax.plot(grid, 100 * accuracy.certified_accuracy(log["correct"], log["radius"], grid),
                 color=style["color"], linestyle="-", label=f"ours (n={len(log['correct'])})")
         if method in paper:
             ax.plot(radii, paper[method], "o--", color=style["color"], markersize=4,
@@ -341,8 +341,8 @@ def plot_ensembles(info: dict[str, Any], path: str) -> None:
 
     ks = sorted(info["prefix"])
     logs = [info["prefix"][k][0] for k in ks]
-    acr = [analyze.average_certified_radius(g["correct"], g["radius"]) for g in logs]
-    at_sigma = [100 * analyze.certified_accuracy(g["correct"], g["radius"], [info["sigma"]])[0]
+    acr = [accuracy.average_certified_radius(g["correct"], g["radius"]) for g in logs]
+    at_sigma = [100 * accuracy.certified_accuracy(g["correct"], g["radius"], [info["sigma"]])[0]
                 for g in logs]
     fig, ax = plt.subplots(figsize=(4.2, 3))
     ax.plot(ks, acr, "o-", color="tab:blue")
@@ -374,7 +374,7 @@ def claims_section(infos: list[dict[str, Any]]) -> str:
                 log = _subset(log, keep)
                 if not len(log["idx"]):
                     return None
-            return 100 * float(analyze.certified_accuracy(log["correct"], log["radius"],
+            return 100 * float(accuracy.certified_accuracy(log["correct"], log["radius"],
                                                           [radius])[0])
         return ca
 
@@ -431,8 +431,8 @@ def ablation_section(root: str, radii=(0.0, 0.5, 1.0, 1.5, 2.0)) -> str:
                     continue
                 path, source = base[stem][0], " (base)"
             log = _read_log(path)
-            ca = 100 * analyze.certified_accuracy(log["correct"], log["radius"], radii)
-            acr = analyze.average_certified_radius(log["correct"], log["radius"])
+            ca = 100 * accuracy.certified_accuracy(log["correct"], log["radius"], radii)
+            acr = accuracy.average_certified_radius(log["correct"], log["radius"])
             if variant == "base":
                 base[stem] = (path, ca, acr)
                 change = ""

@@ -4,7 +4,7 @@ import numpy as np
 from absl import flags
 
 from cear_tf import data
-from cear_tf.train import Splits
+from cear_tf.training import Splits
 
 
 def tiny_splits(n_train=64, n_val=16, n_test=32, seed=0, dataset="mnist"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from cear_tf import analyze, certify, ensemble, members, weights
+from cear_tf import accuracy, analyze, certify, ensemble, members, weights
 from cear_tf.certify_log import LogError, read_rows
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags
@@ -69,7 +69,7 @@ def test_rw_weights_known_answer_and_certify_all(setup):
         assert all(r["predict"] == "3" and r["correct"] == "1" for r in rows), name
         assert all(float(r["radius"]) > 0.3 for r in rows)
     # The analysis reads the logs: everything certified at 0 and 0.25.
-    table = analyze.summarize([("gm", out.replace("{aggregation}", "gm"))], [0.0, 0.25, 5.0])
+    table = accuracy.summarize([("gm", out.replace("{aggregation}", "gm"))], [0.0, 0.25, 5.0])
     assert table[0][1:5] == [12, 100.0, 100.0, 0.0]
 
 

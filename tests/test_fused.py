@@ -1,5 +1,5 @@
 """Fused training and evaluation of LeNet-5 ensembles (models.fused,
-trainers.FusedEnsembleTrainer, train.train_fused_members): member i of the fused network is
+trainers.FusedEnsembleTrainer, training.train_fused_members): member i of the fused network is
 member i of separate training, step for step."""
 
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cear_tf import models
+from cear_tf import models, training
 from cear_tf import members, train, trainers
 from cear_tf.models.fused import FusedLeNet5, stack_member_inputs
 from tests.helpers import parse_flags, tiny_splits
@@ -103,10 +103,10 @@ def test_fused_steps_equal_separate_steps(role, tmp_path):
 
 def test_fused_members_export_like_separate_ones(tmp_path):
     splits = tiny_splits()
-    configs = train.ensemble_configs(_cfg(role="gaussian", base_sigma=0.5, epochs=2), [None],
+    configs = training.ensemble_configs(_cfg(role="gaussian", base_sigma=0.5, epochs=2), [None],
                                      "gaussian", num_members=3)
     dirs = [str(tmp_path / "ens" / f"member_{i}") for i in range(3)]
-    metas = train.train_fused_members(configs, splits, dirs, verbose=0, allow_collapsed=True)
+    metas = training.train_fused_members(configs, splits, dirs, verbose=0, allow_collapsed=True)
     assert [m["seed"] for m in metas] == [0, 1, 2]
     for d, meta in zip(dirs, metas):
         assert members.is_complete_member(d)
@@ -120,14 +120,14 @@ def test_fused_members_export_like_separate_ones(tmp_path):
 
 def test_fusion_needs_members_that_differ_only_by_seed_and_temperature():
     base = _cfg(role="student", base_sigma=0.5, vga=True, temperature=2.0)
-    configs = train.ensemble_configs(base, [2, 3], "student")
-    assert train.fusion_problem(configs) is None
-    assert "per_example" in train.fusion_problem(
+    configs = training.ensemble_configs(base, [2, 3], "student")
+    assert training.fusion_problem(configs) is None
+    assert "per_example" in training.fusion_problem(
         [c.__class__(**{**c.__dict__, "vga_mode": "per_example"}) for c in configs])
-    assert "resnet20" in train.fusion_problem(
+    assert "resnet20" in training.fusion_problem(
         [c.__class__(**{**c.__dict__, "arch": "resnet20"}) for c in configs])
     mixed = [configs[0], configs[1].__class__(**{**configs[1].__dict__, "learning_rate": 0.1})]
-    assert "more than seed and temperature" in train.fusion_problem(mixed)
+    assert "more than seed and temperature" in training.fusion_problem(mixed)
 
 
 def test_cli_ensemble_is_fused_by_default(tmp_path):
@@ -147,10 +147,10 @@ def test_cli_ensemble_is_fused_by_default(tmp_path):
 def test_fused_collapse_guard_warns_per_member_and_stops_when_all_collapse(tmp_path):
     splits = tiny_splits()
     cfg = _cfg(role="gaussian", base_sigma=0.5, epochs=20, learning_rate=1e4, clipnorm=0.0)
-    configs = train.ensemble_configs(cfg, [None], "gaussian", num_members=2)
+    configs = training.ensemble_configs(cfg, [None], "gaussian", num_members=2)
     dirs = [str(tmp_path / "ens" / f"member_{i}") for i in range(2)]
-    with pytest.raises(train.CollapsedMemberError, match="2 of 2 members collapsed"):
-        train.train_fused_members(configs, splits, dirs, verbose=0, collapse_patience=2)
+    with pytest.raises(training.CollapsedMemberError, match="2 of 2 members collapsed"):
+        training.train_fused_members(configs, splits, dirs, verbose=0, collapse_patience=2)
     with open(tmp_path / "ens" / "fused_member_0_member_1.logs" / "train.csv") as f:
         assert len(f.read().strip().split("\n")) - 1 == 2  # stopped after two epochs
     assert not os.path.exists(dirs[0]) and not os.path.exists(dirs[1])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from cear_tf import analyze, certify, ensemble, members, train, weights
+from cear_tf import accuracy, certify, ensemble, members, weights
 from cear_tf.certify_log import CertifyLog, LogError, read_rows
 from cear_tf.locking import LockError, OutputLock
 from tests import data_fakes as fakes
@@ -248,7 +248,7 @@ def test_8_analyze_refuses_bad_rows(tmp_path, column, value, match):
     lines[3] = "\t".join(fields)
     open(path, "w").write("\n".join(lines))
     with pytest.raises(LogError, match=rf"a.tsv:4: {match}"):
-        analyze.load_log(path)
+        accuracy.load_log(path)
 
 
 # 9. weights checks its output before any work.

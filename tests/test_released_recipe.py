@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cear_tf import train, trainers
+from cear_tf import trainers
 from tests.helpers import tiny_splits
 from tests.test_train import _cfg, train_tiny
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from absl import app
 
-from cear_tf import members, train
+from cear_tf import members, train, training
 from tests.helpers import parse_flags, tiny_splits
 from tests import data_fakes as fakes
 
@@ -17,14 +17,14 @@ def train_tiny(*args, **kw):
     """train_member on tiny random splits, where accuracy is not the point: export even at
     chance level (the collapse check has tests of its own)."""
     kw.setdefault("allow_collapsed", True)
-    return train.train_member(*args, **kw)
+    return training.train_member(*args, **kw)
 
 
 def _cfg(**kw):
     base = dict(role="teacher", arch="lenet5", dataset="mnist", seed=0, epochs=1, batch_size=16,
                 learning_rate=0.05, lr_schedule="constant")
     base.update(kw)
-    return train.MemberConfig(**base)
+    return training.MemberConfig(**base)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_export_round_trip_same_logits(teacher_dir):
 def test_exported_logits_equal_keras_logits(tmp_path):
     splits = tiny_splits()
     cfg = _cfg()
-    trainer = train.build_trainer(cfg, splits.info)
+    trainer = training.build_trainer(cfg, splits.info)
     x = splits.test[0][:5]
     members.export_member(trainer.network, str(tmp_path / "m"), {"role": "teacher"})
     member = members.load_member(str(tmp_path / "m"))
@@ -142,7 +142,7 @@ def test_teacher_class_count_mismatch(tmp_path):
     members.export_member(net, str(tmp_path / "t5"), {"role": "teacher"})
     teacher = members.load_member(str(tmp_path / "t5"))
     with pytest.raises(ValueError, match="5 classes but mnist has 10"):
-        train.check_teacher(teacher, tiny_splits().info)
+        training.check_teacher(teacher, tiny_splits().info)
 
 
 def test_cli_flags_validated():
