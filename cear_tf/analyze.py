@@ -30,7 +30,7 @@ def define_flags() -> None:
                       "Radii at which certified accuracy is reported.")
     flags.DEFINE_string("csv_out", None, "Also write the table as CSV here ('{output_dir}' is "
                         "replaced by --output_dir).")
-    flags.DEFINE_string("table_out", None, "Also write the markdown table here ('{output_dir}' "
+    flags.DEFINE_string("outfile", None, "Also write the markdown table here ('{output_dir}' "
                         "is replaced by --output_dir).")
 
     flags.register_validator(
@@ -68,8 +68,8 @@ def main(argv):
     text = markdown_table(table, radii)
     print(text)
     written = []
-    if FLAGS.table_out:
-        path = common_flags.expand_path(FLAGS.table_out)
+    if FLAGS.outfile:
+        path = common_flags.expand_path(FLAGS.outfile)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
             f.write(text + "\n")

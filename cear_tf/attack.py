@@ -2,7 +2,7 @@
 
   python -m cear_tf.attack --dataset=mnist --data_dir=../shared/datasets --models=runs/cear \
       --aggregation=rw --logit_noise=0.3 --norm=inf --eps=0.2 --attacks=apgd-ce,apgd-dlr,fab \
-      --source=members --eot=1 --n_images=500 --outfile=runs/attack_linf.tsv
+      --source=members --eot=1 --num_images=500 --outfile=runs/attack_linf.tsv
 
 The evaluated model is the ensemble as deployed and as certified (deployed.DeployedEnsemble):
 member i sees clip(x + eta_i) (with --clip), eta_i ~ N(0, eps_l^2 I) drawn per member and per
@@ -59,19 +59,22 @@ def define_flags() -> None:
     flags.DEFINE_list("attacks", ["apgd-ce", "apgd-dlr", "fab"], f"Any of {', '.join(choices.ATTACKS)}.")
     flags.DEFINE_string("source", "members", "member:i, members or ensemble.")
     flags.DEFINE_integer("eot", 1, "Noise draws averaged per gradient (Expectation over Transformation).")
-    flags.DEFINE_integer("n_images", 500, "Test images attacked (evenly spaced over the test set).")
-    flags.DEFINE_integer("n_iter", 100, "Iterations per attack.")
+    flags.DEFINE_integer("num_images", 500, "Test images attacked (evenly spaced over the test set).")
+    flags.DEFINE_integer("num_iterations", 100, "Iterations per attack.")
     flags.DEFINE_integer("restarts", 1, "Restarts per attack.")
-    flags.DEFINE_integer("attack_batch", 100, "Images per attack batch.")
+    flags.DEFINE_integer("batch_size", 100, "Images per attack step.")
 
     flags.register_validator("eps", lambda v: v > 0, message="--eps must be > 0")
     flags.register_validator("attacks", lambda v: bool(v) and all(a in choices.ATTACKS for a in v),
                              message=f"--attacks must name some of {', '.join(choices.ATTACKS)}")
     flags.register_validator("eot", lambda v: v >= 1, message="--eot must be >= 1")
-    flags.register_validator("n_images", lambda v: v >= 1, message="--n_images must be >= 1")
-    flags.register_validator("n_iter", lambda v: v >= 1, message="--n_iter must be >= 1")
+    flags.register_validator("num_images", lambda v: v >= 1,
+                             message="--num_images must be >= 1")
+    flags.register_validator("num_iterations", lambda v: v >= 1,
+                             message="--num_iterations must be >= 1")
     flags.register_validator("restarts", lambda v: v >= 1, message="--restarts must be >= 1")
-    flags.register_validator("attack_batch", lambda v: v >= 1, message="--attack_batch must be >= 1")
+    flags.register_validator("batch_size", lambda v: v >= 1,
+                             message="--batch_size must be >= 1")
 
 COLUMNS = ("source", "attack", "norm", "eps", "eot", "images", "clean_accuracy",
            "robust_accuracy", "success_rate", "seconds")
@@ -254,12 +257,12 @@ def main(argv):
     sources = parse_source(FLAGS.source, len(loaded))
     images, labels = data.load_split(FLAGS.dataset, "test", FLAGS.data_dir)
     attacks.check_attack_arguments(FLAGS.norm, FLAGS.eps, images)
-    keep = evenly_spaced(len(labels), FLAGS.n_images)
+    keep = evenly_spaced(len(labels), FLAGS.num_images)
     model = AttackedEnsemble(deployed.DeployedEnsemble(loaded, FLAGS.logit_noise, FLAGS.clip),
                              aggregator, seed=FLAGS.seed)
     rows = evaluate(model, images[keep], labels[keep].astype(np.int32), sources, FLAGS.attacks,
-                    FLAGS.norm, FLAGS.eps, FLAGS.eot, FLAGS.n_iter, FLAGS.restarts,
-                    FLAGS.attack_batch, FLAGS.seed)
+                    FLAGS.norm, FLAGS.eps, FLAGS.eot, FLAGS.num_iterations, FLAGS.restarts,
+                    FLAGS.batch_size, FLAGS.seed)
     write_rows(path, rows)
     print("| source | attack | clean acc | robust acc | success rate |\n|---|---|---|---|---|")
     for r in rows:

@@ -49,7 +49,7 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """The flags this entry point reads, defined when it runs (cli.run), never on import."""
     flags.DEFINE_list("archs", ["lenet5", "resnet20", "resnet110"], "Architectures to measure.")
-    flags.DEFINE_integer("members", 5, "Ensemble size.")
+    flags.DEFINE_integer("num_members", 5, "Ensemble size.")
     flags.DEFINE_integer("repeats", 3, "Repeats of every measurement.")
     flags.DEFINE_integer("draws", 0, "Noise draws per measurement (0 = the architecture's default "
                          "in SETTINGS, a few seconds each on 2 cores).")
@@ -61,9 +61,10 @@ def define_flags() -> None:
                       "passes/s over float32's).")
     flags.DEFINE_list("sweep_batches", [], "Also time the engine's passes/s at each of these certify "
                       "batch sizes (batch-size tuning; one more table).")
-    flags.DEFINE_string("json_out", None, "Also write the raw measurements as JSON.")
+    flags.DEFINE_string("outfile", None, "Also write the raw measurements as JSON.")
 
-    flags.register_validator("members", lambda v: v >= 1, message="--members must be >= 1")
+    flags.register_validator("num_members", lambda v: v >= 1,
+                             message="--num_members must be >= 1")
     flags.register_validator("repeats", lambda v: v >= 1, message="--repeats must be >= 1")
     flags.register_validator("draws", lambda v: v >= 0, message="--draws must be >= 0")
     flags.register_validator("sweep_batches", lambda v: all(b.isdigit() and int(b) >= 1 for b in v),
@@ -409,7 +410,7 @@ def main(argv):
         precision_lib.check_precision(FLAGS.compare_precision, "--compare_precision")
     except ValueError as e:
         raise app.UsageError(str(e)) from e
-    results = [measure(a, FLAGS.members, FLAGS.repeats, FLAGS.xla, FLAGS.compare_precision,
+    results = [measure(a, FLAGS.num_members, FLAGS.repeats, FLAGS.xla, FLAGS.compare_precision,
                        FLAGS.draws, FLAGS.naive) for a in FLAGS.archs]
     flags_cpu = cpu_flags()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical "
@@ -447,10 +448,10 @@ def main(argv):
         print("| arch | " + " | ".join(f"batch {b}" for b in batches) + " |")
         print("|---|" + "---|" * len(batches))
         for arch in FLAGS.archs:
-            sweeps[arch] = sweep_batches(arch, FLAGS.members, batches, FLAGS.repeats, FLAGS.draws)
+            sweeps[arch] = sweep_batches(arch, FLAGS.num_members, batches, FLAGS.repeats, FLAGS.draws)
             print(f"| {arch} | " + " | ".join(_stats(sweeps[arch][b], 0) for b in batches) + " |")
-    if FLAGS.json_out:
-        with open(FLAGS.json_out, "w") as f:
+    if FLAGS.outfile:
+        with open(FLAGS.outfile, "w") as f:
             json.dump(dict(results=results, batch_sweep=sweeps), f, indent=2)
 
 

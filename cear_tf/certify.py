@@ -44,11 +44,11 @@ def define_flags() -> None:
     flags.DEFINE_integer("consensus_k", 0, "K-consensus: run the first K members on every draw and "
                          "the rest only where those K disagree (0 = off).")
     flags.DEFINE_float("target_radius", -1.0, "Adaptive sampling: decide only whether each image is "
-                       "certified at this radius, with staged sample sizes --stages (< 0 = off: "
+                       "certified at this radius, with staged sample sizes --adaptive_stages (< 0 = off: "
                        "plain CERTIFY with --N).")
     flags.DEFINE_bool("xla", False, "Compile the sampling step with XLA (measure first: on the "
                       "2-core CPU it did not help, see cear_tf.bench).")
-    flags.DEFINE_list("stages", ["1000", "10000", "100000"], "Adaptive sampling: cumulative "
+    flags.DEFINE_list("adaptive_stages", ["1000", "10000", "100000"], "Adaptive sampling: cumulative "
                       "estimation draws at which to decide (alpha is split equally).")
 
     # Which images.
@@ -60,9 +60,9 @@ def define_flags() -> None:
                              message="--shard must be i/n with 0 <= i < n")
     flags.register_validator("consensus_k", lambda v: v >= 0, message="--consensus_k must be >= 0")
     flags.register_validator(
-        "stages", lambda v: len(v) > 0 and all(x.isdigit() and int(x) >= 1 for x in v)
+        "adaptive_stages", lambda v: len(v) > 0 and all(x.isdigit() and int(x) >= 1 for x in v)
         and all(int(b) > int(a) for a, b in zip(v, v[1:])),
-        message="--stages must be increasing integers >= 1")
+        message="--adaptive_stages must be increasing integers >= 1")
 
 
 
@@ -162,7 +162,7 @@ def main(argv):
     for name in ("models", "outfile"):
         if not FLAGS[name].value:
             raise app.UsageError(f"--{name} is required")
-    smoothing.check_sample_size(FLAGS.stages[-1] if FLAGS.target_radius >= 0 else FLAGS.N, FLAGS.alpha)
+    smoothing.check_sample_size(FLAGS.adaptive_stages[-1] if FLAGS.target_radius >= 0 else FLAGS.N, FLAGS.alpha)
     member_dirs = smoothing_flags.member_dirs()
     strategy = distribute.make_strategy(FLAGS.strategy)
     with strategy.scope():  # members' variables are placed (mirrored) by the strategy
@@ -201,7 +201,7 @@ def main(argv):
                 split_seed=FLAGS.split_seed if FLAGS.split != "test" else None,
                 consensus_k=FLAGS.consensus_k,
                 target_radius=FLAGS.target_radius if FLAGS.target_radius >= 0 else None,
-                stages=[int(v) for v in FLAGS.stages] if FLAGS.target_radius >= 0 else None,
+                stages=[int(v) for v in FLAGS.adaptive_stages] if FLAGS.target_radius >= 0 else None,
                 skip=FLAGS.skip, start=FLAGS.start, max=FLAGS.max, shard=FLAGS.shard,
                 num_images=len(labels),
                 strategy=FLAGS.strategy,
@@ -214,7 +214,7 @@ def main(argv):
             logs[a.name] = CertifyLog(path, settings, resume=FLAGS.resume)
         target = FLAGS.target_radius if FLAGS.target_radius >= 0 else None
         run_certification(smooth, images, labels, indices, logs, FLAGS.N0, FLAGS.N, FLAGS.alpha,
-                          FLAGS.batch, target, [int(v) for v in FLAGS.stages])
+                          FLAGS.batch, target, [int(v) for v in FLAGS.adaptive_stages])
         logging.info("member forward passes: %d (%.0f per image)", smooth.member_passes,
                      smooth.member_passes / max(len(indices), 1))
     finally:

@@ -80,7 +80,7 @@ def load_weights(path: str, method: str, member_dirs: Sequence[str]) -> list[flo
     """Weights for `method` from `path`, checked against the ensemble's members."""
     if not os.path.exists(path):
         raise ValueError(f"no {method} weights at {path}: run python -m cear_tf.weights "
-                         f"--method={method} first, or pass --{method}_weights")
+                         f"--aggregation={method} first, or pass --{method}_weights")
     try:
         with open(path, encoding="utf-8") as f:
             record = json.load(f)

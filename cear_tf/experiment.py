@@ -378,8 +378,8 @@ def stages(exp: Experiment, kinds=STAGE_KINDS) -> list[Stage]:
                 continue
             done.add((m.members, kind))
             args = (_common(exp) + ensemble_flags + flag_args(exp.tables[f"{kind}_weights"])
-                    + [f"--models={exp.group(m.members).model_dir}", f"--method={kind}",
-                       f"--weights_out={_weights_path(exp, m.members, kind)}"])
+                    + [f"--models={exp.group(m.members).model_dir}", f"--aggregation={kind}",
+                       f"--outfile={_weights_path(exp, m.members, kind)}"])
             out.append(Stage("weights", MODULES["weights"], tuple(args),
                              f"{kind} weights of {m.members}"))
     if "certify" in kinds:
@@ -399,9 +399,9 @@ def stages(exp: Experiment, kinds=STAGE_KINDS) -> list[Stage]:
     if "variance" in kinds and variance.get("enabled", True) and variance:
         variance.pop("enabled", None)
         group = exp.group(variance.pop("members"))
-        json_out = os.path.join(exp.output_dir, variance.pop("json_out"))
+        outfile = os.path.join(exp.output_dir, variance.pop("outfile"))
         args = (_common(exp) + ensemble_flags + flag_args(variance)
-                + [f"--models={group.model_dir}", f"--json_out={json_out}"])
+                + [f"--models={group.model_dir}", f"--outfile={outfile}"])
         out.append(Stage("variance", MODULES["variance"], tuple(args),
                          f"margin variance of {group.key}"))
     if "attack" in kinds:
@@ -422,7 +422,7 @@ def stages(exp: Experiment, kinds=STAGE_KINDS) -> list[Stage]:
         args = [f"--output_dir={exp.output_dir}",
                 "--logs=" + ",".join(f"{m.label}={m.log}" for m in rows),
                 "--radii=" + ",".join(str(r) for r in radii),
-                f"--table_out={os.path.join(exp.output_dir, 'certified_accuracy.md')}",
+                f"--outfile={os.path.join(exp.output_dir, 'certified_accuracy.md')}",
                 f"--csv_out={os.path.join(exp.output_dir, 'certified_accuracy.csv')}"]
         out.append(Stage("table", MODULES["table"], tuple(args), "table"))
     return out
@@ -442,8 +442,8 @@ def record(exp: Experiment) -> dict[str, Any]:
                     for m in exp.methods],
         "attacks": [{"target": exp.method(a.target).label, "norm": a.norm, "mode": a.mode,
                      "log": rel(a.log)} for a in exp.attacks],
-        "variance": (rel(os.path.join(exp.output_dir, variance["json_out"]))
-                     if variance.get("json_out") and variance.get("enabled", True) else None),
+        "variance": (rel(os.path.join(exp.output_dir, variance["outfile"]))
+                     if variance.get("outfile") and variance.get("enabled", True) else None),
     }
 
 

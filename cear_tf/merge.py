@@ -1,8 +1,8 @@
 """Joins the logs of a sharded certification into one log, checking gaps and duplicates.
 
   python -m cear_tf.certify ... --shard=0/4 --outfile=runs/c_shard0.tsv   # on 4 machines
-  python -m cear_tf.merge --shard_logs=runs/c_shard0.tsv,...,runs/c_shard3.tsv \
-      --merged_log=runs/c.tsv
+  python -m cear_tf.merge --logs=runs/c_shard0.tsv,...,runs/c_shard3.tsv \
+      --outfile=runs/c.tsv
 
 Shards must share every setting that determines a row (models, sigma, N, seed, ...); the
 image selection (skip, max) must agree too, and together the shards must cover it: a
@@ -25,8 +25,8 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """The flags this entry point reads, defined when it runs (cli.run), never on import."""
-    flags.DEFINE_list("shard_logs", None, "The shard logs to merge.")
-    flags.DEFINE_string("merged_log", None, "Where the merged log goes (its settings beside it).")
+    flags.DEFINE_list("logs", None, "The shard logs to merge.")
+    flags.DEFINE_string("outfile", None, "Where the merged log goes (its settings beside it).")
     flags.DEFINE_bool("allow_gaps", False, "Write the merged log even if images are missing.")
 
 
@@ -79,11 +79,11 @@ def merge_logs(paths, outfile, allow_gaps=False) -> int:
                              f"{missing[:10]}; certify them or pass --allow_gaps")
     merged_settings = dict(first, shard="merged")
     if os.path.isdir(outfile):
-        raise MergeError(f"--merged_log: {outfile} is a directory; give a file path")
+        raise MergeError(f"{outfile} is a directory; give a file path for the merged log")
     os.makedirs(os.path.dirname(os.path.abspath(outfile)), exist_ok=True)
     with OutputLock(outfile):
         if os.path.exists(outfile):
-            raise MergeError(f"{outfile} exists; remove it or choose another --merged_log")
+            raise MergeError(f"{outfile} exists; remove it or merge into another file")
         columns = certify_log.HEADER.split("\t")
         tmp = outfile + ".tmp"
         with open(tmp, "w") as f:
@@ -98,10 +98,10 @@ def merge_logs(paths, outfile, allow_gaps=False) -> int:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS.shard_logs or not FLAGS.merged_log:
-        raise app.UsageError("--shard_logs and --merged_log are required")
-    n = merge_logs(FLAGS.shard_logs, FLAGS.merged_log, FLAGS.allow_gaps)
-    print(f"{FLAGS.merged_log}: {n} rows from {len(FLAGS.shard_logs)} shards")
+    if not FLAGS.logs or not FLAGS.outfile:
+        raise app.UsageError("--logs and --outfile are required")
+    n = merge_logs(FLAGS.logs, FLAGS.outfile, FLAGS.allow_gaps)
+    print(f"{FLAGS.outfile}: {n} rows from {len(FLAGS.logs)} shards")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Variance of the classification margin of soft ensembles of the first k members.
 
   python -m cear_tf.variance --models=runs/sween --sigma=0.5 --skip=20 --max=3500 \
-      --start=2160 --draws=1000 --json_out=runs/sween/margin_variance.json
+      --start=2160 --draws=1000 --outfile=runs/sween/margin_variance.json
 
 Horvath et al. (2022, "Boosting randomized smoothing with variance reduced classifiers"):
 if the members' outputs under the smoothing noise have variance s^2 and pairwise correlation
@@ -45,7 +45,7 @@ def define_flags() -> None:
     smoothing_flags.define_sampling(selection=False, estimation=False)
     smoothing_flags.define_images()
     flags.DEFINE_integer("draws", 1000, "Noise draws per image.")
-    flags.DEFINE_string("json_out", None, "Where the statistics go (JSON); required.")
+    flags.DEFINE_string("outfile", None, "Where the statistics go (JSON); required.")
 
     flags.register_validator("draws", lambda v: v >= 2, message="--draws must be >= 2")
 
@@ -87,10 +87,10 @@ def margin_statistics(per_image_margins: list[np.ndarray]) -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    for name in ("models", "json_out"):
+    for name in ("models", "outfile"):
         if not FLAGS[name].value:
             raise app.UsageError(f"--{name} is required")
-    out = common_flags.expand_path(FLAGS.json_out)
+    out = common_flags.expand_path(FLAGS.outfile)
     if FLAGS.resume and os.path.exists(out):
         logging.info("%s exists: skipped (--noresume recomputes)", out)
         return

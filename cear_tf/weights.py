@@ -1,7 +1,7 @@
 """Aggregation weights for an ensemble, computed on the validation split.
 
-  python -m cear_tf.weights --method=rw --models=runs/ensemble --sigma=0.25 --N=10000
-  python -m cear_tf.weights --method=sween --models=runs/ensemble --sigma=0.25
+  python -m cear_tf.weights --aggregation=rw --models=runs/ensemble --sigma=0.25 --N=10000
+  python -m cear_tf.weights --aggregation=sween --models=runs/ensemble --sigma=0.25
 
 RW (paper eq. 6): lambda_i = a_i / sum_j a_j, a_i = member i's certified accuracy at
 --radius on the validation split (held out of the official training set, disjoint from
@@ -10,7 +10,7 @@ every member's training data), computed by the same certify engine as the test r
 SWEEN (Liu et al. 2021): lambda = softmax(w), w minimising the negative log-likelihood of
 sum_i lambda_i p_i(x + eps) on noisy validation images.
 
-The weights are saved as JSON (default: weights_<method>.json beside the members) and
+The weights are saved as JSON (default: weights_<aggregation>.json beside the members) and
 read by cear_tf.certify.
 """
 
@@ -41,16 +41,17 @@ def define_flags() -> None:
     smoothing_flags.define_smoothing_run("Keep an existing weights file; --noresume recomputes it.")
     smoothing_flags.define_ensemble(aggregation=False)
     smoothing_flags.define_sampling()
-    flags.DEFINE_enum("method", "rw", ["rw", "sween"], "Which weights to compute.")
+    flags.DEFINE_enum("aggregation", "rw", ["rw", "sween"], "The aggregation whose weights "
+                      "are fitted.")
     flags.DEFINE_float("radius", 0.0, "RW: certified accuracy is taken at this radius.")
-    flags.DEFINE_integer("weights_images", 500, "Validation images used (the first ones).")
+    flags.DEFINE_integer("num_images", 500, "Validation images used (the first ones).")
     flags.DEFINE_integer("sween_draws", 16, "SWEEN: noise draws per validation image.")
-    flags.DEFINE_string("weights_out", None, "Output JSON (default: weights_<method>.json beside "
+    flags.DEFINE_string("outfile", None, "Output JSON (default: weights_<aggregation>.json beside "
                         "the members).")
 
     flags.register_validator("radius", lambda v: v >= 0, message="--radius must be >= 0")
-    flags.register_validator("weights_images", lambda v: v >= 1,
-                             message="--weights_images must be >= 1")
+    flags.register_validator("num_images", lambda v: v >= 1,
+                             message="--num_images must be >= 1")
     flags.register_validator("sween_draws", lambda v: v >= 1, message="--sween_draws must be >= 1")
 
 
@@ -75,7 +76,7 @@ def robust_weights(members, num_classes, images, labels, sigma, radius, n0, n, a
     if accuracy.sum() == 0:
         raise ValueError(f"no member certifies any of the {len(labels)} validation images at "
                          f"radius {radius}: RW weights are undefined (lower --radius, raise --N "
-                         f"or --weights_images)")
+                         f"or --num_images)")
     return accuracy / accuracy.sum(), accuracy
 
 
@@ -103,13 +104,13 @@ def main(argv):
         raise app.UsageError("--models is required")
     if FLAGS.validation_size < 1:
         raise app.UsageError("--validation_size must be >= 1: weights need a validation split")
-    if FLAGS.method == "rw":
+    if FLAGS.aggregation == "rw":
         smoothing.check_sample_size(FLAGS.N, FLAGS.alpha)
     member_dirs = smoothing_flags.member_dirs()
-    path = (common_flags.expand_path(FLAGS.weights_out)
-            or ensemble.default_weights_path(member_dirs, FLAGS.method))
+    path = (common_flags.expand_path(FLAGS.outfile)
+            or ensemble.default_weights_path(member_dirs, FLAGS.aggregation))
     if os.path.isdir(path):
-        raise ValueError(f"--weights_out: {path} is a directory; give a file path")
+        raise ValueError(f"--outfile: {path} is a directory; give a file path")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with OutputLock(path):  # also proves the folder writable, before any work
         if FLAGS.resume and os.path.exists(path):
@@ -123,13 +124,13 @@ def _compute_and_save(member_dirs, path):
     info = data.dataset_info(FLAGS.dataset)
     images, labels = data.load_split(FLAGS.dataset, "validation", FLAGS.data_dir,
                                      FLAGS.validation_size, FLAGS.split_seed)
-    images, labels = images[:FLAGS.weights_images], labels[:FLAGS.weights_images]
+    images, labels = images[:FLAGS.num_images], labels[:FLAGS.num_images]
     details = dict(dataset=FLAGS.dataset, sigma=FLAGS.sigma, images=int(len(labels)),
                    validation_size=FLAGS.validation_size, split_seed=FLAGS.split_seed,
                    logit_noise=FLAGS.logit_noise, seed=FLAGS.seed, precision=FLAGS.precision,
                    noise=smoothing.NOISE_SCHEME,
                    member_digests=[members_lib.content_digest(d) for d in member_dirs])
-    if FLAGS.method == "rw":
+    if FLAGS.aggregation == "rw":
         weights, accuracy = robust_weights(
             members, info.num_classes, images, labels, FLAGS.sigma, FLAGS.radius, FLAGS.N0,
             FLAGS.N, FLAGS.alpha, FLAGS.batch, FLAGS.logit_noise, FLAGS.clip, FLAGS.seed,
@@ -147,8 +148,8 @@ def _compute_and_save(member_dirs, path):
                                 for i, x in enumerate(images)], axis=1)
         weights, nll = fit_sween_weights(probs, np.repeat(labels, FLAGS.sween_draws))
         details.update(draws=FLAGS.sween_draws, nll=nll)
-    ensemble.save_weights(path, FLAGS.method, member_dirs, weights, details)
-    logging.info("%s weights %s -> %s", FLAGS.method, np.round(weights, 4).tolist(), path)
+    ensemble.save_weights(path, FLAGS.aggregation, member_dirs, weights, details)
+    logging.info("%s weights %s -> %s", FLAGS.aggregation, np.round(weights, 4).tolist(), path)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ def test_ablation_driver_runs_every_kind_of_variant(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", DATA_DIR=str(data_dir),
                ABLATION_ROOT=str(root), ABLATION_TEACHER=str(teacher),
                ABLATION_IMAGE_PASSES="--max=10 --skip=5;--max=20 --skip=5",
-               ABLATION_EXTRA="--epochs=4 --learning_rate=0.1 --N=200 --N0=20 --weights_images=4 "
+               ABLATION_EXTRA="--epochs=4 --learning_rate=0.1 --N=200 --N0=20 --num_images=4 "
                               "--validation_size=50 --allow_collapsed --batch_size=64 "
-                              "--undefok=epochs,learning_rate,N,N0,weights_images,"
+                              "--undefok=epochs,learning_rate,N,N0,num_images,"
                               "allow_collapsed,batch_size")
     python = os.path.join(REPO, ".venv", "bin", "python")
     subprocess.run([python if os.path.exists(python) else "python3", "-m", "cear_tf.train",

@@ -144,7 +144,7 @@ def test_attack_cli_on_an_unbreakable_ensemble(tmp_path):
     out = tmp_path / "att.tsv"
     parse_flags([f"--data_dir={data_dir}", f"--models={','.join(dirs)}", "--aggregation=mean",
                  "--logit_noise=0.1", "--norm=2", "--eps=0.5", "--attacks=apgd-ce,fab",
-                 "--n_images=6", "--n_iter=5", f"--outfile={out}"], attack)
+                 "--num_images=6", "--num_iterations=5", f"--outfile={out}"], attack)
     attack.main(["prog"])
     rows = [line.split("\t") for line in out.read_text().splitlines()]
     assert rows[0] == list(attack.COLUMNS)
@@ -155,7 +155,7 @@ def test_attack_cli_on_an_unbreakable_ensemble(tmp_path):
     out2 = tmp_path / "att_ensemble.tsv"
     parse_flags([f"--data_dir={data_dir}", f"--models={','.join(dirs)}", "--aggregation=gm",
                  "--logit_noise=0.1", "--norm=inf", "--eps=0.1", "--attacks=apgd-ce,apgd-dlr",
-                 "--source=ensemble", "--eot=2", "--n_images=6", "--n_iter=5",
+                 "--source=ensemble", "--eot=2", "--num_images=6", "--num_iterations=5",
                  f"--outfile={out2}"], attack)
     attack.main(["prog"])
     rows = [line.split("\t") for line in out2.read_text().splitlines()[1:]]

@@ -18,9 +18,9 @@ def test_bench_cli_tiny(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
-        [sys.executable, "-m", "cear_tf.bench", "--archs=lenet5", "--members=2", "--repeats=1",
+        [sys.executable, "-m", "cear_tf.bench", "--archs=lenet5", "--num_members=2", "--repeats=1",
          "--draws=1500", "--compare_precision=mixed_bfloat16", "--sweep_batches=250,500",
-         f"--json_out={out}"],
+         f"--outfile={out}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     main_table = proc.stdout.split("by certify batch size")[0]

@@ -54,8 +54,8 @@ def _rows(path):
 
 def test_rw_weights_known_answer_and_certify_all(setup):
     parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.25",
-                 "--N0=20", "--N=200", "--batch=64", "--validation_size=10", "--method=rw",
-                 "--weights_images=5"], weights)
+                 "--N0=20", "--N=200", "--batch=64", "--validation_size=10", "--aggregation=rw",
+                 "--num_images=5"], weights)
     weights.main(["prog"])
     record = json.load(open(os.path.join(setup["ens"], "weights_rw.json")))
     np.testing.assert_allclose(record["weights"], [0.5, 0.5, 0.0])
@@ -75,7 +75,7 @@ def test_rw_weights_known_answer_and_certify_all(setup):
 
 def test_sween_weights_cli_and_certify(setup):
     parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.25",
-                 "--batch=64", "--validation_size=10", "--method=sween", "--weights_images=4",
+                 "--batch=64", "--validation_size=10", "--aggregation=sween", "--num_images=4",
                  "--sween_draws=8"], weights)
     weights.main(["prog"])
     record = json.load(open(os.path.join(setup["ens"], "weights_sween.json")))
@@ -187,14 +187,14 @@ def test_analyze_known_table(tmp_path, capsys):
 def test_adaptive_and_consensus_cli(setup):
     out = str(setup["root"] / "adaptive.tsv")
     _certify(setup, out, "--aggregation=mean", "--max=4", "--target_radius=0.25",
-             "--stages=100,1000", "--consensus_k=2")
+             "--adaptive_stages=100,1000", "--consensus_k=2")
     rows = read_rows(out)
     assert [r["predict"] for r in rows] == ["3"] * 4
     assert all(int(r["num"]) == 100 and float(r["radius"]) >= 0.25 for r in rows)
     settings = json.load(open(out + ".json"))
     assert settings["target_radius"] == 0.25 and settings["consensus_k"] == 2
     with pytest.raises(flags.IllegalFlagValueError, match="stages"):
-        parse_flags(["--stages=100,50"], certify)
+        parse_flags(["--adaptive_stages=100,50"], certify)
 
 
 def test_precision_flag_recorded_and_binding(setup):
@@ -229,7 +229,7 @@ def test_analyze_writes_the_table_to_a_file(tmp_path, capsys):
     log.write(0, 1, 1, 0.6, True, 0.1, 90, 100, 0.9)
     log.close()
     parse_flags([f"--logs=A={path}", "--radii=0,0.5", f"--output_dir={tmp_path}",
-                 "--table_out={output_dir}/t/table.md", "--csv_out={output_dir}/t/table.csv"], analyze)
+                 "--outfile={output_dir}/t/table.md", "--csv_out={output_dir}/t/table.csv"], analyze)
     analyze.main(["prog"])
     text = (tmp_path / "t" / "table.md").read_text()
     assert "| A | 1 | 100.0 | 100.0 | 0.600 |" in text

@@ -89,7 +89,7 @@ def test_help_lists_the_entry_points_flags_and_exits_zero():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0
     text = out.stdout + out.stderr
-    assert "--logs" in text and "--table_out" in text
+    assert "--logs" in text and "--outfile" in text
     short = subprocess.run([sys.executable, "-m", "cear_tf.analyze", "--help"], capture_output=True,
                            text=True, timeout=300)
     assert short.returncode == 0 and "--output_dir" in short.stdout  # shared groups listed too
@@ -121,3 +121,27 @@ print("ok")
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0 and out.stdout.strip().endswith("ok"), \
             (module.__name__, out.stderr[-3000:])
+
+
+def test_readme_flag_vocabulary_matches_the_entry_points():
+    """The README's table of flag names: each flag is defined by exactly the tools it lists."""
+    import os
+    defined = {}
+    for module in ENTRY_POINTS:
+        parse_flags([], module)
+        defined[module.__name__.split(".")[-1]] = set(cear_tf_flags())
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+    rows = readme[readme.index("| flag | means | read by |"):].splitlines()[2:]
+    checked = 0
+    for line in rows:
+        if not line.startswith("|"):
+            break
+        names_cell, _, tools_cell = (c.strip() for c in line.strip("|").split("|"))
+        if tools_cell.startswith("every"):
+            continue
+        tools = {t.strip() for t in tools_cell.split(",")}
+        for name in re.findall(r"`--([A-Za-z0-9_]+)`", names_cell):
+            having = {tool for tool, names in defined.items() if name in names}
+            assert having == tools, (name, sorted(having), sorted(tools))
+            checked += 1
+    assert checked >= 15

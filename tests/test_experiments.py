@@ -142,7 +142,7 @@ epochs = 5
     assert f"--outfile={os.path.join(out, 'certify', 'cear_{aggregation}.tsv')}" in args
     assert f"--rw_weights={os.path.join(out, 'cear', 'weights_rw.json')}" in args
     weights_stage = [s for s in experiment.stages(exp) if s.kind == "weights"]
-    assert len(weights_stage) == 1 and "--method=rw" in weights_stage[0].args
+    assert len(weights_stage) == 1 and "--aggregation=rw" in weights_stage[0].args
 
 
 def test_logs_that_share_no_template_are_certified_separately(tmp_path):
@@ -176,7 +176,7 @@ clip = true
     whats = [s.what for s in experiment.stages(exp, ["train"])]
     assert "train cear" not in whats and "train rs" in whats
     weights_stage = experiment.stages(exp, ["weights"])[0]
-    assert f"--weights_out={out}/weights/cear_rw.json" in weights_stage.args
+    assert f"--outfile={out}/weights/cear_rw.json" in weights_stage.args
     assert "--clip" in weights_stage.args
 
 

@@ -56,7 +56,7 @@ def test_1_locks_guard_weights_merge_and_training(setup, tmp_path):
     holder = OutputLock(str(out)).acquire()
     try:
         parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}",
-                     "--validation_size=10", "--method=sween", f"--weights_out={out}"], weights)
+                     "--validation_size=10", "--aggregation=sween", f"--outfile={out}"], weights)
         with pytest.raises(LockError):
             weights.main(["prog"])
         model_dir = str(tmp_path / "member")
@@ -72,8 +72,8 @@ def test_2_replaced_member_or_edited_weights_refused(setup, tmp_path):
     ens = tmp_path / "ens"
     shutil.copytree(setup["ens"], ens)
     parse_flags([f"--data_dir={setup['data_dir']}", f"--models={ens}", "--sigma=0.25",
-                 "--N0=20", "--N=200", "--batch=64", "--validation_size=10", "--method=rw",
-                 "--weights_images=4"], weights)
+                 "--N0=20", "--N=200", "--batch=64", "--validation_size=10", "--aggregation=rw",
+                 "--num_images=4"], weights)
     weights.main(["prog"])
     path = str(tmp_path / "rw.tsv")
     run = dict(setup, ens=str(ens))
@@ -261,7 +261,7 @@ def test_9_weights_output_checked_first(setup, tmp_path, monkeypatch):
     for out, match in ((tmp_path, "is a directory"),
                        (blocker / "w.json", "File exists|Not a directory")):
         parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}",
-                     "--validation_size=10", f"--weights_out={out}", "--noresume"], weights)
+                     "--validation_size=10", f"--outfile={out}", "--noresume"], weights)
         with pytest.raises((ValueError, OSError), match=match):
             weights.main(["prog"])
 

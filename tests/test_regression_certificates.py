@@ -98,7 +98,7 @@ def _record_or_compare(key, value):
 
 def test_rw_weights_are_unchanged(setup):
     parse_flags([f"--data_dir={setup / 'mnist'}", f"--models={setup / 'ens'}", "--sigma=0.5",
-                 "--method=rw", "--N0=50", "--N=300", "--weights_images=8",
+                 "--aggregation=rw", "--N0=50", "--N=300", "--num_images=8",
                  "--validation_size=20"], weights)
     weights.main(["prog"])
     record = json.load(open(setup / "ens" / "weights_rw.json"))
@@ -108,8 +108,8 @@ def test_rw_weights_are_unchanged(setup):
 def test_sween_weights_are_unchanged(setup, tmp_path):
     out = tmp_path / "weights_sween.json"
     parse_flags([f"--data_dir={setup / 'mnist'}", f"--models={setup / 'ens'}", "--sigma=0.5",
-                 "--method=sween", "--sween_draws=50", "--weights_images=8", "--batch=64",
-                 "--validation_size=20", f"--weights_out={out}"], weights)
+                 "--aggregation=sween", "--sween_draws=50", "--num_images=8", "--batch=64",
+                 "--validation_size=20", f"--outfile={out}"], weights)
     weights.main(["prog"])
     # Fitted by an optimiser: compared to 6 decimals.
     _record_or_compare("sween_weights", [round(w, 6) for w in json.load(open(out))["weights"]])

@@ -49,7 +49,7 @@ def test_cli_writes_the_statistics(tmp_path):
         constant_member(ens / f"member_{i}", cls, strength=0.5)
     out = tmp_path / "var.json"
     parse_flags([f"--data_dir={data_dir}", f"--models={ens}", "--sigma=0.5", "--draws=200",
-                 "--batch=100", "--skip=5", "--start=5", "--max=25", f"--json_out={out}",
+                 "--batch=100", "--skip=5", "--start=5", "--max=25", f"--outfile={out}",
                  "--validation_size=0"], variance)
     variance.main(["prog"])
     stats = json.load(open(out))
