@@ -251,9 +251,8 @@ def main(argv):
     if FLAGS.resume and os.path.exists(path):
         logging.info("%s exists: skipped (--noresume appends a new run)", path)
         return
-    member_dirs = smoothing_flags.member_dirs()
-    loaded = smoothing_flags.load_members(member_dirs)
-    (aggregator,) = smoothing_flags.aggregators(member_dirs)
+    deployed_spec = smoothing_flags.load_ensemble()
+    loaded, (aggregator,) = deployed_spec.members, deployed_spec.aggregators
     sources = parse_source(FLAGS.source, len(loaded))
     images, labels = data.load_split(FLAGS.dataset, "test", FLAGS.data_dir)
     attacks.check_attack_arguments(FLAGS.norm, FLAGS.eps, images)

@@ -163,30 +163,29 @@ def main(argv):
         if not FLAGS[name].value:
             raise app.UsageError(f"--{name} is required")
     smoothing.check_sample_size(FLAGS.adaptive_stages[-1] if FLAGS.target_radius >= 0 else FLAGS.N, FLAGS.alpha)
-    member_dirs = smoothing_flags.member_dirs()
     strategy = distribute.make_strategy(FLAGS.strategy)
     with strategy.scope():  # members' variables are placed (mirrored) by the strategy
-        members = smoothing_flags.load_members(member_dirs)
+        loaded = smoothing_flags.load_ensemble()
+    members, member_dirs, aggregators = loaded.members, loaded.member_dirs, loaded.aggregators
     info = data.dataset_info(FLAGS.dataset)
     if members[0].input_shape != info.image_shape or members[0].num_classes != info.num_classes:
         raise ValueError(f"members take {members[0].input_shape} -> {members[0].num_classes} "
                          f"classes but {info.name} is {info.image_shape} -> {info.num_classes}")
     if "single" in FLAGS.aggregation and len(members) > 1:
         logging.warning("--aggregation=single certifies only the first member, %s", member_dirs[0])
-    aggregators = smoothing_flags.aggregators(member_dirs)
     images, labels = data.load_split(FLAGS.dataset, FLAGS.split, FLAGS.data_dir,
                                      FLAGS.validation_size, FLAGS.split_seed)
     check_images(images, f"{FLAGS.dataset} {FLAGS.split}")
     smooth = smoothing.Smooth(members, info.num_classes, FLAGS.sigma, aggregators,
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
                     strategy=strategy, consensus_k=FLAGS.consensus_k, jit_compile=FLAGS.xla,
-                    fused=smoothing_flags.fused_members(members))
+                    fused=loaded.fused)
     several = len(aggregators) > 1
     indices = image_indices(len(labels), FLAGS.skip, FLAGS.max, FLAGS.shard, FLAGS.start)
     if not indices:
         raise ValueError(f"--start={FLAGS.start} --max={FLAGS.max} --skip={FLAGS.skip} "
                          f"--shard={FLAGS.shard} select no image of the {len(labels)}")
-    fingerprint = smoothing_flags.fingerprint(member_dirs, aggregators)
+    fingerprint = loaded.fingerprint()
     logs = {}
     try:
         for a in aggregators:

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from cear_tf import aggregate, precision
 from cear_tf import members as members_lib
 
 WEIGHTS_FILE = "weights_{method}.json"
@@ -157,3 +158,43 @@ def fuse(loaded: Sequence[members_lib.Member]) -> tuple[FusedMembers | None, str
     if not np.allclose(got, want, rtol=1e-4, atol=1e-4):
         return None, f"fused logits differ from the members' (max {np.abs(got - want).max():.2e})"
     return fused, ""
+
+
+class LoadedEnsemble:
+    """An EnsembleSpec loaded: member folders, members, aggregators (weights read) and the
+    fused network (None when not fused). `load(spec)` makes one."""
+
+    def __init__(self, spec, member_dirs, members, aggregators, fused, why_not_fused):
+        self.spec = spec
+        self.member_dirs = list(member_dirs)
+        self.members = list(members)
+        self.aggregators = list(aggregators)
+        self.fused = fused
+        self.why_not_fused = why_not_fused
+
+    def fingerprint(self) -> dict:
+        """What defines the base classifier beyond the settings: a content digest of each
+        member and the weights of the weighted aggregators (recorded in certify logs)."""
+        record = {"members": [members_lib.content_digest(d) for d in self.member_dirs]}
+        weights = {a.name: list(a.weights) for a in self.aggregators if a.weights is not None}
+        if weights:
+            record["aggregator_weights"] = weights
+        return record
+
+
+def load(spec) -> LoadedEnsemble:
+    """Loads the ensemble a specs.EnsembleSpec describes. Sets the inference precision for
+    the graphs traced from now on (process-wide in TensorFlow) before loading the members."""
+    member_dirs = resolve_member_dirs(spec.models)
+    precision.set_inference_precision(spec.precision)
+    loaded = load_ensemble(member_dirs, spec.freeze)
+    aggregators = []
+    for name in spec.aggregations:
+        weights = None
+        if name in aggregate.WEIGHTED:
+            path = spec.weights_file(name) or default_weights_path(member_dirs, name)
+            weights = load_weights(path, name, member_dirs)
+        aggregators.append(aggregate.make_aggregator(name, len(member_dirs), weights,
+                                                     spec.gm_tolerance, spec.gm_max_iterations))
+    fused, why = fuse(loaded) if spec.fuse else (None, "not asked")
+    return LoadedEnsemble(spec, member_dirs, loaded, aggregators, fused, why)

@@ -56,17 +56,16 @@ def main(argv):
     export_dir = common_flags.expand_path(FLAGS.export_dir)
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise ValueError(f"--export_dir: {export_dir} exists and is not a directory")
-    member_dirs = smoothing_flags.member_dirs()
-    members = smoothing_flags.load_members(member_dirs)
-    aggregators = smoothing_flags.aggregators(member_dirs)
+    loaded = smoothing_flags.load_ensemble()
+    members, member_dirs, aggregators = loaded.members, loaded.member_dirs, loaded.aggregators
     smooth = smoothing.Smooth(members, members[0].num_classes, FLAGS.sigma, aggregators,
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
-                    fused=smoothing_flags.fused_members(members))
+                    fused=loaded.fused)
     settings = dict(
         aggregation=aggregators[0].name,
         models=[os.path.relpath(os.path.abspath(d), os.path.abspath(export_dir))
                 for d in member_dirs],
-        fingerprint=smoothing_flags.fingerprint(member_dirs, aggregators),
+        fingerprint=loaded.fingerprint(),
         sigma=FLAGS.sigma, logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, N=FLAGS.N,
         alpha=FLAGS.alpha, batch=FLAGS.batch, seed=FLAGS.seed, noise=smoothing.NOISE_SCHEME,
         input_shape=list(members[0].input_shape), num_classes=members[0].num_classes,

@@ -5,12 +5,10 @@ defined at import (see common_flags)."""
 
 from absl import flags
 
-from cear_tf import choices, common_flags
+from cear_tf import choices, common_flags, specs
 from cear_tf.lazy import lazy_module
 
-aggregate = lazy_module("cear_tf.aggregate")
 ensemble = lazy_module("cear_tf.ensemble")
-precision_lib = lazy_module("cear_tf.precision")
 
 
 def define_ensemble(aggregation: bool = True, fuse: bool = True) -> None:
@@ -105,40 +103,34 @@ def define_images() -> None:
     flags.register_validator("start", lambda v: v >= 0, message="--start must be >= 0")
 
 
-def load_members(member_dirs):
-    """Sets --precision for the graphs traced from now on, then loads the members
-    (frozen unless --nofreeze_members); call before building the engine."""
-    precision_lib.set_inference_precision(flags.FLAGS.precision)
-    return ensemble.load_ensemble(member_dirs, flags.FLAGS.freeze_members)
+def ensemble_spec(aggregations=None) -> specs.EnsembleSpec:
+    """The EnsembleSpec the ensemble flags describe, paths expanded. `aggregations` replaces
+    --aggregation; a tool without it (the weight fits) gets none."""
+    f = flags.FLAGS
+    has_aggregation = "gm_tolerance" in f  # the aggregation group (define_ensemble)
+    if aggregations is None:
+        aggregations = f.aggregation if has_aggregation else ()
+    optional = {}
+    if has_aggregation:
+        optional.update(rw_weights=common_flags.expand_path(f.rw_weights),
+                        sween_weights=common_flags.expand_path(f.sween_weights),
+                        gm_tolerance=f.gm_tolerance, gm_max_iterations=f.gm_max_iterations)
+    return specs.EnsembleSpec(
+        models=tuple(common_flags.expand_path(p) for p in f.models),
+        aggregations=tuple(aggregations), logit_noise=f.logit_noise, clip=f.clip,
+        freeze=f.freeze_members, fuse=f.fuse_members if "fuse_members" in f else False,
+        precision=f.precision, **optional)
 
 
-def fused_members(loaded):
-    """The members as one fused network (ensemble.fuse) unless --nofuse_members, else None."""
+def load_ensemble(aggregations=None):
+    """ensemble.load(ensemble_spec(aggregations)), saying whether the members run fused."""
     from absl import logging
-    if not flags.FLAGS.fuse_members:
-        return None
-    fused, why = ensemble.fuse(loaded)
-    if fused is None:
-        logging.info("members run one after another (not fused: %s)", why)
-    else:
-        logging.info("%d members run as one fused network", fused.num_members)
-    return fused
-
-
-def member_dirs():
-    """The member directories --models names, placeholders expanded."""
-    return ensemble.resolve_member_dirs([common_flags.expand_path(p) for p in flags.FLAGS.models])
-
-
-def fingerprint(member_dirs, aggregators_used) -> dict:
-    """What defines the base classifier beyond the settings: a content digest of each member
-    and the aggregator's weights (for rw and sween), as recorded in certify logs."""
-    from cear_tf import members as members_lib
-    record = {"members": [members_lib.content_digest(d) for d in member_dirs]}
-    weights = {a.name: list(a.weights) for a in aggregators_used if a.weights is not None}
-    if weights:
-        record["aggregator_weights"] = weights
-    return record
+    loaded = ensemble.load(ensemble_spec(aggregations))
+    if loaded.fused is not None:
+        logging.info("%d members run as one fused network", loaded.fused.num_members)
+    elif loaded.spec.fuse:
+        logging.info("members run one after another (not fused: %s)", loaded.why_not_fused)
+    return loaded
 
 
 def selected_images(total: int) -> list[int]:

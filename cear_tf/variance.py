@@ -94,11 +94,11 @@ def main(argv):
     if FLAGS.resume and os.path.exists(out):
         logging.info("%s exists: skipped (--noresume recomputes)", out)
         return
-    member_dirs = smoothing_flags.member_dirs()
+    loaded = smoothing_flags.load_ensemble()
+    members, member_dirs = loaded.members, loaded.member_dirs
     if len(member_dirs) < 2:
         raise app.UsageError(f"--models: {len(member_dirs)} member found; the variance ratio "
                              f"needs an ensemble of at least 2")
-    members = smoothing_flags.load_members(member_dirs)
     info = data.dataset_info(FLAGS.dataset)
     images, labels = data.load_split(FLAGS.dataset, "test", FLAGS.data_dir,
                                      FLAGS.validation_size, FLAGS.split_seed)
@@ -107,7 +107,7 @@ def main(argv):
                     aggregate.per_member_aggregators(len(members)),
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
                     noise_domain=smoothing.NoiseDomain.MARGIN_VARIANCE,
-                    fused=smoothing_flags.fused_members(members))
+                    fused=loaded.fused)
     per_image = []
     for n, idx in enumerate(indices, start=1):
         probs = smooth.noisy_member_probabilities(images[idx], FLAGS.draws, FLAGS.batch, idx=idx)

@@ -106,7 +106,7 @@ def main(argv):
         raise app.UsageError("--validation_size must be >= 1: weights need a validation split")
     if FLAGS.aggregation == "rw":
         smoothing.check_sample_size(FLAGS.N, FLAGS.alpha)
-    member_dirs = smoothing_flags.member_dirs()
+    member_dirs = ensemble.resolve_member_dirs(smoothing_flags.ensemble_spec().models)
     path = (common_flags.expand_path(FLAGS.outfile)
             or ensemble.default_weights_path(member_dirs, FLAGS.aggregation))
     if os.path.isdir(path):
@@ -120,7 +120,8 @@ def main(argv):
 
 
 def _compute_and_save(member_dirs, path):
-    members = smoothing_flags.load_members(member_dirs)
+    loaded = smoothing_flags.load_ensemble()
+    members = loaded.members
     info = data.dataset_info(FLAGS.dataset)
     images, labels = data.load_split(FLAGS.dataset, "validation", FLAGS.data_dir,
                                      FLAGS.validation_size, FLAGS.split_seed)
@@ -134,7 +135,7 @@ def _compute_and_save(member_dirs, path):
         weights, accuracy = robust_weights(
             members, info.num_classes, images, labels, FLAGS.sigma, FLAGS.radius, FLAGS.N0,
             FLAGS.N, FLAGS.alpha, FLAGS.batch, FLAGS.logit_noise, FLAGS.clip, FLAGS.seed,
-            smoothing_flags.fused_members(members))
+            loaded.fused)
         details.update(radius=FLAGS.radius, N0=FLAGS.N0, N=FLAGS.N, alpha=FLAGS.alpha,
                        certified_accuracy=accuracy.tolist())
     else:
@@ -142,7 +143,7 @@ def _compute_and_save(member_dirs, path):
                         aggregate.per_member_aggregators(len(members)),
                         logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
                         noise_domain=smoothing.NoiseDomain.SWEEN_WEIGHTS,
-                        fused=smoothing_flags.fused_members(members))
+                        fused=loaded.fused)
         probs = np.concatenate([smooth.noisy_member_probabilities(x, FLAGS.sween_draws,
                                                                   FLAGS.batch, idx=i)
                                 for i, x in enumerate(images)], axis=1)

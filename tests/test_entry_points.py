@@ -58,11 +58,23 @@ def _helper_reads() -> dict[str, set[str]]:
     """{qualified helper name: flags it reads} for the helpers of the flag-group modules."""
     out = {}
     for module in (common_flags, smoothing_flags):
-        tree = ast.parse(inspect.getsource(module))
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and not node.name.startswith(("define", "_define")):
-                out[f"{module.__name__.split('.')[-1]}.{node.name}"] = _reads(
-                    ast.get_source_segment(inspect.getsource(module), node))
+        source = inspect.getsource(module)
+        helpers = {node.name: ast.get_source_segment(source, node)
+                   for node in ast.parse(source).body
+                   if isinstance(node, ast.FunctionDef)
+                   and not node.name.startswith(("define", "_define"))}
+        reads = {name: _reads(text) for name, text in helpers.items()}
+        changed = True
+        while changed:  # a helper reads what the helpers it calls read
+            changed = False
+            for name, text in helpers.items():
+                for other in helpers:
+                    if other != name and re.search(rf"\b{other}\(", text) \
+                            and not reads[other] <= reads[name]:
+                        reads[name] |= reads[other]
+                        changed = True
+        prefix = module.__name__.split(".")[-1]
+        out.update({f"{prefix}.{name}": names for name, names in reads.items()})
     return out
 
 

@@ -254,7 +254,7 @@ def test_8_analyze_refuses_bad_rows(tmp_path, column, value, match):
 # 9. weights checks its output before any work.
 def test_9_weights_output_checked_first(setup, tmp_path, monkeypatch):
     from cear_tf import smoothing_flags
-    monkeypatch.setattr(smoothing_flags, "load_members",
+    monkeypatch.setattr(smoothing_flags, "load_ensemble",
                         lambda *a: pytest.fail("members loaded before the output was checked"))
     blocker = tmp_path / "file"
     blocker.write_text("")
