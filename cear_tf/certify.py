@@ -16,7 +16,7 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from cear_tf import choices, cli, common_flags, smoothing_flags
+from cear_tf import choices, cli, common_flags, smoothing_flags, specs
 from cear_tf.certify_log import CertifyLog
 from cear_tf.lazy import lazy_module
 from cear_tf.progress import Progress
@@ -101,7 +101,7 @@ def check_images(images: np.ndarray, where: str) -> None:
 
 
 def run_certification(smooth: "smoothing.Smooth", images, labels, indices, logs: dict[str, CertifyLog],
-                      n0, n, alpha, batch_size, target_radius=None, stages=()) -> None:
+                      sampling: specs.SamplingSpec, target_radius=None, stages=()) -> None:
     """Certifies images[indices], writing each image's row to every log that lacks it.
 
     With a target_radius, each row is the adaptive decision (Smooth.certify_radius): its
@@ -117,7 +117,7 @@ def run_certification(smooth: "smoothing.Smooth", images, labels, indices, logs:
 
     def progress(drawn, asked):
         if bar.terminal:
-            if asked == n:
+            if asked == sampling.n:
                 bar.update(finished[0] + drawn / asked)
         elif time.time() - last_report[0] >= 60:
             last_report[0] = time.time()
@@ -129,10 +129,11 @@ def run_certification(smooth: "smoothing.Smooth", images, labels, indices, logs:
         finished[0] = done - 1
         t0 = time.time()
         if target_radius is None:
-            certificates = smooth.certify(images[idx], n0, n, alpha, batch_size, idx=idx)
+            certificates = smooth.certify(images[idx], sampling.n0, sampling.n, sampling.alpha,
+                                          sampling.batch_size, idx=idx)
         else:
-            decisions = smooth.certify_radius(images[idx], target_radius, n0, stages, alpha,
-                                              batch_size, idx=idx)
+            decisions = smooth.certify_radius(images[idx], target_radius, sampling.n0, stages,
+                                              sampling.alpha, sampling.batch_size, idx=idx)
             certificates = {name: smoothing.Certificate(d.prediction, d.radius, -1, d.samples, float("nan"))
                             for name, d in decisions.items()}
         seconds = time.time() - t0
@@ -212,8 +213,8 @@ def main(argv):
             path = outfile_for(common_flags.expand_path(FLAGS.outfile), a.name, several)
             logs[a.name] = CertifyLog(path, settings, resume=FLAGS.resume)
         target = FLAGS.target_radius if FLAGS.target_radius >= 0 else None
-        run_certification(smooth, images, labels, indices, logs, FLAGS.N0, FLAGS.N, FLAGS.alpha,
-                          FLAGS.batch, target, [int(v) for v in FLAGS.adaptive_stages])
+        run_certification(smooth, images, labels, indices, logs, smoothing_flags.sampling_spec(),
+                          target, [int(v) for v in FLAGS.adaptive_stages])
         logging.info("member forward passes: %d (%.0f per image)", smooth.member_passes,
                      smooth.member_passes / max(len(indices), 1))
     finally:

@@ -122,6 +122,13 @@ def ensemble_spec(aggregations=None) -> specs.EnsembleSpec:
         precision=f.precision, **optional)
 
 
+def sampling_spec() -> specs.SamplingSpec:
+    """The SamplingSpec of --N0 (where defined), --N, --alpha and --batch."""
+    f = flags.FLAGS
+    return specs.SamplingSpec(**({"n0": f.N0} if "N0" in f else {}), n=f.N, alpha=f.alpha,
+                              batch_size=f.batch)
+
+
 def load_ensemble(aggregations=None):
     """ensemble.load(ensemble_spec(aggregations)), saying whether the members run fused."""
     from absl import logging
