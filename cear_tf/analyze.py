@@ -14,7 +14,7 @@ import csv
 import os
 from typing import Sequence
 
-from absl import app, flags
+from absl import flags
 
 from cear_tf import cli, common_flags
 from cear_tf.accuracy import markdown_table, summarize
@@ -59,10 +59,7 @@ def parse_named(entries: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS.logs:
-        raise app.UsageError("--logs is required")
+    cli.require(argv, "logs")
     radii = [float(r) for r in FLAGS.radii]
     table = summarize(parse_named([common_flags.expand_path(e) for e in FLAGS.logs]), radii)
     text = markdown_table(table, radii)

@@ -241,10 +241,7 @@ def evenly_spaced(total: int, n: int) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS.models or not FLAGS.outfile:
-        raise app.UsageError("--models and --outfile are required")
+    cli.require(argv, "models", "outfile")
     if len(FLAGS.aggregation) != 1:
         raise app.UsageError("--aggregation: give exactly one aggregation for the attacked ensemble")
     path = common_flags.expand_path(FLAGS.outfile)

@@ -401,8 +401,7 @@ def _stats(values, digits=2):
     return f"{np.median(v):.{digits}f} ({v.min():.{digits}f}-{v.max():.{digits}f})"
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.require(argv)
     unknown = [a for a in FLAGS.archs if a not in SETTINGS]
     if unknown:
         raise app.UsageError(f"--archs: unknown {unknown}; allowed: {', '.join(SETTINGS)}")

@@ -14,7 +14,7 @@ import os
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from cear_tf import choices, cli, common_flags, smoothing_flags, specs
 from cear_tf.certify_log import CertifyLog
@@ -158,11 +158,7 @@ def run_certification(smooth: "smoothing.Smooth", images, labels, indices, logs:
                      seconds, rate, (len(todo) - done) / rate)
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    for name in ("models", "outfile"):
-        if not FLAGS[name].value:
-            raise app.UsageError(f"--{name} is required")
+    cli.require(argv, "models", "outfile")
     smoothing.check_sample_size(FLAGS.adaptive_stages[-1] if FLAGS.target_radius >= 0 else FLAGS.N, FLAGS.alpha)
     strategy = distribute.make_strategy(FLAGS.strategy)
     with strategy.scope():  # members' variables are placed (mirrored) by the strategy

@@ -103,6 +103,17 @@ def _show_in_short_help() -> None:
                 values.register_key_flag_for_module(main_module, flag)
 
 
+def require(argv, *names: str) -> None:
+    """Refuses positional arguments and unset required flags, in one UsageError that names
+    them (flags only: every entry point takes its input as flags)."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    missing = [f"--{n}" for n in names if not flags.FLAGS[n].value]
+    if missing:
+        raise app.UsageError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                             f"required")
+
+
 def run(main, define_flags=None) -> None:
     """Defines the entry point's flags (`define_flags()`, so importing an entry point defines
     none), then app.run(main), with bad-input errors reported in one line."""

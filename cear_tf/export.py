@@ -44,11 +44,7 @@ def define_flags() -> None:
                         "SavedModel to ('{output_dir}' is replaced by --output_dir).")
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    for name in ("models", "export_dir"):
-        if not FLAGS[name].value:
-            raise app.UsageError(f"--{name} is required")
+    cli.require(argv, "models", "export_dir")
     if len(FLAGS.aggregation) != 1:
         raise app.UsageError(f"--aggregation: a smoothed SavedModel serves one aggregation, "
                              f"got {','.join(FLAGS.aggregation)}")

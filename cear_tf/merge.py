@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from cear_tf import certify_log, cli
 from cear_tf.locking import OutputLock
@@ -96,10 +96,7 @@ def merge_logs(paths, outfile, allow_gaps=False) -> int:
     return len(rows)
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS.logs or not FLAGS.outfile:
-        raise app.UsageError("--logs and --outfile are required")
+    cli.require(argv, "logs", "outfile")
     n = merge_logs(FLAGS.logs, FLAGS.outfile, FLAGS.allow_gaps)
     print(f"{FLAGS.outfile}: {n} rows from {len(FLAGS.logs)} shards")
 

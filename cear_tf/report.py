@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from cear_tf import accuracy, cli, experiment, paper_claims, paper_tables
 from cear_tf.lazy import lazy_module
@@ -553,10 +553,7 @@ def build_report(run_dirs, report_dir: str, plots: bool = True,
     return report
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS.runs:
-        raise app.UsageError("--runs is required")
+    cli.require(argv, "runs")
     runs = FLAGS.runs
     if FLAGS.collect_dir:
         runs = [collect(r, FLAGS.collect_dir) for r in runs]

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from cear_tf import cli, experiment
 
@@ -78,7 +78,7 @@ def commands(exp: experiment.Experiment, kinds, data_dir: str | None,
 
 def main(argv):
     if not FLAGS.experiment:
-        raise ValueError("--experiment is required (an experiments/*.toml file)")
+        raise app.UsageError("--experiment is required (an experiments/*.toml file)")
     exp = experiment.load(FLAGS.experiment, output_dir=FLAGS.output_dir, overrides=FLAGS.set)
     extra = _extra_args(argv)
     kinds = [k for k in experiment.STAGE_KINDS if k in FLAGS.stages]

@@ -156,8 +156,7 @@ def _config_from_flags(role: str) -> MemberConfig:
         fixed_noisy_copy=FLAGS.fixed_noisy_copy)
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.require(argv)
     role = FLAGS.role
     model_dir = common_flags.expand_path(FLAGS.model_dir) or os.path.join(FLAGS.output_dir, role)
     if role == "ensemble":

@@ -85,11 +85,7 @@ def margin_statistics(per_image_margins: list[np.ndarray]) -> dict:
                 member_variances=(np.diag(pooled) / len(per_image_margins)).tolist(), by_k=rows)
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    for name in ("models", "outfile"):
-        if not FLAGS[name].value:
-            raise app.UsageError(f"--{name} is required")
+    cli.require(argv, "models", "outfile")
     out = common_flags.expand_path(FLAGS.outfile)
     if FLAGS.resume and os.path.exists(out):
         logging.info("%s exists: skipped (--noresume recomputes)", out)

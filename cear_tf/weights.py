@@ -98,10 +98,7 @@ def fit_sween_weights(member_probs: np.ndarray, labels: np.ndarray):
     return lam / lam.sum(), float(result.fun)
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS.models:
-        raise app.UsageError("--models is required")
+    cli.require(argv, "models")
     if FLAGS.validation_size < 1:
         raise app.UsageError("--validation_size must be >= 1: weights need a validation split")
     if FLAGS.aggregation == "rw":

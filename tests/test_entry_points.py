@@ -46,10 +46,10 @@ app.run(main, argv=["prog", "--model_dir=x", "--noxla"])
 
 def _reads(source: str) -> set[str]:
     """Flag names read in `source`: FLAGS.<name>, f.<name> (f = flags.FLAGS), FLAGS["name"],
-    and names in tuples iterated as FLAGS[name]."""
+    and the names cli.require(argv, ...) checks."""
     names = set(re.findall(r"\b(?:FLAGS|f)\.([A-Za-z_][A-Za-z0-9_]*)", source))
     names |= set(re.findall(r"FLAGS\[\"([A-Za-z0-9_]+)\"\]", source))
-    for group in re.findall(r"for name in \(([^)]*)\):\s*\n\s*if not FLAGS\[name\]", source):
+    for group in re.findall(r"cli\.require\(argv((?:, \"[A-Za-z0-9_]+\")*)\)", source):
         names |= set(re.findall(r"\"([A-Za-z0-9_]+)\"", group))
     return names
 

@@ -373,5 +373,6 @@ def test_missing_required_flag_is_one_line_not_a_page_of_help(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     mine = [line for line in out.stderr.strip().split("\n") if "cear_tf" in line or "--" in line]
-    assert mine[-1] == "cear_tf.certify: error: --models is required (see --helpfull)", mine
+    assert mine[-1] == ("cear_tf.certify: error: --models and --outfile are required (see "
+                        "--helpfull)"), mine
     assert "USAGE" not in out.stderr and "flags:" not in out.stderr
