@@ -114,6 +114,12 @@ def require(argv, *names: str) -> None:
                              f"required")
 
 
+# Set to "1" in a program's environment: it parses its flags (unknown names and invalid
+# values end it with status 1, as always) and exits 0 without running. cear_tf.run checks
+# every stage of an experiment this way before it starts the first.
+CHECK_FLAGS_ONLY = "CEAR_TF_CHECK_FLAGS"
+
+
 def run(main, define_flags=None) -> None:
     """Defines the entry point's flags (`define_flags()`, so importing an entry point defines
     none), then app.run(main), with bad-input errors reported in one line."""
@@ -126,6 +132,8 @@ def run(main, define_flags=None) -> None:
         program = sys.argv[0].rsplit("/", 1)[-1]
         if program.endswith(".py"):  # python -m cear_tf.<name>
             program = f"cear_tf.{program[:-3]}"
+        if os.environ.get(CHECK_FLAGS_ONLY) == "1":
+            return 0
         try:
             return main(argv)
         except app.UsageError as e:  # a missing or contradictory flag: no page of help

@@ -3,8 +3,10 @@
   python -m cear_tf.run --experiment=experiments/mnist_sigma100.toml [--data_dir=...] \
       [--stages=train,weights,certify,variance,attack,table] [--dry_run] [-- extra stage flags]
 
-Stages run in order, each as its own process (`python -m cear_tf.<entry point> ...`, the
-command printed first); the run stops at the first that fails. Every stage skips finished
+Before anything runs, every stage's flags are parsed by its entry point (a typo or a bad value
+in the experiment file stops the run in seconds, with the stage named). Stages then run in
+order, each as its own process (`python -m cear_tf.<entry point> ...`, the command printed
+first); the run stops at the first that fails. Every stage skips finished
 work (exported members, existing weights, complete log rows), so a rerun continues where the
 last one stopped. Flags after `--` go to every stage (e.g. `-- --start=2160 --max=3500` to
 certify a range of images first); a stage that does not read one ignores it. The experiment
@@ -76,6 +78,20 @@ def commands(exp: experiment.Experiment, kinds, data_dir: str | None,
     return out
 
 
+def _check_every_stage(plan) -> None:
+    """Parses every stage's flags with its entry point (cli.CHECK_FLAGS_ONLY: no work, no
+    TensorFlow) and raises ValueError naming the first stage whose flags are refused."""
+    env = dict(os.environ, **{cli.CHECK_FLAGS_ONLY: "1"})
+    for stage, cmd in plan:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            lines = [line for line in out.stderr.splitlines() if line.strip()]
+            why = next((line for line in lines if "error" in line.lower()), lines[-1] if lines
+                       else f"status {out.returncode}")
+            raise ValueError(f"{FLAGS.experiment}: stage '{stage.what}' ({stage.module}) "
+                             f"refuses its flags: {why.strip()}")
+
+
 def main(argv):
     if not FLAGS.experiment:
         raise app.UsageError("--experiment is required (an experiments/*.toml file)")
@@ -87,6 +103,7 @@ def main(argv):
         for stage, cmd in plan:
             print(f"# {stage.what}\n{shlex.join(['python', *cmd[1:]])}")
         return 0
+    _check_every_stage(plan)  # a typo in the experiment stops it here, not hours later
     record = experiment.write_record(exp)
     logging.info("experiment %s: %d stages; record %s", exp.name, len(plan), record)
     start = time.time()

@@ -306,3 +306,17 @@ radii = [0, 0.25]
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(log.read_text().splitlines()) == 1 + 8  # the 4 rows kept, 4 added
     assert "| RandSmooth" in again.stdout
+
+
+def test_runner_checks_every_stage_before_the_first_runs(tmp_path):
+    out_dir = tmp_path / "out"
+    path = _write(tmp_path, "base.toml", BASE.format(out=out_dir))
+    bad = _run([f"--experiment={path}", "--set=certify.N00=5"], timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith(
+        f"cear_tf.run: error: {path}: stage 'certify CEAR(MV), CEAR(RW)' (cear_tf.certify) "
+        f"refuses its flags: FATAL Flags parsing error: Unknown command line flag 'N00'")
+    assert not out_dir.exists()  # nothing ran, nothing was written
+    bad = _run([f"--experiment={path}", "--set=train.epochs=-3"], timeout=120)
+    assert bad.returncode == 2 and "stage 'train teacher'" in bad.stderr
+    assert "--epochs must be >= 1" in bad.stderr and not out_dir.exists()
