@@ -37,7 +37,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from typing import Any
 
 RECORD_NAME = "experiment.json"
