@@ -7,7 +7,7 @@ relative to it): tables merge key by key, the extending file wins, so the paper 
 CPU scale differ by the few keys the smaller one overrides. `enabled = false` drops an
 inherited member group, method or attack target.
 
-    extends = ["mnist.toml"]
+    extends = ["mnist_sigma025.toml"]
     sigma = 1.0
     output_dir = "results/mnist_sigma100"
 
