@@ -145,6 +145,10 @@ def _read(path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         raise ExperimentError(f"{path}: experiment file not found{where}") from None
     except tomllib.TOMLDecodeError as e:
         raise ExperimentError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        where = f", extended by {seen[-1]}" if seen else ""
+        raise ExperimentError(f"{path}: cannot read the experiment file ({e.strerror}"
+                              f"{where})") from None
     unknown = sorted(set(raw) - set(_TOP_KEYS) - set(_TABLES))
     if unknown:
         raise ExperimentError(f"{path}: unknown key(s) {', '.join(unknown)} (known: "
@@ -258,6 +262,13 @@ def load(path: str, output_dir: str | None = None, overrides=()) -> Experiment:
     if len(set(labels)) != len(labels):
         raise ExperimentError(f"{path}: two methods share a label ({labels})")
 
+    variance = _enabled({"variance": tables["variance"]}).get("variance")
+    if variance:
+        where = "[variance] "
+        if _need(variance, "members", str, path, where) not in groups_raw:
+            raise ExperimentError(f"{path}: {where}members = {variance['members']!r} names no "
+                                  f"member group (groups: {', '.join(groups_raw)})")
+        _need(variance, "outfile", str, path, where)
     exp = Experiment(
         path=path, title=title, dataset=_need(raw, "dataset", str, path),
         sigma=_need(raw, "sigma", float, path), output_dir=out,
@@ -274,6 +285,9 @@ def _attack_runs(exp: Experiment, path: str) -> list[AttackRun]:
     runs = []
     modes = _enabled(spec.get("modes", {}))
     norms = spec.get("norms", {})
+    if spec.get("targets") and not (modes and norms):
+        raise ExperimentError(f"{path}: [attacks] has targets but no norms ({{name = eps}}) "
+                              f"or no modes ([attacks.modes.<name>])")
     for target in spec.get("targets", []):
         try:
             method = exp.method(target)

@@ -5,6 +5,7 @@ reads and the runner behave as documented."""
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 try:
@@ -191,14 +192,17 @@ clip = true
     ('methods.rs.label = "CEAR(MV)"', "two methods share a label"),
     ('members.cear.teacher = "nobody"', "teacher = 'nobody' names no member group"),
     ('sigma = "high"', "'sigma' must be float"),
+    ('extends = "."', ": cannot read the experiment file (Is a directory, extended by "),
+    ('variance.draws = 3', "[variance] 'members' is missing"),
+    ('variance.members = "nobody"', "[variance] members = 'nobody' names no member group"),
+    ('attacks.targets = ["rs"]', "[attacks] has targets but no norms"),
 ])
 def test_bad_files_name_the_file_and_key(tmp_path, text, message):
     _write(tmp_path, "base.toml", BASE.format(out=str(tmp_path / "out")))
     _write(tmp_path, "loop.toml", 'extends = "loop.toml"\n')
     bad = _write(tmp_path, "bad.toml", 'extends = ["base.toml"]\n' + text + "\n"
                  if not text.startswith("extends") else text + "\n")
-    with pytest.raises(experiment.ExperimentError, match=message.replace("(", r"\(")
-                       .replace(")", r"\)")) as e:
+    with pytest.raises(experiment.ExperimentError, match=re.escape(message)) as e:
         experiment.load(bad)
     assert str(e.value).startswith(os.path.dirname(bad))
 
