@@ -224,3 +224,69 @@ class CertifyLog:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# -- merging the logs of a sharded certification (cear_tf.merge) --------------------------
+
+class MergeError(ValueError):
+    pass
+
+def _shard_settings(path):
+    try:
+        with open(path + ".json") as f:
+            return json.load(f)
+    except OSError as e:
+        raise MergeError(f"{path}: no settings file {path}.json ({e})") from e
+
+def merge_logs(paths, outfile, allow_gaps=False) -> int:
+    """Writes the merged log; returns its number of rows."""
+    if not paths:
+        raise MergeError("no logs to merge")
+    settings = [_shard_settings(p) for p in paths]
+    reference = binding(settings[0])
+    for path, s in zip(paths[1:], settings[1:]):
+        diff = sorted(k for k in set(reference) | set(binding(s))
+                      if reference.get(k) != s.get(k))
+        if diff:
+            raise MergeError(f"{path} differs from {paths[0]} in {', '.join(diff)}")
+    for key in ("skip", "start", "max", "num_images"):
+        values = {s.get(key) for s in settings}
+        if len(values) > 1:
+            raise MergeError(f"shards disagree on {key}: {sorted(map(str, values))}")
+    rows = {}
+    for path in paths:
+        for row in read_rows(path):
+            idx = int(row["idx"])
+            if idx in rows:
+                same = {k: v for k, v in rows[idx].items() if k != "time"} == \
+                       {k: v for k, v in row.items() if k != "time"}
+                if not same:
+                    raise MergeError(f"image {idx} has different rows in two shards ({path})")
+                continue
+            rows[idx] = row
+    first = settings[0]
+    if first.get("num_images") is not None:
+        stop = first["num_images"] if first.get("max", -1) < 0 else min(first["num_images"],
+                                                                        first["max"])
+        missing = sorted(set(range(first.get("start", 0), stop, first.get("skip", 1)))
+                         - set(rows))
+        if missing and not allow_gaps:
+            raise MergeError(f"{len(missing)} selected images are in no shard, e.g. "
+                             f"{missing[:10]}; certify them or pass --allow_gaps")
+    merged_settings = dict(first, shard="merged")
+    if os.path.isdir(outfile):
+        raise MergeError(f"{outfile} is a directory; give a file path for the merged log")
+    os.makedirs(os.path.dirname(os.path.abspath(outfile)), exist_ok=True)
+    with OutputLock(outfile):
+        if os.path.exists(outfile):
+            raise MergeError(f"{outfile} exists; remove it or merge into another file")
+        columns = HEADER.split("\t")
+        tmp = outfile + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(HEADER + "\n")
+            for idx in sorted(rows):
+                f.write("\t".join(rows[idx][c] for c in columns) + "\n")
+        with open(outfile + ".json", "w") as f:
+            json.dump(merged_settings, f, indent=2, sort_keys=True)
+        os.replace(tmp, outfile)
+    return len(rows)

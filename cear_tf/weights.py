@@ -24,7 +24,6 @@ from absl import app, flags, logging
 from cear_tf import cli, common_flags, smoothing_flags
 from cear_tf.lazy import lazy_module
 from cear_tf.locking import OutputLock
-from cear_tf.progress import Progress
 
 # Loaded when used, so --help answers without TensorFlow.
 aggregate = lazy_module("cear_tf.aggregate")
@@ -32,6 +31,7 @@ data = lazy_module("cear_tf.data")
 ensemble = lazy_module("cear_tf.ensemble")
 members_lib = lazy_module("cear_tf.members")
 smoothing = lazy_module("cear_tf.smoothing")
+weighting = lazy_module("cear_tf.weighting")
 
 FLAGS = flags.FLAGS
 
@@ -54,48 +54,6 @@ def define_flags() -> None:
                              message="--num_images must be >= 1")
     flags.register_validator("sween_draws", lambda v: v >= 1, message="--sween_draws must be >= 1")
 
-
-def robust_weights(members, num_classes, images, labels, sigma, radius, n0, n, alpha,
-                   batch_size, logit_noise=0.0, clip=False, seed=0, fused=None):
-    """(lambda [M], certified accuracies a [M]) of each member on (images, labels)."""
-    # Its own noise domain: validation image i never sees the draws of test image i.
-    smooth = smoothing.Smooth(members, num_classes, sigma, aggregate.per_member_aggregators(len(members)),
-                    logit_noise=logit_noise, clip=clip, seed=seed,
-                    noise_domain=smoothing.NoiseDomain.RW_WEIGHTS, fused=fused)
-    hits = np.zeros(len(members))
-    bar = Progress(len(labels), "RW weights", unit="validation image")
-    for idx, (x, y) in enumerate(zip(images, labels)):
-        smooth.progress = lambda drawn, asked, idx=idx: bar.update(
-            idx + drawn / asked) if asked == n else None
-        certificates = smooth.certify(x, n0, n, alpha, batch_size, idx=idx)
-        bar.update(idx + 1)
-        for i, name in enumerate(smooth.names):
-            c = certificates[name]
-            hits[i] += c.prediction == y and c.radius >= radius
-    accuracy = hits / len(labels)
-    if accuracy.sum() == 0:
-        raise ValueError(f"no member certifies any of the {len(labels)} validation images at "
-                         f"radius {radius}: RW weights are undefined (lower --radius, raise --N "
-                         f"or --num_images)")
-    return accuracy / accuracy.sum(), accuracy
-
-
-def fit_sween_weights(member_probs: np.ndarray, labels: np.ndarray):
-    """softmax(w) minimising -mean log sum_i softmax(w)_i p_i[y] ([M, S, K] probs, [S] labels)."""
-    import scipy.optimize
-    a = member_probs[:, np.arange(len(labels)), labels].astype(np.float64)  # [M, S]
-
-    def objective(w):
-        lam = np.exp(w - w.max())
-        lam /= lam.sum()
-        s = lam @ a + 1e-12
-        g = -(a / s).mean(axis=1)  # d NLL / d lambda
-        return -np.log(s).mean(), lam * (g - lam @ g)
-
-    result = scipy.optimize.minimize(objective, np.zeros(len(a)), jac=True, method="L-BFGS-B")
-    w = result.x
-    lam = np.exp(w - w.max())
-    return lam / lam.sum(), float(result.fun)
 
 def main(argv):
     cli.require(argv, "models")
@@ -129,7 +87,7 @@ def _compute_and_save(member_dirs, path):
                    noise=smoothing.NOISE_SCHEME,
                    member_digests=[members_lib.content_digest(d) for d in member_dirs])
     if FLAGS.aggregation == "rw":
-        weights, accuracy = robust_weights(
+        weights, accuracy = weighting.robust_weights(
             members, info.num_classes, images, labels, FLAGS.sigma, FLAGS.radius, FLAGS.N0,
             FLAGS.N, FLAGS.alpha, FLAGS.batch, FLAGS.logit_noise, FLAGS.clip, FLAGS.seed,
             loaded.fused)
@@ -144,7 +102,7 @@ def _compute_and_save(member_dirs, path):
         probs = np.concatenate([smooth.noisy_member_probabilities(x, FLAGS.sween_draws,
                                                                   FLAGS.batch, idx=i)
                                 for i, x in enumerate(images)], axis=1)
-        weights, nll = fit_sween_weights(probs, np.repeat(labels, FLAGS.sween_draws))
+        weights, nll = weighting.fit_sween_weights(probs, np.repeat(labels, FLAGS.sween_draws))
         details.update(draws=FLAGS.sween_draws, nll=nll)
     ensemble.save_weights(path, FLAGS.aggregation, member_dirs, weights, details)
     logging.info("%s weights %s -> %s", FLAGS.aggregation, np.round(weights, 4).tolist(), path)

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from cear_tf import models
-from cear_tf import aggregate, attack, attacks
+from cear_tf import aggregate, attack, attack_evaluation, attacks
 from cear_tf.deployed import DeployedEnsemble
 from tests.helpers import parse_flags
 
@@ -147,7 +147,7 @@ def test_attack_cli_on_an_unbreakable_ensemble(tmp_path):
                  "--num_images=6", "--num_iterations=5", f"--outfile={out}"], attack)
     attack.main(["prog"])
     rows = [line.split("\t") for line in out.read_text().splitlines()]
-    assert rows[0] == list(attack.COLUMNS)
+    assert rows[0] == list(attack_evaluation.COLUMNS)
     body = {(r[0], r[1]): r for r in rows[1:]}
     assert set(body) >= {("member:0", "apgd-ce"), ("member:1", "fab"), ("mean", "all")}
     for r in rows[1:]:
@@ -164,7 +164,7 @@ def test_attack_cli_on_an_unbreakable_ensemble(tmp_path):
                                     "apgd-dlr/mean-surrogate", "all"]
     assert all(r[0] == "ensemble" and float(r[8]) == 0.0 for r in rows)
     with pytest.raises(ValueError, match="member:i"):
-        attack.parse_source("member:5", 2)
+        attack_evaluation.parse_source("member:5", 2)
     from absl import flags
     with pytest.raises(flags.IllegalFlagValueError):
         parse_flags(["--attacks=cw"], attack)
@@ -214,7 +214,7 @@ def test_ensemble_attack_breaks_saturated_members():
     boundary is 0.2 away in L-inf) although every member's softmax is saturated."""
     from cear_tf import aggregate
     members = _saturated_members()
-    model = attack.AttackedEnsemble(DeployedEnsemble(members), aggregate.make_aggregator("gm", 3))
+    model = attack_evaluation.AttackedEnsemble(DeployedEnsemble(members), aggregate.make_aggregator("gm", 3))
     x = tf.fill([8, 2, 2, 1], 0.65)
     y = tf.ones([8], tf.int32)
     assert (model.predict(x) == 1).all()
@@ -261,7 +261,7 @@ def test_attacked_ensemble_is_the_certified_one():
     members = _linear_members()
     mean = aggregate.make_aggregator("mean", 2)
     smooth = Smooth(members, 3, 0.5, [mean], logit_noise=0.3, clip=True, seed=4)
-    target = attack.AttackedEnsemble(smooth.ensemble, mean, seed=4)
+    target = attack_evaluation.AttackedEnsemble(smooth.ensemble, mean, seed=4)
     x = tf.constant(np.random.default_rng(2).uniform(size=(5, 6, 6, 1)).astype(np.float32))
     first_query = tf.exp(target._member_log_probs(x)).numpy()
     key = stream_key(4, NoiseDomain.ATTACK, 1, Phase.PREDICT)
@@ -271,8 +271,8 @@ def test_attacked_ensemble_is_the_certified_one():
     assert np.abs(second_query - first_query).max() > 1e-3  # fresh noise per query
     # Clipping is part of the attacked classifier as of the certified one.
     outside = x * 3.0 - 1.0
-    clipped = attack.AttackedEnsemble(DeployedEnsemble(members, clip=True), mean)
-    plain = attack.AttackedEnsemble(DeployedEnsemble(members), mean)
+    clipped = attack_evaluation.AttackedEnsemble(DeployedEnsemble(members, clip=True), mean)
+    plain = attack_evaluation.AttackedEnsemble(DeployedEnsemble(members), mean)
     assert (clipped.predict(outside) == clipped.predict(tf.clip_by_value(outside, 0, 1))).all()
     scores = lambda model, v: model.ensemble_scores(v).numpy()
     assert np.allclose(scores(clipped, outside), scores(clipped, tf.clip_by_value(outside, 0, 1)))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from cear_tf import accuracy, analyze, certify, ensemble, members, weights
+from cear_tf import accuracy, analyze, certify, ensemble, members, weighting, weights
 from cear_tf.certify_log import LogError, read_rows
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags
@@ -160,7 +160,7 @@ def test_sween_weights_prefer_the_reliable_member():
     labels = np.zeros(200, np.int64)
     good = np.tile([0.9, 0.1], (200, 1))
     bad = np.tile([0.1, 0.9], (200, 1))
-    lam, nll = weights.fit_sween_weights(np.stack([good, bad, good]), labels)
+    lam, nll = weighting.fit_sween_weights(np.stack([good, bad, good]), labels)
     assert lam[1] < 1e-3 and abs(lam[0] - lam[2]) < 1e-6
     assert nll == pytest.approx(-np.log(0.9), abs=1e-3)
 

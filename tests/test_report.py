@@ -90,16 +90,16 @@ def test_report_cli_errors(tmp_path):
 
 
 def test_attack_table_beside_the_paper(tmp_path):
-    from cear_tf import attack
+    from cear_tf import attack_evaluation
     run = tmp_path / "mnist_sigma025_cpu"
     _record(run, [], attacks=[
         dict(target="CEAR(RW)", norm=norm, mode=mode, log=f"attack/cear_rw_{norm}{suffix}.tsv")
         for norm in ("l2", "linf") for mode, suffix in (("transfer", ""), ("eot", "_eot"))])
     base = dict(norm="2", eps=1.0, eot=1, images=10, clean_accuracy=0.9, seconds=1.0)
-    attack.write_rows(str(run / "attack" / "cear_rw_l2.tsv"), [
+    attack_evaluation.write_rows(str(run / "attack" / "cear_rw_l2.tsv"), [
         dict(base, source="member:0", attack="all", robust_accuracy=0.8, success_rate=0.1),
         dict(base, source="mean", attack="all", robust_accuracy=0.7, success_rate=0.25)])
-    attack.write_rows(str(run / "attack" / "cear_rw_linf_eot.tsv"), [
+    attack_evaluation.write_rows(str(run / "attack" / "cear_rw_linf_eot.tsv"), [
         dict(base, source="ensemble", attack="all", robust_accuracy=0.2, success_rate=0.75)])
     text = report.attack_section(str(run))
     assert "| CEAR(RW) | paper | 98.29% | 10.60% | 44.60% | | |" in text

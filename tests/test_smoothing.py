@@ -177,7 +177,7 @@ def test_each_noise_domain_draws_its_own_noise():
 
 
 def test_weights_fit_in_their_own_domains(monkeypatch):
-    from cear_tf import weights
+    from cear_tf import weighting
     seen = []
 
     class Recording(Smooth):
@@ -185,10 +185,10 @@ def test_weights_fit_in_their_own_domains(monkeypatch):
             super().__init__(*a, **kw)
             seen.append(self.noise_domain)
 
-    monkeypatch.setattr(weights.smoothing, "Smooth", Recording)
+    monkeypatch.setattr(weighting.smoothing, "Smooth", Recording)
     labels = np.ones(3, np.int64)
-    weights.robust_weights([linear_member(0.5)] * 2, 2, np.stack([X0] * 3), labels, 0.5, 0.0,
-                           50, 200, 0.01, 100)
+    weighting.robust_weights([linear_member(0.5)] * 2, 2, np.stack([X0] * 3), labels, 0.5, 0.0,
+                             50, 200, 0.01, 100)
     assert seen == [NoiseDomain.RW_WEIGHTS]
 
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from cear_tf import variance
+from cear_tf import margins, variance
 from tests.helpers import parse_flags
 
 
@@ -14,7 +14,7 @@ def test_margins_use_the_runner_up_of_the_members_mean():
     probs = np.array([[[0.6, 0.3, 0.1], [0.5, 0.1, 0.4]],
                       [[0.7, 0.2, 0.1], [0.4, 0.3, 0.3]]])  # [M=2, D=2, K=3]
     # Mean over members and draws: [0.55, 0.225, 0.225]: runner-up class 1 (lowest index).
-    np.testing.assert_allclose(variance.margins(probs, 0), [[0.3, 0.4], [0.5, 0.1]])
+    np.testing.assert_allclose(margins.margins(probs, 0), [[0.3, 0.4], [0.5, 0.1]])
 
 
 @pytest.mark.parametrize("zeta", [0.0, 0.3, 0.8])
@@ -25,7 +25,7 @@ def test_ratios_match_the_closed_form_for_equicorrelated_members(zeta):
         common = rng.standard_normal(4000)
         own = rng.standard_normal((5, 4000))
         images.append(scale * (np.sqrt(zeta) * common + np.sqrt(1 - zeta) * own))
-    stats = variance.margin_statistics(images)
+    stats = margins.margin_statistics(images)
     assert abs(stats["zeta"] - zeta) < 0.03
     for row in stats["by_k"]:
         exact = (1 + zeta * (row["k"] - 1)) / row["k"]
@@ -36,7 +36,7 @@ def test_ratios_match_the_closed_form_for_equicorrelated_members(zeta):
 
 def test_saturated_members_are_an_error():
     with pytest.raises(ValueError, match="saturated"):
-        variance.margin_statistics([np.ones((3, 10))])
+        margins.margin_statistics([np.ones((3, 10))])
 
 
 def test_cli_writes_the_statistics(tmp_path):
