@@ -115,8 +115,9 @@ def require(argv, *names: str) -> None:
 
 
 # Set to "1" in a program's environment: it parses its flags (unknown names and invalid
-# values end it with status 1, as always) and exits 0 without running. cear_tf.run checks
-# every stage of an experiment this way before it starts the first.
+# values end it with status 1, as always), prints the names of the flags it defines, one a
+# line, and exits 0 without running. cear_tf.run checks every stage of an experiment this way
+# before it starts the first.
 CHECK_FLAGS_ONLY = "CEAR_TF_CHECK_FLAGS"
 
 
@@ -133,6 +134,7 @@ def run(main, define_flags=None) -> None:
         if program.endswith(".py"):  # python -m cear_tf.<name>
             program = f"cear_tf.{program[:-3]}"
         if os.environ.get(CHECK_FLAGS_ONLY) == "1":
+            sys.stdout.write("".join(f"{name}\n" for name in flags.FLAGS))
             return 0
         try:
             return main(argv)

@@ -59,8 +59,9 @@ def _extra_args(argv: list[str]) -> list[str]:
         raise ValueError(f"unexpected argument(s) {' '.join(bad)}: stage flags go after "
                          f"'--' as --name=value")
     if extra:
-        names = sorted({a[2:].split("=", 1)[0] for a in extra})
-        names = sorted({n[2:] if n.startswith("no") and n[2:] else n for n in names} | set(names))
+        names = _flag_names(extra)
+        # a negated boolean (--nofuse_members) is undefined under its own name
+        names = sorted({n[2:] for n in names if n.startswith("no") and n[2:]} | set(names))
         extra = extra + [f"--undefok={','.join(names)}"]
     return extra
 
@@ -78,10 +79,16 @@ def commands(exp: experiment.Experiment, kinds, data_dir: str | None,
     return out
 
 
-def _check_every_stage(plan) -> None:
+def _flag_names(extra: list[str]) -> list[str]:
+    return sorted({a[2:].split("=", 1)[0] for a in extra if not a.startswith("--undefok=")})
+
+
+def _check_every_stage(plan, extra: list[str]) -> None:
     """Parses every stage's flags with its entry point (cli.CHECK_FLAGS_ONLY: no work, no
-    TensorFlow) and raises ValueError naming the first stage whose flags are refused."""
+    TensorFlow) and raises ValueError naming the first stage whose flags are refused, or a
+    flag after '--' that no stage defines (undefok would otherwise drop a typo silently)."""
     env = dict(os.environ, **{cli.CHECK_FLAGS_ONLY: "1"})
+    defined: set[str] = set()
     for stage, cmd in plan:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if out.returncode != 0:
@@ -90,6 +97,13 @@ def _check_every_stage(plan) -> None:
                        else f"status {out.returncode}")
             raise ValueError(f"{FLAGS.experiment}: stage '{stage.what}' ({stage.module}) "
                              f"refuses its flags: {why.strip()}")
+        defined.update(out.stdout.split())
+    unknown = [n for n in _flag_names(extra)
+               if n not in defined and not (n.startswith("no") and n[2:] in defined)]
+    if unknown and plan:
+        raise ValueError(f"{FLAGS.experiment}: no stage defines "
+                         f"{', '.join('--' + n for n in unknown)} (flags after '--' go to "
+                         f"every stage; see python -m cear_tf.<stage> --helpfull)")
 
 
 def main(argv):
@@ -103,7 +117,7 @@ def main(argv):
         for stage, cmd in plan:
             print(f"# {stage.what}\n{shlex.join(['python', *cmd[1:]])}")
         return 0
-    _check_every_stage(plan)  # a typo in the experiment stops it here, not hours later
+    _check_every_stage(plan, extra)  # a typo in the experiment stops it here, not hours later
     record = experiment.write_record(exp)
     logging.info("experiment %s: %d stages; record %s", exp.name, len(plan), record)
     start = time.time()

@@ -272,6 +272,12 @@ def test_runner_dry_run_and_bad_input():
     assert bad.returncode != 0 and "--stages must name stage kinds" in bad.stderr
     bad = _run(["--experiment=experiments/mnist_quick.toml", "--dry_run", "--", "start=1"])
     assert bad.returncode == 2 and "stage flags go after '--'" in bad.stderr
+    # undefok lets a stage skip a flag meant for another; a flag no stage defines is a typo
+    bad = _run(["--experiment=experiments/mnist_quick.toml", "--stages=certify", "--",
+                "--strat=5", "--nofuse_members"])
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith(
+        "cear_tf.run: error: experiments/mnist_quick.toml: no stage defines --strat (")
 
 
 def test_runner_runs_a_tiny_experiment_and_resumes(tmp_path):
