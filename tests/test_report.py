@@ -196,11 +196,18 @@ def test_ablation_table_takes_unchanged_rows_from_base(tmp_path):
     text = report.ablation_section(str(root))
     assert "| cear_tf's recipe | CEAR(RW) | 10 | 100 | 100 | 0 | 0 | 0 | 0.600 |  |" in text
     # vga_rule: CEAR(RW) 50% certified beyond 1.5 where base had 0; RandSmooth from base.
+    # Paired over the 10 images: the +-50 point changes exceed two standard errors (0.17
+    # each); the ACR change (+0.2, per-image sd 0.84, se 0.27) does not.
     assert "| + released VGA rule | CEAR(RW) | 10 | 50 | 50 | 50 | 50 | 0 | 0.800 | " \
-        "-50 -50 +50 +50 +0 (ACR +0.200) |" in text
+        "-50* -50* +50* +50* +0 (ACR +0.200; 10 images) |" in text
     assert "| + released VGA rule | RandSmooth (base) | 10 | 100 | 100 | 100 | 0 | 0 | 1.000 | " \
-        "+0 +0 +0 +0 +0 (ACR +0.000) |" in text
+        " |" in text
     assert "+ clip in training" not in text  # not run yet
+    # a variant certified on other images is compared on the images both have
+    _fake_run(root / "train_clip", {"randsmooth": [1.0] * 3})
+    text = report.ablation_section(str(root))
+    assert "| + clip in training | RandSmooth | 3 | 100 | 100 | 100 | 0 | 0 | 1.000 | " \
+        "+0 +0 +0 +0 +0 (ACR +0.000; 3 images) |" in text
 
 
 def test_radius_cap_is_the_radius_of_n_votes_of_n():
