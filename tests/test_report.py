@@ -188,6 +188,32 @@ def test_report_rows_on_the_authors_images_ensembles_and_claims(tmp_path):
     assert (tmp_path / "rep" / "ensembles_for_rs_mnist_sigma100.png").stat().st_size > 1000
 
 
+def test_ensembles_overview_puts_every_sigma_side_by_side(tmp_path):
+    import json
+    runs = []
+    for sigma, first, second, zeta in ((0.5, 1.0, 1.2, 0.6), (1.0, 0.5, 0.55, 0.8)):
+        run = tmp_path / f"mnist_sigma{sigma:g}"
+        _fake_run(run, {"randsmooth": [first] * 4, "mean_first1": [first] * 4,
+                        "mean_first2": [second] * 4}, sigma=sigma,
+                  variance="sween/margin_variance.json")
+        (run / "sween").mkdir()
+        (run / "sween" / "margin_variance.json").write_text(json.dumps(dict(
+            zeta=zeta, images=[0, 1, 2, 3], draws=100,
+            by_k=[dict(k=1, measured_ratio=1.0, predicted_ratio=1.0),
+                  dict(k=2, measured_ratio=0.79, predicted_ratio=(1 + zeta) / 2)])))
+        runs.append(str(run))
+    text = report.build_report(runs, str(tmp_path / "rep"), plots=True)
+    overview = text.split("### Ensembles for randomized smoothing across sigmas")[1]
+    # ACR 1.0 -> 1.2 is +20% at sigma 0.5; 0.5 -> 0.55 is +10% at sigma 1.0
+    assert "| mnist | 0.5 | 4 | 0.600 | 1.000 | 1.200 |  |  |  | +20.0% (k=2) | " \
+        "0.790 / 0.800 |" in overview
+    assert "| mnist | 1 | 4 | 0.800 | 0.500 | 0.550 |  |  |  | +10.0% (k=2) | " \
+        "0.790 / 0.900 |" in overview
+    assert (tmp_path / "rep" / "ensembles_for_rs_overview.png").stat().st_size > 1000
+    single = report.build_report(runs[:1], str(tmp_path / "one"), plots=False)
+    assert "across sigmas" not in single  # one run: its own section says it all
+
+
 def test_ablation_table_takes_unchanged_rows_from_base(tmp_path):
     root = tmp_path / "abl"
     _fake_run(root / "base", {"randsmooth": [1.0] * 10, "cear_rw": [0.6] * 10,
