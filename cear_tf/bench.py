@@ -1,7 +1,7 @@
 """Certification throughput, measured side by side in one process (ratios, not timings).
 
   python -m cear_tf.bench [--archs=lenet5,resnet20,resnet110] [--repeats=3] [--xla]
-                         [--compare_precision=mixed_bfloat16]
+                         [--compare_precision=mixed_bfloat16] [--train_batches=128,512]
 
 For each architecture, with M randomly initialised members and one image:
   * engine       our `Smooth`, 4 aggregations (mean, mv, rw, gm) from one set of passes, on
@@ -38,6 +38,7 @@ from cear_tf.progress import Progress
 # Loaded when used, so --help answers without TensorFlow.
 tf = lazy_module("tensorflow")
 aggregate = lazy_module("cear_tf.aggregate")
+training = lazy_module("cear_tf.training")
 members_lib = lazy_module("cear_tf.members")
 models = lazy_module("cear_tf.models")
 precision_lib = lazy_module("cear_tf.precision")
@@ -61,6 +62,12 @@ def define_flags() -> None:
                       "passes/s over float32's).")
     flags.DEFINE_list("sweep_batches", [], "Also time the engine's passes/s at each of these certify "
                       "batch sizes (batch-size tuning; one more table).")
+    flags.DEFINE_list("train_batches", [], "Also time training --num_members LeNet-5 CEAR "
+                      "students (T = 2..6, MNIST shape, SGD as cear_tf.train) fused in one step "
+                      "against one after another, at each of these batch sizes (one more "
+                      "table; empty: not measured).")
+    flags.DEFINE_integer("train_steps", 40, "Optimizer steps per member in each training "
+                         "measurement.")
     flags.DEFINE_string("outfile", None, "Also write the raw measurements as JSON.")
 
     flags.register_validator("num_members", lambda v: v >= 1,
@@ -69,6 +76,10 @@ def define_flags() -> None:
     flags.register_validator("draws", lambda v: v >= 0, message="--draws must be >= 0")
     flags.register_validator("sweep_batches", lambda v: all(b.isdigit() and int(b) >= 1 for b in v),
                              message="--sweep_batches must be integers >= 1")
+    flags.register_validator("train_steps", lambda v: v >= 1,
+                             message="--train_steps must be >= 1")
+    flags.register_validator("train_batches", lambda v: all(b.isdigit() and int(b) >= 1 for b in v),
+                             message="--train_batches must be integers >= 1")
 
 # Certify batch and draws per architecture (a few seconds per measurement on 2 cores).
 SETTINGS = {
@@ -380,6 +391,55 @@ def measure(arch, m, repeats, xla, precision="float32", draws=0, naive=True):
                 runs=rows)
 
 
+def _student_configs(m: int, batch: int):
+    return [training.MemberConfig(role="student", arch="lenet5", dataset="mnist", seed=i,
+                                  base_sigma=0.5, vga=True, temperature=2.0 + i,
+                                  batch_size=batch, epochs=1) for i in range(m)]
+
+
+def measure_training(m: int, batch: int, repeats: int, steps: int = 40) -> list[dict]:
+    """Student-images/s of training M LeNet-5 CEAR students one after another (each its own
+    Distiller, as cear_tf.train without fusion) and fused in one step (FusedEnsembleTrainer,
+    one teacher pass), on random MNIST-shaped batches with a random LeNet-5 teacher; the two
+    variants interleaved, `steps` optimizer steps per member each time, after a warm-up."""
+    from cear_tf import data
+    info = data.DATASETS["mnist"]
+    rng = np.random.default_rng(0)
+    n = steps * batch
+    x = rng.uniform(size=(n, *info.image_shape)).astype(np.float32)
+    y = rng.integers(0, info.num_classes, size=n).astype(np.int32)
+    teacher = models.build_model("lenet5", info.image_shape, info.num_classes,
+                                 (info.mean, info.std))
+    configs = _student_configs(m, batch)
+    separate = []
+    for cfg in configs:
+        trainer = training.build_trainer(cfg, info, teacher)
+        trainer.compile(optimizer=training.build_optimizer(cfg, steps))
+        separate.append(trainer)
+    fused = training.build_fused_trainer(configs, info, teacher)
+    fused.compile(optimizer=training.build_optimizer(configs[0], steps, global_clipnorm=False))
+    one = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
+    stacked = tf.data.Dataset.from_tensor_slices((
+        np.repeat(x[:, None], m, axis=1), np.repeat(y[:, None], m, axis=1))).batch(batch).cache()
+
+    def time_separate():
+        start = time.perf_counter()
+        for trainer in separate:
+            trainer.fit(one, epochs=1, verbose=0, shuffle=False)
+        return time.perf_counter() - start
+
+    def time_fused():
+        start = time.perf_counter()
+        fused.fit(stacked, epochs=1, verbose=0, shuffle=False)
+        return time.perf_counter() - start
+
+    time_separate(), time_fused()  # trace and fill the caches
+    rows = []
+    for _ in range(repeats):
+        rows.append(dict(separate_s=time_separate(), fused_s=time_fused()))
+    return [dict(batch=batch, members=m, steps=steps, images=m * n, **row) for row in rows]
+
+
 def sweep_batches(arch, m, batches, repeats, draws=0):
     """Engine passes/s (one aggregation) at each certify batch size: {batch: [per repeat]}."""
     cfg = SETTINGS[arch]
@@ -416,30 +476,31 @@ def main(argv):
           f"CPUs, TensorFlow {tf.__version__}; CPU flags: avx512_bf16={'avx512_bf16' in flags_cpu}, "
           f"amx_bf16={'amx_bf16' in flags_cpu}; xla={FLAGS.xla}; variants interleaved per "
           f"repeat, median (min-max) over {FLAGS.repeats} repeats")
-    low = FLAGS.compare_precision != "float32"
-    print("| arch | M x draws @ batch | engine vs Keras loop, 4 aggregations | engine vs naive "
-          "Keras | fused vs unfused engine | engine vs PyTorch, passes/s | engine passes/s | "
-          "% of matmul peak (same repeat) |" + (f" {FLAGS.compare_precision} vs float32 |"
-                                                 if low else ""))
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if low else ""))
-    for r in results:
-        runs = r["runs"]
-        best = "fused_1agg_s" if r["fused"] else "engine_1agg_s"
+    if results:
+        low = FLAGS.compare_precision != "float32"
+        print("| arch | M x draws @ batch | engine vs Keras loop, 4 aggregations | engine vs naive "
+              "Keras | fused vs unfused engine | engine vs PyTorch, passes/s | engine passes/s | "
+              "% of matmul peak (same repeat) |" + (f" {FLAGS.compare_precision} vs float32 |"
+                                                     if low else ""))
+        print("|---|---|---|---|---|---|---|---|" + ("---|" if low else ""))
+        for r in results:
+            runs = r["runs"]
+            best = "fused_1agg_s" if r["fused"] else "engine_1agg_s"
 
-        def ratio(num, den):
-            if num not in runs[0] or den not in runs[0]:
-                return "-"
-            return _stats([x[num] / x[den] for x in runs]) + "x"
+            def ratio(num, den):
+                if num not in runs[0] or den not in runs[0]:
+                    return "-"
+                return _stats([x[num] / x[den] for x in runs]) + "x"
 
-        passes = [r["members"] * r["draws"] / x[best] for x in runs]
-        frac = [100 * p * r["flops_per_pass"] / x["peak"] for p, x in zip(passes, runs)]
-        low_col = f" {ratio('engine_1agg_s', 'low_precision_1agg_s')} |" if low else ""
-        print(f"| {r['arch']} | {r['members']} x {r['draws']} @ {r['batch']} | "
-              f"{ratio('keras_loop_4agg_s', 'engine_4agg_s')} | "
-              f"{ratio('naive_4agg_s', 'engine_4agg_s')} | "
-              f"{ratio('engine_1agg_s', 'fused_1agg_s')} | "
-              f"{ratio('torch_s', best) if 'torch_s' in runs[0] else 'torch not installed'} | "
-              f"{np.median(passes):.0f} | {_stats(frac, 0)} |{low_col}")
+            passes = [r["members"] * r["draws"] / x[best] for x in runs]
+            frac = [100 * p * r["flops_per_pass"] / x["peak"] for p, x in zip(passes, runs)]
+            low_col = f" {ratio('engine_1agg_s', 'low_precision_1agg_s')} |" if low else ""
+            print(f"| {r['arch']} | {r['members']} x {r['draws']} @ {r['batch']} | "
+                  f"{ratio('keras_loop_4agg_s', 'engine_4agg_s')} | "
+                  f"{ratio('naive_4agg_s', 'engine_4agg_s')} | "
+                  f"{ratio('engine_1agg_s', 'fused_1agg_s')} | "
+                  f"{ratio('torch_s', best) if 'torch_s' in runs[0] else 'torch not installed'} | "
+                  f"{np.median(passes):.0f} | {_stats(frac, 0)} |{low_col}")
     sweeps = {}
     if FLAGS.sweep_batches:
         batches = [int(b) for b in FLAGS.sweep_batches]
@@ -449,9 +510,21 @@ def main(argv):
         for arch in FLAGS.archs:
             sweeps[arch] = sweep_batches(arch, FLAGS.num_members, batches, FLAGS.repeats, FLAGS.draws)
             print(f"| {arch} | " + " | ".join(_stats(sweeps[arch][b], 0) for b in batches) + " |")
+    trained = {}
+    if FLAGS.train_batches:
+        print(f"\ntraining {FLAGS.num_members} LeNet-5 students: fused in one step vs one after "
+              f"another, student-images/s (median, min-max over repeats; interleaved)")
+        print("| batch | one after another | fused | fused vs one after another |")
+        print("|---|---|---|---|")
+        for b in (int(v) for v in FLAGS.train_batches):
+            rows = measure_training(FLAGS.num_members, b, FLAGS.repeats, FLAGS.train_steps)
+            trained[b] = rows
+            print(f"| {b} | {_stats([r['images'] / r['separate_s'] for r in rows], 0)} | "
+                  f"{_stats([r['images'] / r['fused_s'] for r in rows], 0)} | "
+                  f"{_stats([r['separate_s'] / r['fused_s'] for r in rows])}x |")
     if FLAGS.outfile:
         with open(FLAGS.outfile, "w") as f:
-            json.dump(dict(results=results, batch_sweep=sweeps), f, indent=2)
+            json.dump(dict(results=results, batch_sweep=sweeps, training=trained), f, indent=2)
 
 
 if __name__ == "__main__":

@@ -255,7 +255,9 @@ def _prepare_checkpoint(ckpt_dir: str, settings: dict, resume: bool) -> None:
     os.replace(path + ".tmp", path)
 
 
-def _optimizer(cfg: MemberConfig, steps_per_epoch: int, global_clipnorm: bool = True):
+def build_optimizer(cfg: MemberConfig, steps_per_epoch: int, global_clipnorm: bool = True):
+    """The member's optimizer and learning-rate schedule; `global_clipnorm=False` leaves
+    gradient clipping to the trainer (the fused trainer clips each member on its own)."""
     common = dict(learning_rate=_learning_rate(cfg, steps_per_epoch),
                   weight_decay=cfg.weight_decay or None,
                   global_clipnorm=(cfg.clipnorm or None) if global_clipnorm else None)
@@ -271,7 +273,7 @@ def _train_and_export(cfg, splits, model_dir, teacher, resume, verbose, extra_ca
     steps = math.ceil(len(y_train) / cfg.batch_size)
     with (strategy or tf.distribute.get_strategy()).scope():
         trainer = build_trainer(cfg, splits.info, teacher)
-        trainer.compile(optimizer=_optimizer(cfg, steps))
+        trainer.compile(optimizer=build_optimizer(cfg, steps))
 
     ckpt_dir = model_dir.rstrip("/") + ".ckpt"
     log_dir = model_dir.rstrip("/") + ".logs"
@@ -426,10 +428,13 @@ def train_fused_members(configs: list[MemberConfig], splits: Splits, member_dirs
             lock.release()
 
 
-def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_collapsed,
-                 extra_callbacks, fused_class, collapse_patience) -> list[dict]:
+def build_fused_trainer(configs: list[MemberConfig], info: data.DatasetInfo, teacher=None,
+                        fused_class=None) -> "trainers.FusedEnsembleTrainer":
+    """The fused trainer of these members (uncompiled, built): each member's network from its
+    own seed, as separate training would build it, fused into one network."""
+    if fused_class is None:
+        from cear_tf.models.fused import FusedLeNet5 as fused_class
     first = configs[0]
-    info = splits.info
     normalization = (info.mean, info.std) if first.normalize else None
     networks = []
     for cfg in configs:  # the same initial weights as separate training
@@ -446,9 +451,19 @@ def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_c
         clip=first.train_clip)
     h, w, c = info.image_shape
     trainer(np.zeros((1, h, w, c * len(configs)), np.float32))  # built, as checkpoints require
+    return trainer
+
+
+def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_collapsed,
+                 extra_callbacks, fused_class, collapse_patience) -> list[dict]:
+    first = configs[0]
+    info = splits.info
+    normalization = (info.mean, info.std) if first.normalize else None
+    trainer = build_fused_trainer(configs, info, teacher, fused_class)
+    network = trainer.network
     x_train, y_train = splits.train
     steps = math.ceil(len(y_train) / first.batch_size)
-    trainer.compile(optimizer=_optimizer(first, steps, global_clipnorm=False))
+    trainer.compile(optimizer=build_optimizer(first, steps, global_clipnorm=False))
 
     parent = os.path.dirname(os.path.abspath(member_dirs[0]))
     tag = "fused_" + "_".join(os.path.basename(os.path.normpath(d)) for d in member_dirs)

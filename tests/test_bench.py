@@ -20,7 +20,7 @@ def test_bench_cli_tiny(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "cear_tf.bench", "--archs=lenet5", "--num_members=2", "--repeats=1",
          "--draws=1500", "--compare_precision=mixed_bfloat16", "--sweep_batches=250,500",
-         f"--outfile={out}"],
+         "--train_batches=16", "--train_steps=2", f"--outfile={out}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     main_table = proc.stdout.split("by certify batch size")[0]
@@ -40,6 +40,10 @@ def test_bench_cli_tiny(tmp_path):
     assert sum(k.startswith("peak_after_") for k in run) >= 6
     assert result["fused"] is True  # LeNet-5 members run fused in the engine
     assert "avx512_bf16=" in proc.stdout and "amx_bf16=" in proc.stdout
+    # Training: 2 students x 2 steps x 16 images, one after another and fused.
+    (trained,) = record["training"]["16"]
+    assert trained["images"] == 64 and trained["separate_s"] > 0 and trained["fused_s"] > 0
+    assert "| 16 | " in proc.stdout.split("fused in one step vs one after another")[1]
 
 
 def test_bench_rejects_bad_flags():
