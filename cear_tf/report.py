@@ -471,6 +471,13 @@ def ablation_section(root: str, radii=(0.0, 0.5, 1.0, 1.5, 2.0)) -> str:
                          + " | ".join(f"{v:.0f}" for v in ca) + f" | {acr:.3f} | {change} |")
     if len(lines) == 2:
         return ""
+    paper = paper_tables.CERTIFIED_ACCURACY["mnist"][1.0]
+    paper_radii = list(paper_tables.RADII["mnist"])
+    for row in base_rows:
+        if row in paper and all(r in paper_radii for r in radii):
+            cells = [paper[row][paper_radii.index(r)] for r in radii]
+            lines.append(f"| paper (Table 4, 67 images) | {row} |  | "
+                         + " | ".join(str(c) for c in cells) + " |  |  |")
     return "\n".join(["### Released-recipe ablation, MNIST, sigma = 1.0", "",
                       "Each variant switches on one choice of the authors' released code "
                       "(docs/deviations.md), the last all of them; 20 epochs per member, "

@@ -229,6 +229,7 @@ def test_ablation_table_takes_unchanged_rows_from_base(tmp_path):
     assert "| + released VGA rule | RandSmooth (base) | 10 | 100 | 100 | 100 | 0 | 0 | 1.000 | " \
         " |" in text
     assert "+ clip in training" not in text  # not run yet
+    assert "| paper (Table 4, 67 images) | CEAR(RW) |  | 91 | 76 | 60 | 38 | 20 |  |  |" in text
     # a variant certified on other images is compared on the images both have
     _fake_run(root / "train_clip", {"randsmooth": [1.0] * 3})
     text = report.ablation_section(str(root))
