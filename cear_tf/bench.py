@@ -66,6 +66,9 @@ def define_flags() -> None:
                       "students (T = 2..6, MNIST shape, SGD as cear_tf.train) fused in one step "
                       "against one after another, at each of these batch sizes (one more "
                       "table; empty: not measured).")
+    flags.DEFINE_bool("conv1", False, "Also time formulations of the fused LeNet-5 first layer "
+                      "(5x5 convolution of a 1-channel image to 6 M outputs, ReLU, 2x2 max pool) "
+                      "against tf.nn.conv2d (one more table; what was tried to lift conv1).")
     flags.DEFINE_integer("train_steps", 40, "Optimizer steps per member in each training "
                          "measurement.")
     flags.DEFINE_string("outfile", None, "Also write the raw measurements as JSON.")
@@ -391,6 +394,76 @@ def measure(arch, m, repeats, xla, precision="float32", draws=0, naive=True):
                 runs=rows)
 
 
+def _space_to_depth_kernel(w: np.ndarray) -> np.ndarray:
+    """The 5x5 SAME convolution + 2x2 pool of a 1-channel image as a 3x3 convolution of its
+    2x2 space-to-depth (4 channels) to 4 pooling phases x C outputs: phase (a, b) of output
+    (2p + a, 2q + b) reads input (2p + a + u, 2q + b + v) = s2d[p + (a + u) // 2, ...]."""
+    c = w.shape[-1]
+    out = np.zeros((3, 3, 4, 4 * c), np.float32)
+    for a in range(2):
+        for b in range(2):
+            for du in range(3):
+                for dv in range(3):
+                    for r in range(2):
+                        for s in range(2):
+                            u, v = 2 * du + r - a, 2 * dv + s - b
+                            if 0 <= u < 5 and 0 <= v < 5:
+                                out[du, dv, 2 * r + s, (2 * a + b) * c:(2 * a + b + 1) * c] = \
+                                    w[u, v, 0]
+    return out
+
+
+def conv1_formulations(m: int, batch: int, repeats: int, calls: int = 20) -> dict:
+    """Seconds per `calls` calls of the fused LeNet-5 first layer (28x28x1 -> 14x14x6M: 5x5
+    SAME convolution, bias, ReLU, 2x2 max pool) in each formulation, interleaved per repeat,
+    and each one's largest deviation from tf.nn.conv2d's output."""
+    rng = np.random.default_rng(0)
+    c = 6 * m
+    w = rng.normal(size=(5, 5, 1, c)).astype(np.float32)
+    bias = tf.constant(rng.normal(size=(c,)).astype(np.float32))
+    kernel, flat = tf.constant(w), tf.constant(w.reshape(25, c))
+    s2d_kernel = tf.constant(_space_to_depth_kernel(w))
+
+    def pool(y):
+        return tf.nn.max_pool2d(tf.nn.relu(y + bias), 2, 2, "VALID")
+
+    def conv2d(x):
+        return pool(tf.nn.conv2d(x, kernel, 1, "SAME"))
+
+    def patches_matmul(x):  # im2col by extract_patches, then one matmul
+        p = tf.image.extract_patches(x, [1, 5, 5, 1], [1, 1, 1, 1], [1, 1, 1, 1], "SAME")
+        return pool(tf.reshape(tf.reshape(p, [-1, 25]) @ flat, [-1, 28, 28, c]))
+
+    def shifted_sum(x):  # 25 shifted copies of the image, each scaled by a filter tap
+        xp = tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]])
+        y = 0.0
+        for u in range(5):
+            for v in range(5):
+                y += xp[:, u:u + 28, v:v + 28, :] * w[u, v, 0]
+        return pool(y)
+
+    def space_to_depth(x):  # pooling phases as channels: max over them is the pool
+        xp = tf.nn.space_to_depth(tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]]), 2)
+        y = tf.nn.conv2d(xp, s2d_kernel, 1, "VALID")
+        y = tf.reduce_max(tf.reshape(y, [-1, 14, 14, 4, c]), axis=3)
+        return tf.nn.relu(y + bias)
+
+    variants = {name: tf.function(f) for name, f in (
+        ("conv2d", conv2d), ("extract_patches + matmul", patches_matmul),
+        ("25 shifted multiply-adds", shifted_sum), ("space-to-depth 3x3 conv", space_to_depth))}
+    x = tf.constant(rng.uniform(size=(batch, 28, 28, 1)).astype(np.float32))
+    want = variants["conv2d"](x).numpy()
+    deviation = {name: float(np.abs(f(x).numpy() - want).max()) for name, f in variants.items()}
+    seconds = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, f in variants.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                f(x).numpy()
+            seconds[name].append(time.perf_counter() - start)
+    return dict(batch=batch, calls=calls, outputs=c, seconds=seconds, deviation=deviation)
+
+
 def _student_configs(m: int, batch: int):
     return [training.MemberConfig(role="student", arch="lenet5", dataset="mnist", seed=i,
                                   base_sigma=0.5, vga=True, temperature=2.0 + i,
@@ -510,6 +583,17 @@ def main(argv):
         for arch in FLAGS.archs:
             sweeps[arch] = sweep_batches(arch, FLAGS.num_members, batches, FLAGS.repeats, FLAGS.draws)
             print(f"| {arch} | " + " | ".join(_stats(sweeps[arch][b], 0) for b in batches) + " |")
+    conv1 = {}
+    if FLAGS.conv1:
+        conv1 = conv1_formulations(FLAGS.num_members, 1000, FLAGS.repeats)
+        base = conv1["seconds"]["conv2d"]
+        print(f"\nfused LeNet-5 conv1 + ReLU + pool ({conv1['outputs']} outputs, batch 1000): "
+              f"speed relative to tf.nn.conv2d (median, min-max over repeats; interleaved)")
+        print("| formulation | speed vs conv2d | max deviation from conv2d |")
+        print("|---|---|---|")
+        for name, times in conv1["seconds"].items():
+            print(f"| {name} | {_stats([b / t for b, t in zip(base, times)])}x | "
+                  f"{conv1['deviation'][name]:.1e} |")
     trained = {}
     if FLAGS.train_batches:
         print(f"\ntraining {FLAGS.num_members} LeNet-5 students: fused in one step vs one after "
@@ -524,7 +608,8 @@ def main(argv):
                   f"{_stats([r['separate_s'] / r['fused_s'] for r in rows])}x |")
     if FLAGS.outfile:
         with open(FLAGS.outfile, "w") as f:
-            json.dump(dict(results=results, batch_sweep=sweeps, training=trained), f, indent=2)
+            json.dump(dict(results=results, batch_sweep=sweeps, training=trained,
+                           conv1=conv1), f, indent=2)
 
 
 if __name__ == "__main__":

@@ -50,3 +50,14 @@ def test_bench_rejects_bad_flags():
     proc = subprocess.run([sys.executable, "-m", "cear_tf.bench", "--archs=vgg"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--archs: unknown ['vgg']" in proc.stderr
+
+
+def test_conv1_formulations_compute_the_same_layer():
+    from cear_tf import bench
+    out = bench.conv1_formulations(m=2, batch=4, repeats=1, calls=1)
+    assert out["outputs"] == 12
+    assert set(out["seconds"]) == {"conv2d", "extract_patches + matmul",
+                                   "25 shifted multiply-adds", "space-to-depth 3x3 conv"}
+    # every formulation is the same layer: float rounding apart from tf.nn.conv2d
+    assert all(d < 1e-4 for d in out["deviation"].values()), out["deviation"]
+    assert all(len(t) == 1 and t[0] > 0 for t in out["seconds"].values())
