@@ -9,7 +9,11 @@
 #   nohup nice -n 10 scripts/mnist_ablation.sh > mnist_ablation.log 2>&1 &
 # Usage: scripts/mnist_ablation.sh [VARIANT ...]   (default: all, in the order below)
 # Environment (tests shrink the run with these):
-#   ABLATION_ROOT            folder of the variants' outputs (default: the files' results/...)
+#   ABLATION_ROOT            folder of the variants' outputs (default: the files' results/...,
+#                            or results/mnist_ablation_sigma100_seed<S> with ABLATION_SEED)
+#   ABLATION_SEED            repeat the ablation with another seed (member seeds S..S+4, so
+#                            their VGA sigma_i, initial weights, batches and noise all change;
+#                            use S >= 5 for members independent of seed 0's)
 #   ABLATION_TEACHER         the LeNet-5 teacher (default: the paper-protocol one)
 #   ABLATION_IMAGE_PASSES    certify passes, ';'-separated (default: the authors' 67 images,
 #                            then every 20th image up to index 4000, 200 in all)
@@ -40,9 +44,18 @@ for v in "${todo[@]}"; do
   fi
 done
 
+if [[ -n ${ABLATION_SEED:-} ]]; then
+  if ! [[ $ABLATION_SEED =~ ^[0-9]+$ ]]; then
+    echo "mnist_ablation.sh: ABLATION_SEED must be a non-negative integer, got '$ABLATION_SEED'" >&2
+    exit 2
+  fi
+  ABLATION_ROOT=${ABLATION_ROOT:-results/mnist_ablation_sigma100_seed$ABLATION_SEED}
+fi
+
 for v in "${todo[@]}"; do
   args=(--experiment="$(experiment_file "$v")" "${data[@]}")
   [[ -n ${ABLATION_ROOT:-} ]] && args+=(--output_dir="$ABLATION_ROOT/$v")
+  [[ -n ${ABLATION_SEED:-} ]] && args+=(--set="seed=$ABLATION_SEED")
   [[ -n ${ABLATION_TEACHER:-} ]] && args+=(--set="members.teacher.model_dir=\"$ABLATION_TEACHER\"")
   for pass in "${image_passes[@]}"; do
     # shellcheck disable=SC2086
