@@ -188,7 +188,9 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             f"{paper_tables.PAPER_IMAGE_COUNT}).",
             "", *lines, "", "Settings:", "", *[f"- {d}" for d in details], ""]
     if prefix_logs:
-        text.append(ensembles_section(prefix_logs, records[0]["variance"], radii))
+        _, first = min(prefix_logs.items())
+        text.append(ensembles_section(prefix_logs, records[0]["variance"], radii,
+                                      first[1]["member"].get("arch", "?")))
     caps = [radius_cap(sigma, r["settings"]) for r in records]
     return "\n".join(text), dict(dataset=dataset, sigma=sigma, curves=curves,
                                  prefix=prefix_logs, variance=records[0]["variance"],
@@ -205,7 +207,7 @@ def radius_cap(sigma: float, settings: dict) -> float | None:
     return float(sigma * norm.ppf(float(alpha) ** (1.0 / int(n))))
 
 
-def ensembles_section(prefix_logs, variance_path: str | None, radii) -> str:
+def ensembles_section(prefix_logs, variance_path: str | None, radii, arch: str = "?") -> str:
     """Certified accuracy and ACR of the soft ensemble of the first k Gaussian members, and
     the margin-variance ratio measured by cear_tf.variance when its JSON is present."""
     variance = {}
@@ -231,7 +233,7 @@ def ensembles_section(prefix_logs, variance_path: str | None, radii) -> str:
     return "\n".join([
         "#### Ensembles for randomized smoothing: the first k Gaussian members, averaged",
         "", "Soft ensembles (mean of softmax) of the first k SWEEN candidates (Gaussian-trained "
-        "LeNet-5, seeds 0..k-1), certified from the same member passes as SWEEN. Var ratio: "
+        f"{arch}, seeds 0..k-1), certified from the same member passes as SWEEN. Var ratio: "
         "variance of the ensemble's classification margin over one member's, against "
         f"Horvath et al.'s (1 + zeta (k - 1)) / k; {note}.", "", *lines, ""])
 
