@@ -86,7 +86,8 @@ def _flag_names(extra: list[str]) -> list[str]:
 def _check_every_stage(plan, extra: list[str]) -> None:
     """Parses every stage's flags with its entry point (cli.CHECK_FLAGS_ONLY: no work, no
     TensorFlow) and raises ValueError naming the first stage whose flags are refused, or a
-    flag after '--' that no stage defines (undefok would otherwise drop a typo silently)."""
+    flag after '--' that no stage kind defines (undefok would otherwise drop a typo
+    silently)."""
     env = dict(os.environ, **{cli.CHECK_FLAGS_ONLY: "1"})
     defined: set[str] = set()
     for stage, cmd in plan:
@@ -98,10 +99,17 @@ def _check_every_stage(plan, extra: list[str]) -> None:
             raise ValueError(f"{FLAGS.experiment}: stage '{stage.what}' ({stage.module}) "
                              f"refuses its flags: {why.strip()}")
         defined.update(out.stdout.split())
+    # A flag may be meant for a stage kind this experiment (or --stages) leaves out: a driver
+    # passes one set of flags to many experiments. Only a name no stage kind defines is a typo.
+    checked = {stage.module for stage, _ in plan}
+    for module in sorted(set(experiment.MODULES.values()) - checked):
+        out = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True,
+                             text=True)
+        defined.update(out.stdout.split())
     unknown = [n for n in _flag_names(extra)
                if n not in defined and not (n.startswith("no") and n[2:] in defined)]
     if unknown and plan:
-        raise ValueError(f"{FLAGS.experiment}: no stage defines "
+        raise ValueError(f"{FLAGS.experiment}: no stage kind defines "
                          f"{', '.join('--' + n for n in unknown)} (flags after '--' go to "
                          f"every stage; see python -m cear_tf.<stage> --helpfull)")
 

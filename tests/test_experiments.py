@@ -272,12 +272,13 @@ def test_runner_dry_run_and_bad_input():
     assert bad.returncode != 0 and "--stages must name stage kinds" in bad.stderr
     bad = _run(["--experiment=experiments/mnist_quick.toml", "--dry_run", "--", "start=1"])
     assert bad.returncode == 2 and "stage flags go after '--'" in bad.stderr
-    # undefok lets a stage skip a flag meant for another; a flag no stage defines is a typo
+    # undefok lets a stage skip a flag meant for another (here --epochs, for training, which
+    # --stages leaves out); a flag no stage kind defines is a typo
     bad = _run(["--experiment=experiments/mnist_quick.toml", "--stages=certify", "--",
-                "--strat=5", "--nofuse_members"])
+                "--strat=5", "--nofuse_members", "--epochs=2"])
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith(
-        "cear_tf.run: error: experiments/mnist_quick.toml: no stage defines --strat (")
+        "cear_tf.run: error: experiments/mnist_quick.toml: no stage kind defines --strat (")
 
 
 def test_runner_runs_a_tiny_experiment_and_resumes(tmp_path):
