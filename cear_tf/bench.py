@@ -465,9 +465,10 @@ def conv1_formulations(m: int, batch: int, repeats: int, calls: int = 20) -> dic
 
 
 def _student_configs(m: int, batch: int):
-    return [training.MemberConfig(role="student", arch="lenet5", dataset="mnist", seed=i,
-                                  base_sigma=0.5, vga=True, temperature=2.0 + i,
-                                  batch_size=batch, epochs=1) for i in range(m)]
+    """M CEAR students as cear_tf.train makes them (seeds 0..M-1, T = 2, 3, ..., VGA)."""
+    base = training.MemberConfig(role="student", arch="lenet5", dataset="mnist", seed=0,
+                                 base_sigma=0.5, vga=True, batch_size=batch, epochs=1)
+    return training.ensemble_configs(base, [2 + i for i in range(m)], "student")
 
 
 def measure_training(m: int, batch: int, repeats: int, steps: int = 40) -> list[dict]:

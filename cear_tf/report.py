@@ -207,14 +207,17 @@ def radius_cap(sigma: float, settings: dict) -> float | None:
     return float(sigma * norm.ppf(float(alpha) ** (1.0 / int(n))))
 
 
+def _read_variance(path: str | None) -> dict:
+    if path and os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
 def ensembles_section(prefix_logs, variance_path: str | None, radii, arch: str = "?") -> str:
     """Certified accuracy and ACR of the soft ensemble of the first k Gaussian members, and
     the margin-variance ratio measured by cear_tf.variance when its JSON is present."""
-    variance = {}
-    path = variance_path
-    if path and os.path.exists(path):
-        with open(path) as f:
-            variance = json.load(f)
+    variance = _read_variance(variance_path)
     by_k = {row["k"]: row for row in variance.get("by_k", [])}
     header = ["k", "images", *[f"{r:g}" for r in radii], "ACR", "Var ratio measured",
               "(1 + zeta (k-1)) / k"]
@@ -486,13 +489,6 @@ def ablation_section(root: str, radii=(0.0, 0.5, 1.0, 1.5, 2.0)) -> str:
                       "N = 10,000. The change from the base is measured on the images both "
                       "certified; '*' marks a change beyond two paired standard errors.", "",
                       *lines, ""])
-
-
-def _read_variance(path: str | None) -> dict:
-    if path and os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
 
 
 def ensembles_overview_section(infos: list[dict[str, Any]]) -> str:
