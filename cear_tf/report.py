@@ -16,7 +16,7 @@ import json
 import math
 import os
 import re
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from absl import flags, logging
@@ -36,8 +36,9 @@ def define_flags() -> None:
     flags.DEFINE_bool("plots", True, "Draw certified-accuracy-vs-radius plots (needs matplotlib).")
     flags.DEFINE_string("title", "cear_tf: measured certified accuracy beside the paper",
                         "The report's heading (say there what scale the runs are at).")
-    flags.DEFINE_string("ablation_dir", None, "Also report the released-recipe ablation "
-                        "(scripts/mnist_ablation.sh) found in this folder.")
+    flags.DEFINE_list("ablation_dir", None, "Also report the released-recipe ablation "
+                      "(scripts/mnist_ablation.sh) found in this folder; several folders "
+                      "(the same ablation with other ABLATION_SEED) add a table over seeds.")
     flags.DEFINE_string("collect_dir", None, "First copy each run's small files (certify and attack "
                         "logs with their settings, members' cear.json) to <collect_dir>/<run name>, "
                         "and report from there: the copy is what a repository keeps so the report "
@@ -419,34 +420,42 @@ def _per_image(log, radii):
     return log["idx"][order], hit.reshape(len(order), len(radii)), np.where(correct, radius, 0.0)
 
 
-def _paired_change(log, base_log, radii) -> str:
-    """The change from the base on the images both certified: points at each radius and ACR,
-    '*' where it exceeds two paired standard errors (per-image differences, so the shared
-    images' difficulty cancels)."""
+def _paired_differences(log, base_log, radii):
+    """Per image certified by both: the variant's minus the base's certified-correct
+    indicator at each radius (n x len(radii)) and radius counted by ACR (n); None below 2
+    common images."""
     idx, hit, acr = _per_image(log, radii)
     bidx, bhit, bacr = _per_image(base_log, radii)
     common = np.intersect1d(idx, bidx)
     if len(common) < 2:
-        return ""
+        return None
     a, b = np.isin(idx, common), np.isin(bidx, common)
+    return hit[a] - bhit[b], acr[a] - bacr[b]
+
+
+def _paired_change(log, base_log, radii) -> str:
+    """The change from the base on the images both certified: points at each radius and ACR,
+    '*' where it exceeds two paired standard errors (per-image differences, so the shared
+    images' difficulty cancels)."""
+    diffs = _paired_differences(log, base_log, radii)
+    if diffs is None:
+        return ""
+    hit, acr = diffs
     def cell(d, fmt, scale):
         mean, se = d.mean(), d.std(ddof=1) / np.sqrt(len(d))
         star = "*" if se > 0 and abs(mean) > 2 * se else ""
         return f"{scale * mean:{fmt}}{star}"
-    points = " ".join(cell(hit[a][:, j] - bhit[b][:, j], "+.0f", 100) for j in range(len(radii)))
-    return f"{points} (ACR {cell(acr[a] - bacr[b], '+.3f', 1)}; {len(common)} images)"
+    points = " ".join(cell(hit[:, j], "+.0f", 100) for j in range(len(radii)))
+    return f"{points} (ACR {cell(acr, '+.3f', 1)}; {len(acr)} images)"
 
 
-def ablation_section(root: str, radii=(0.0, 0.5, 1.0, 1.5, 2.0)) -> str:
-    """The released-recipe ablation (scripts/mnist_ablation.sh): certified accuracy and ACR
-    of each row per variant, and the change from the base variant on the images both
-    certified, in points at each radius. A row a variant does not change is the base
-    variant's (marked 'base')."""
+def _ablation_rows(root: str):
+    """(variant, variant label, row label, log, log is the base's) for every certified row of
+    the ablation under `root`, in the variants' order; a variant's row it does not change is
+    the base variant's log."""
     base_logs: dict[str, dict] = {}
-    lines = ["| variant | row | images | " + " | ".join(f"r={r:g}" for r in radii)
-             + " | ACR | change from base (points at each r) |",
-             "|---|---|---|" + "---|" * len(radii) + "---|---|"]
     base_rows: list[str] = []  # the base's row labels, in its order
+    out = []
     for variant, variant_label in ABLATION_VARIANTS:
         folder = os.path.join(root, variant)
         if not os.path.exists(os.path.join(folder, experiment.RECORD_NAME)):
@@ -458,37 +467,88 @@ def ablation_section(root: str, radii=(0.0, 0.5, 1.0, 1.5, 2.0)) -> str:
         if variant == "base":
             base_rows = list(logs)
         for row in base_rows + [r for r in logs if r not in base_rows]:
-            path, source = logs.get(row), ""
-            if path is None:
-                if variant == "base" or row not in base_logs:
-                    continue
-                path, source = base_logs[row]["path"], " (base)"
-            log = _read_log(path)
-            log["path"] = path
-            ca = 100 * accuracy.certified_accuracy(log["correct"], log["radius"], radii)
-            acr = accuracy.average_certified_radius(log["correct"], log["radius"])
-            change = ""
-            if variant == "base":
-                base_logs[row] = log
-            elif row in base_logs and not source:
-                change = _paired_change(log, base_logs[row], radii)
-            lines.append(f"| {variant_label} | {row}{source} | {len(log['correct'])} | "
-                         + " | ".join(f"{v:.0f}" for v in ca) + f" | {acr:.3f} | {change} |")
+            if row in logs:
+                log = _read_log(logs[row])
+                if variant == "base":
+                    base_logs[row] = log
+                out.append((variant, variant_label, row, log, False))
+            elif variant != "base" and row in base_logs:
+                out.append((variant, variant_label, row, base_logs[row], True))
+    return out
+
+
+def ablation_section(root: str, radii=(0.0, 0.5, 1.0, 1.5, 2.0)) -> str:
+    """The released-recipe ablation (scripts/mnist_ablation.sh): certified accuracy and ACR
+    of each row per variant, and the change from the base variant on the images both
+    certified, in points at each radius. A row a variant does not change is the base
+    variant's (marked 'base')."""
+    lines = ["| variant | row | images | " + " | ".join(f"r={r:g}" for r in radii)
+             + " | ACR | change from base (points at each r) |",
+             "|---|---|---|" + "---|" * len(radii) + "---|---|"]
+    rows = _ablation_rows(root)
+    base_logs = {row: log for variant, _, row, log, _ in rows if variant == "base"}
+    for variant, variant_label, row, log, from_base in rows:
+        ca = 100 * accuracy.certified_accuracy(log["correct"], log["radius"], radii)
+        acr = accuracy.average_certified_radius(log["correct"], log["radius"])
+        change = ""
+        if variant != "base" and not from_base and row in base_logs:
+            change = _paired_change(log, base_logs[row], radii)
+        lines.append(f"| {variant_label} | {row}{' (base)' if from_base else ''} | "
+                     f"{len(log['correct'])} | " + " | ".join(f"{v:.0f}" for v in ca)
+                     + f" | {acr:.3f} | {change} |")
     if len(lines) == 2:
         return ""
     paper = paper_tables.CERTIFIED_ACCURACY["mnist"][1.0]
     paper_radii = list(paper_tables.RADII["mnist"])
-    for row in base_rows:
+    for row in base_logs:
         if row in paper and all(r in paper_radii for r in radii):
             cells = [paper[row][paper_radii.index(r)] for r in radii]
             lines.append(f"| paper (Table 4, 67 images) | {row} |  | "
                          + " | ".join(str(c) for c in cells) + " |  |  |")
-    return "\n".join(["### Released-recipe ablation, MNIST, sigma = 1.0", "",
+    return "\n".join([f"### Released-recipe ablation, MNIST, sigma = 1.0 ({root})", "",
                       "Each variant switches on one choice of the authors' released code "
                       "(docs/deviations.md), the last all of them; 20 epochs per member, "
                       "N = 10,000. The change from the base is measured on the images both "
                       "certified; '*' marks a change beyond two paired standard errors.", "",
                       *lines, ""])
+
+
+def ablation_seeds_section(roots: Sequence[str], radii=(1.0, 2.0)) -> str:
+    """The ablation repeated with other member seeds (ABLATION_SEED): each variant's change
+    from its own seed's base, per seed and averaged. The paired standard error of one seed
+    counts only the certification's image-to-image noise; the spread over seeds is the
+    training noise (members' initial weights, batches, noise, VGA sigma_i) it leaves out."""
+    per_root = [{(v, row): (label, log, from_base) for v, label, row, log, from_base
+                 in _ablation_rows(root)} for root in roots]
+    keys = [k for k in per_root[0] if k[0] != "base" and not per_root[0][k][2]]
+    lines = ["| variant | row | seeds | " + " | ".join(
+                 f"r={r:g}: mean (per seed)" for r in radii) + " | ACR: mean (per seed) |",
+             "|---|---|---|" + "---|" * len(radii) + "---|"]
+    for key in keys:
+        changes = []  # per seed: points at each radius, then ACR
+        for rows in per_root:
+            if key not in rows or rows[key][2] or (("base", key[1]) not in rows):
+                continue
+            diffs = _paired_differences(rows[key][1], rows[("base", key[1])][1], radii)
+            if diffs is not None:
+                changes.append([100 * d for d in diffs[0].mean(axis=0)] + [diffs[1].mean()])
+        if len(changes) < 2:
+            continue
+        changes = np.asarray(changes)
+        cells = []
+        for j in range(changes.shape[1]):
+            fmt = "+.3f" if j == len(radii) else "+.0f"
+            each = ", ".join(f"{c:{fmt}}" for c in changes[:, j])
+            cells.append(f"{changes[:, j].mean():{fmt}} ({each})")
+        lines.append(f"| {per_root[0][key][0]} | {key[1]} | {len(changes)} | "
+                     + " | ".join(cells) + " |")
+    if len(lines) == 2:
+        return ""
+    return "\n".join(["### Released-recipe ablation over member seeds", "",
+                      "The change from the base variant of the same seed (points at each "
+                      "radius, ACR), paired on the images both certified, for every seed "
+                      "folder (" + ", ".join(roots) + "): a change whose sign holds in every "
+                      "seed is beyond the members' training noise.", "", *lines, ""])
 
 
 def ensembles_overview_section(infos: list[dict[str, Any]]) -> str:
@@ -611,7 +671,7 @@ def attack_section(run_dir: str) -> str:
 
 
 def build_report(run_dirs, report_dir: str, plots: bool = True,
-                 ablation_dir: str | None = None,
+                 ablation_dir: str | Sequence[str] | None = None,
                  title: str = "cear_tf: measured certified accuracy beside the paper") -> str:
     os.makedirs(report_dir, exist_ok=True)
     sections = [f"# {title}", ""]
@@ -656,9 +716,12 @@ def build_report(run_dirs, report_dir: str, plots: bool = True,
     claims = claims_section(infos)
     if claims:
         sections.append(claims)
-    if ablation_dir:
-        sections.append(ablation_section(ablation_dir) or
-                        f"(no ablation logs under {ablation_dir} yet)\n")
+    ablation_dirs = [ablation_dir] if isinstance(ablation_dir, str) else list(ablation_dir or [])
+    for root in ablation_dirs:
+        sections.append(ablation_section(root) or f"(no ablation logs under {root} yet)\n")
+    if len(ablation_dirs) > 1:
+        sections.append(ablation_seeds_section(ablation_dirs)
+                        or "(no ablation variant is certified in two seed folders yet)\n")
     report = "\n".join(sections)
     with open(os.path.join(report_dir, "report.md"), "w") as f:
         f.write(report)

@@ -237,6 +237,27 @@ def test_ablation_table_takes_unchanged_rows_from_base(tmp_path):
         "+0 +0 +0 +0 +0 (ACR +0.000; 3 images) |" in text
 
 
+def test_ablation_over_seeds_pairs_each_variant_with_its_own_seeds_base(tmp_path):
+    roots = []
+    # seed 0: vga_rule lifts CEAR(RW) on 4 of 10 images beyond r = 1 (+40 points, ACR +0.4);
+    # seed 5: its base is weaker (0.5) and vga_rule lifts 2 of 10 (+20, ACR +0.2).
+    for name, base_r, lifted in (("abl", 0.6, 4), ("abl_seed5", 0.5, 2)):
+        root = tmp_path / name
+        _fake_run(root / "base", {"randsmooth": [1.0] * 10, "cear_rw": [base_r] * 10})
+        _fake_run(root / "vga_rule", {"cear_rw": [base_r + 1.0] * lifted
+                                      + [base_r] * (10 - lifted)})
+        roots.append(str(root))
+    _fake_run(tmp_path / "abl" / "train_clip", {"randsmooth": [1.0] * 10})  # one seed only
+    text = report.ablation_seeds_section(roots)
+    assert "| + released VGA rule | CEAR(RW) | 2 | +30 (+40, +20) | +0 (+0, +0) | " \
+        "+0.300 (+0.400, +0.200) |" in text
+    assert "clip in training" not in text  # certified in one seed folder: nothing to pool
+    assert report.ablation_seeds_section(roots[:1]) == ""
+    full = report.build_report([], str(tmp_path / "rep"), plots=False, ablation_dir=roots)
+    assert full.count("### Released-recipe ablation, MNIST") == 2
+    assert "### Released-recipe ablation over member seeds" in full
+
+
 def test_radius_cap_is_the_radius_of_n_votes_of_n():
     from cear_tf.smoothing import certified_radius, lower_confidence_bound
     for sigma, n, alpha in [(0.25, 1000, 0.001), (1.0, 100000, 0.001), (0.5, 10000, 0.01)]:
