@@ -405,7 +405,8 @@ def claims_section(infos: list[dict[str, Any]]) -> str:
 
 ABLATION_VARIANTS = (
     ("base", "cear_tf's recipe"), ("train_clip", "+ clip in training"),
-    ("certify_clip", "+ clip in certification"), ("fixed_copy", "+ fixed noisy copy"),
+    ("certify_clip", "+ clip in certification"),
+    ("clip", "+ clip in training and certification"), ("fixed_copy", "+ fixed noisy copy"),
     ("network", "+ released CNN"), ("student_loss", "+ released student loss"),
     ("optimizer", "+ Adam (released students)"), ("vga_rule", "+ released VGA rule"),
     ("all", "all released choices"))
