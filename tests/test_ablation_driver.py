@@ -52,3 +52,13 @@ def test_ablation_driver_runs_every_kind_of_variant(tmp_path):
     assert "| + released VGA rule | RandSmooth (base) | 4 |" in text
     assert "| + clip in certification | CEAR(RW) | 4 |" in text
     assert "| all released choices | CEAR-(RW) | 4 |" in text
+
+
+def test_every_driver_variant_has_its_file_and_a_report_label():
+    import re
+    script = open(os.path.join(REPO, "scripts", "mnist_ablation.sh")).read()
+    variants = re.search(r"^variants=\(([^)]*)\)", script, re.M).group(1).split()
+    assert variants == [v for v, _ in report.ABLATION_VARIANTS]
+    for v in variants:
+        name = "mnist_ablation_sigma100" + ("" if v == "base" else f"_{v}") + ".toml"
+        assert os.path.isfile(os.path.join(REPO, "experiments", name)), name
