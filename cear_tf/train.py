@@ -92,6 +92,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "sgd (with --momentum) or adam (the "
                       "released MNIST students: Adam, learning rate 1e-3).")
     flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+    flags.DEFINE_bool("nesterov", False, "SGD with Nesterov momentum (the released teachers and "
+                      "Gaussian networks).")
     flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (Keras' decoupled form), 0 for none.")
     flags.DEFINE_float("clipnorm", DEFAULT_CLIPNORM,
                        "Clip the global gradient norm to this (0 = off). On by default: unclipped, "
@@ -149,7 +151,7 @@ def _config_from_flags(role: str) -> MemberConfig:
         temperature=FLAGS.temperature if role == "student" else None,
         hard_label_weight=FLAGS.hard_label_weight, normalize=FLAGS.normalize,
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-        momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, clipnorm=FLAGS.clipnorm,
+        momentum=FLAGS.momentum, nesterov=FLAGS.nesterov, weight_decay=FLAGS.weight_decay, clipnorm=FLAGS.clipnorm,
         lr_schedule=FLAGS.lr_schedule, lr_step_epochs=FLAGS.lr_step_epochs,
         lr_gamma=FLAGS.lr_gamma, augment=FLAGS.augment, optimizer=FLAGS.optimizer,
         vga_rule=FLAGS.vga_rule, student_loss=FLAGS.student_loss, train_clip=FLAGS.train_clip,

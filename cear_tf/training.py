@@ -60,6 +60,7 @@ class MemberConfig:
     batch_size: int = 128
     learning_rate: float = DEFAULT_LEARNING_RATE
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 1e-4
     clipnorm: float = DEFAULT_CLIPNORM
     lr_schedule: str = "cosine"
@@ -263,7 +264,7 @@ def build_optimizer(cfg: MemberConfig, steps_per_epoch: int, global_clipnorm: bo
                   global_clipnorm=(cfg.clipnorm or None) if global_clipnorm else None)
     if cfg.optimizer == "adam":
         return keras.optimizers.Adam(**common)
-    return keras.optimizers.SGD(momentum=cfg.momentum, **common)
+    return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=cfg.nesterov, **common)
 
 
 def _train_and_export(cfg, splits, model_dir, teacher, resume, verbose, extra_callbacks,

@@ -103,6 +103,15 @@ def test_options_reach_training_and_metadata(tmp_path):
                         augment="flip_crop"), tiny_splits(), str(tmp_path / "g"), verbose=0)
 
 
+def test_nesterov_reaches_the_optimizer_and_the_record(tmp_path):
+    from cear_tf import members, training
+    optimizer = training.build_optimizer(_cfg(momentum=0.8, nesterov=True), steps_per_epoch=10)
+    assert optimizer.nesterov and optimizer.momentum == 0.8
+    assert not training.build_optimizer(_cfg(), steps_per_epoch=10).nesterov
+    train_tiny(_cfg(epochs=1, nesterov=True), tiny_splits(), str(tmp_path / "t"), verbose=0)
+    assert members.load_member(str(tmp_path / "t")).metadata["nesterov"] is True
+
+
 def test_released_recipe_experiment_file_selects_every_option():
     from cear_tf import experiment
     exp = experiment.load(os.path.join(REPO, "experiments", "mnist_released_sigma100.toml"))
@@ -116,8 +125,10 @@ def test_released_recipe_experiment_file_selects_every_option():
             assert option in train_args[what], (what, option)
     assert "--vga_rule=released_mnist" in train_args["train cear"]
     assert "--vga_rule=released_mnist" not in train_args["train cear_minus"]
-    for option in ("--train_clip", "--fixed_noisy_copy", "--momentum=0.8"):
+    for option in ("--train_clip", "--fixed_noisy_copy", "--momentum=0.8", "--nesterov"):
         assert option in train_args["train randsmooth"], option
+    for option in ("--nesterov", "--batch_size=256", "--momentum=0.8"):
+        assert option in train_args["train teacher"], option
     certify_args = [v for k, v in commands.items() if k.startswith("certify ")]
     assert certify_args and all("--clip" in args for args in certify_args)
     assert any("--aggregation=mean,rw,gm" in args for args in certify_args)  # released "MV"
