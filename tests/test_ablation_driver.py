@@ -1,6 +1,6 @@
 """scripts/mnist_ablation.sh end to end on a tiny fake MNIST: every kind of variant (one
 that retrains all rows, one that retrains only CEAR, one that only certifies differently,
-one with its own teacher and network) runs, reuses the base rows it does not change, and
+one with its own teacher and network, and all of them on that network's teacher) runs, reuses the base rows it does not change, and
 the report's ablation table reads the result."""
 
 import os
@@ -38,16 +38,19 @@ def test_ablation_driver_runs_every_kind_of_variant(tmp_path):
                     f"--model_dir={teacher}", "--validation_size=50", "--allow_collapsed",
                     "--verbose=0"], cwd=REPO, env=env, check=True, capture_output=True)
     out = subprocess.run(["bash", "scripts/mnist_ablation.sh", "base", "vga_rule",
-                          "certify_clip", "all"], cwd=REPO, env=env, capture_output=True,
+                          "certify_clip", "network", "all"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=1500)
     assert out.returncode == 0, out.stderr[-3000:]
     assert sorted(os.listdir(root / "base" / "certify")) == sorted(
         f"{row}.tsv{suffix}" for row in ("randsmooth", "cear_rw", "cear_minus_rw")
         for suffix in ("", ".json", ".lock"))
-    # vga_rule retrains CEAR only; certify_clip retrains nothing; all retrains everything.
+    # vga_rule retrains CEAR only; certify_clip retrains nothing; network trains its own
+    # teacher, which all reuses for its students.
     assert os.listdir(root / "vga_rule") and not os.path.exists(root / "vga_rule" / "cear_minus")
     assert not os.path.exists(root / "certify_clip" / "cear")
-    assert (root / "all" / "teacher").exists()
+    assert (root / "network" / "teacher").exists()
+    assert not os.path.exists(root / "all" / "teacher")
+    assert os.listdir(root / "all" / "cear") and os.listdir(root / "all" / "randsmooth")
     text = report.ablation_section(str(root))
     assert "| + released VGA rule | RandSmooth (base) | 4 |" in text
     assert "| + clip in certification | CEAR(RW) | 4 |" in text
