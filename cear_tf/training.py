@@ -256,6 +256,58 @@ def _prepare_checkpoint(ckpt_dir: str, settings: dict, resume: bool) -> None:
     os.replace(path + ".tmp", path)
 
 
+def _checkpoint_epochs(ckpt_dir: str) -> int:
+    """Epochs the checkpoint in `ckpt_dir` has finished (0 when there is none)."""
+    try:
+        with open(os.path.join(ckpt_dir, "training_metadata.json")) as f:
+            return int(json.load(f).get("epoch", 0))
+    except FileNotFoundError:
+        return 0
+
+
+def align_train_log(log_dir: str, ckpt_dir: str) -> None:
+    """Keeps `train.csv` to the epochs of the run the checkpoint continues, so that a log
+    never mixes two runs: rows of a run whose checkpoint is gone (lost, or discarded by
+    --noresume) or of epochs the checkpoint does not hold move to the next free
+    `train.discarded.<k>.csv`, never deleted. The checkpoint's run is the last one in the
+    file that starts at epoch 0."""
+    path = os.path.join(log_dir, "train.csv")
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    if len(lines) <= 1:
+        return
+    header, rows = lines[0], lines[1:]
+
+    def epoch_of(row):
+        try:
+            return int(row.split(",", 1)[0])
+        except ValueError:
+            return None
+
+    epochs = [epoch_of(r) for r in rows]
+    finished = _checkpoint_epochs(ckpt_dir)
+    starts = [i for i, e in enumerate(epochs) if e == 0]
+    run = starts[-1] if starts else len(rows)
+    keep = [i for i in range(run, len(rows)) if epochs[i] is not None and epochs[i] < finished]
+    if [epochs[i] for i in keep] != list(range(len(keep))):
+        keep = []  # not one run's epochs 0, 1, ...: keep none rather than mix
+    if len(keep) == len(rows):
+        return
+    k = 1
+    while os.path.exists(os.path.join(log_dir, f"train.discarded.{k}.csv")):
+        k += 1
+    discarded = os.path.join(log_dir, f"train.discarded.{k}.csv")
+    with open(discarded, "w", encoding="utf-8") as f:
+        f.write("\n".join([header] + [r for i, r in enumerate(rows) if i not in keep]) + "\n")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write("\n".join([header] + [rows[i] for i in keep]) + "\n")
+    os.replace(path + ".tmp", path)
+    logging.warning("%s: %d row(s) not of the run checkpoint %s continues (%d epochs) moved "
+                    "to %s", path, len(rows) - len(keep), ckpt_dir, finished, discarded)
+
+
 def build_optimizer(cfg: MemberConfig, steps_per_epoch: int, global_clipnorm: bool = True):
     """The member's optimizer and learning-rate schedule; `global_clipnorm=False` leaves
     gradient clipping to the trainer (the fused trainer clips each member on its own)."""
@@ -280,6 +332,7 @@ def _train_and_export(cfg, splits, model_dir, teacher, resume, verbose, extra_ca
     log_dir = model_dir.rstrip("/") + ".logs"
     _prepare_checkpoint(ckpt_dir, checkpoint_settings(cfg, splits, teacher), resume)
     os.makedirs(log_dir, exist_ok=True)
+    align_train_log(log_dir, ckpt_dir)
     callbacks = [
         # Kept after fit: deleted only once the member is exported, so a kill between the
         # last epoch and the end of export retrains nothing.
@@ -505,6 +558,7 @@ def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_c
     settings = {"members": [checkpoint_settings(cfg, splits, teacher) for cfg in configs]}
     _prepare_fused_checkpoint(ckpt_dir, settings, resume)
     os.makedirs(log_dir, exist_ok=True)
+    align_train_log(log_dir, ckpt_dir)
     targets = _cached_teacher_logits(first, teacher, x_train)
     member_batches = [data.make_pipeline(x_train, y_train, cfg.batch_size, shuffle=True,
                                          seed=cfg.seed, teacher_logits=targets)

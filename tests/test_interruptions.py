@@ -376,3 +376,41 @@ def test_missing_required_flag_is_one_line_not_a_page_of_help(tmp_path):
     assert mine[-1] == ("cear_tf.certify: error: --models and --outfile are required (see "
                         "--helpfull)"), mine
     assert "USAGE" not in out.stderr and "flags:" not in out.stderr
+
+
+# 11. A training log holds one run: rows of a run whose checkpoint is gone move aside.
+def test_11_train_log_never_mixes_runs(tmp_path):
+    model_dir = str(tmp_path / "m")
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny(_cfg(epochs=3), tiny_splits(), model_dir, verbose=0,
+                   extra_callbacks=[_Interrupt(epoch=2, batch=0)])
+    assert _epochs_logged(model_dir) == [0, 1]
+    shutil.rmtree(model_dir + ".ckpt")  # the checkpoint is lost: the next run starts over
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny(_cfg(epochs=3), tiny_splits(), model_dir, verbose=0,
+                   extra_callbacks=[_Interrupt(epoch=1, batch=0)])
+    assert _epochs_logged(model_dir) == [0]
+    first = model_dir + ".logs/train.discarded.1.csv"
+    with open(first) as f:
+        assert [int(line.split(",")[0]) for line in f.read().splitlines()[1:]] == [0, 1]
+    train_tiny(_cfg(epochs=3), tiny_splits(), model_dir, verbose=0)  # resumes: nothing moved
+    assert _epochs_logged(model_dir) == [0, 1, 2]
+    assert not os.path.exists(model_dir + ".logs/train.discarded.2.csv")
+    shutil.rmtree(model_dir)
+    train_tiny(_cfg(epochs=1), tiny_splits(), model_dir, resume=False, verbose=0)
+    assert _epochs_logged(model_dir) == [0]
+    with open(model_dir + ".logs/train.discarded.2.csv") as f:
+        assert len(f.read().splitlines()) == 4  # the header and the finished run's 3 epochs
+
+
+def test_11_a_log_the_checkpoint_outran_keeps_its_own_rows(tmp_path):
+    from cear_tf import training
+    log_dir, ckpt_dir = tmp_path / "m.logs", tmp_path / "m.ckpt"
+    log_dir.mkdir()
+    ckpt_dir.mkdir()
+    (ckpt_dir / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
+    rows = ["epoch,loss"] + [f"{e},1.0" for e in (0, 1, 2, 3, 4, 0, 1)]
+    (log_dir / "train.csv").write_text("\n".join(rows) + "\n")
+    training.align_train_log(str(log_dir), str(ckpt_dir))
+    assert (log_dir / "train.csv").read_text().splitlines() == ["epoch,loss", "0,1.0", "1,1.0"]
+    assert len((log_dir / "train.discarded.1.csv").read_text().splitlines()) == 6

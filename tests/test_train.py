@@ -117,7 +117,8 @@ def test_noresume_restarts(tmp_path):
         train_tiny(_cfg(epochs=2), splits, model_dir, verbose=0,
                            extra_callbacks=[_Interrupt(epoch=1, batch=0)])
     train_tiny(_cfg(epochs=2), splits, model_dir, resume=False, verbose=0)
-    assert _epochs_logged(model_dir) == [0, 0, 1]
+    assert _epochs_logged(model_dir) == [0, 1]  # the discarded run's epoch moved aside
+    assert os.path.exists(model_dir + ".logs/train.discarded.1.csv")
 
 
 def test_bad_inputs_fail_before_training(teacher_dir, tmp_path):
