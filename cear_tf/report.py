@@ -411,6 +411,9 @@ ABLATION_VARIANTS = (
     ("optimizer", "+ Adam (released students)"), ("vga_rule", "+ released VGA rule"),
     ("all", "all released choices"),
     ("released_epochs", "all released choices, RandSmooth 75 epochs"))
+# A variant that changes another variant rather than the base: the rows it does not certify
+# are that variant's, and its changes are measured from it.
+ABLATION_REFERENCE = {"released_epochs": "all"}
 
 
 def _per_image(log, radii):
@@ -452,10 +455,10 @@ def _paired_change(log, base_log, radii) -> str:
 
 
 def _ablation_rows(root: str):
-    """(variant, variant label, row label, log, log is the base's) for every certified row of
-    the ablation under `root`, in the variants' order; a variant's row it does not change is
-    the base variant's log."""
-    base_logs: dict[str, dict] = {}
+    """(variant, variant label, row label, log, log is the reference's) for every certified
+    row of the ablation under `root`, in the variants' order; a variant's row it does not
+    change is its reference variant's log (the base's unless ABLATION_REFERENCE says)."""
+    logs_of: dict[str, dict[str, dict]] = {}  # variant -> row -> its own log
     base_rows: list[str] = []  # the base's row labels, in its order
     out = []
     for variant, variant_label in ABLATION_VARIANTS:
@@ -468,14 +471,15 @@ def _ablation_rows(root: str):
             continue
         if variant == "base":
             base_rows = list(logs)
+        logs_of[variant] = {row: _read_log(path) for row, path in logs.items()}
+        reference = logs_of.get(ABLATION_REFERENCE.get(variant, "base"), {})
+        if variant != "base":
+            reference = {**logs_of.get("base", {}), **reference}
         for row in base_rows + [r for r in logs if r not in base_rows]:
             if row in logs:
-                log = _read_log(logs[row])
-                if variant == "base":
-                    base_logs[row] = log
-                out.append((variant, variant_label, row, log, False))
-            elif variant != "base" and row in base_logs:
-                out.append((variant, variant_label, row, base_logs[row], True))
+                out.append((variant, variant_label, row, logs_of[variant][row], False))
+            elif variant != "base" and row in reference:
+                out.append((variant, variant_label, row, reference[row], True))
     return out
 
 
@@ -488,21 +492,30 @@ def ablation_section(root: str, radii=(0.0, 0.5, 1.0, 1.5, 2.0)) -> str:
              + " | ACR | change from base (points at each r) |",
              "|---|---|---|" + "---|" * len(radii) + "---|---|"]
     rows = _ablation_rows(root)
-    base_logs = {row: log for variant, _, row, log, _ in rows if variant == "base"}
-    for variant, variant_label, row, log, from_base in rows:
+    own = {(variant, row): log for variant, _, row, log, inherited in rows if not inherited}
+    labels = dict(ABLATION_VARIANTS)
+    for variant, variant_label, row, log, inherited_row in rows:
         ca = 100 * accuracy.certified_accuracy(log["correct"], log["radius"], radii)
         acr = accuracy.average_certified_radius(log["correct"], log["radius"])
         change = ""
-        if variant != "base" and not from_base and row in base_logs:
-            change = _paired_change(log, base_logs[row], radii)
-        lines.append(f"| {variant_label} | {row}{' (base)' if from_base else ''} | "
+        reference = ABLATION_REFERENCE.get(variant, "base")
+        if (reference, row) not in own:
+            reference = "base"
+        if variant != "base" and not inherited_row and (reference, row) in own:
+            change = _paired_change(log, own[(reference, row)], radii)
+            if reference != "base":
+                change += f" from '{labels[reference]}'"
+        inherited = ABLATION_REFERENCE.get(variant, "base") if inherited_row else ""
+        if inherited and (inherited, row) not in own:
+            inherited = "base"
+        lines.append(f"| {variant_label} | {row}{f' ({inherited})' if inherited else ''} | "
                      f"{len(log['correct'])} | " + " | ".join(f"{v:.0f}" for v in ca)
                      + f" | {acr:.3f} | {change} |")
     if len(lines) == 2:
         return ""
     paper = paper_tables.CERTIFIED_ACCURACY["mnist"][1.0]
     paper_radii = list(paper_tables.RADII["mnist"])
-    for row in base_logs:
+    for row in [r for v, r in own if v == "base"]:
         if row in paper and all(r in paper_radii for r in radii):
             cells = [paper[row][paper_radii.index(r)] for r in radii]
             lines.append(f"| paper (Table 4, 67 images) | {row} |  | "

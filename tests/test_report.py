@@ -237,6 +237,20 @@ def test_ablation_table_takes_unchanged_rows_from_base(tmp_path):
         "+0 +0 +0 +0 +0 (ACR +0.000; 3 images) |" in text
 
 
+def test_ablation_variant_of_a_variant_is_measured_from_it(tmp_path):
+    root = tmp_path / "abl"
+    _fake_run(root / "base", {"randsmooth": [1.0] * 4, "cear_rw": [0.6] * 4})
+    _fake_run(root / "all", {"randsmooth": [0.6] * 4, "cear_rw": [0.2] * 4})
+    _fake_run(root / "released_epochs", {"randsmooth": [0.6] * 2 + [-1] * 2})
+    text = report.ablation_section(str(root))
+    # its change is from `all` (0.6 -> half of the images abstain), not from the base
+    assert "| all released choices, RandSmooth 75 epochs | RandSmooth | 4 | 50 | 50 | 0 | 0 | " \
+        "0 | 0.300 | -50 -50 +0 +0 +0 (ACR -0.300; 4 images) from 'all released choices' |" in text
+    # the row it does not certify is `all`'s, said so
+    assert "| all released choices, RandSmooth 75 epochs | CEAR(RW) (all) | 4 | 100 | 0 | 0 | " \
+        "0 | 0 | 0.200 |  |" in text
+
+
 def test_ablation_over_seeds_pairs_each_variant_with_its_own_seeds_base(tmp_path):
     roots = []
     # seed 0: vga_rule lifts CEAR(RW) on 4 of 10 images beyond r = 1 (+40 points, ACR +0.4);
