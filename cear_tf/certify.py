@@ -200,6 +200,9 @@ def main(argv):
                 stages=[int(v) for v in FLAGS.adaptive_stages] if FLAGS.target_radius >= 0 else None,
                 skip=FLAGS.skip, start=FLAGS.start, max=FLAGS.max, shard=FLAGS.shard,
                 num_images=len(labels),
+                # Index i is the official test image i only in the original order.
+                image_order=(data.image_order(FLAGS.dataset, FLAGS.data_dir)
+                             if FLAGS.split == "test" else None),
                 strategy=FLAGS.strategy,
                 # Recorded only when reduced, so float32 logs made before the flag resume.
                 precision=FLAGS.precision if FLAGS.precision != "float32" else None)

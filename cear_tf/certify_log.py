@@ -168,19 +168,31 @@ class CertifyLog:
 
     def _check_settings(self, settings) -> dict[str, Any]:
         """The settings to record: refuses a resume under other binding settings; a log made
-        before fingerprints existed adopts the current one (said in one line)."""
+        before fingerprints (or image orders) were recorded adopts the current one (said in
+        one line)."""
         old = binding(self._read_settings())
         new = binding(settings)
         if "fingerprint" not in old and "fingerprint" in new:
             logging.warning("%s: no fingerprint recorded (a log started before fingerprints); "
                             "adopting that of the members it names now", self.path)
             old["fingerprint"] = new["fingerprint"]
+        if "image_order" not in old and "image_order" in new:
+            logging.warning("%s: no image order recorded (a log started before orders were); "
+                            "adopting that of the data read now, %s", self.path,
+                            new["image_order"])
+            old["image_order"] = new["image_order"]
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if "noise" in diff:
             raise LogError(f"{self.path}: its rows were drawn under noise scheme "
                            f"{old.get('noise') or '(none recorded: the older, batch-dependent one)'}"
                            f", this version draws {new.get('noise')!r}; they cannot be continued: "
                            f"use another --outfile or pass --noresume (the old log is kept)")
+        if "image_order" in diff:
+            raise LogError(f"{self.path}: its rows index test images in the "
+                           f"{old.get('image_order')!r} order, the data read now (--data_dir) are "
+                           f"in the {new.get('image_order')!r} order, where image i is another "
+                           f"image; certify the copy the log was made from, or use another "
+                           f"--outfile")
         if "fingerprint" in diff:
             changes = _describe_fingerprint_change(old["fingerprint"], new["fingerprint"])
             raise LogError(f"{self.path} was made with another classifier ({'; '.join(changes)}); "

@@ -12,6 +12,14 @@ SPLITS = ("train", "validation", "test")
 AUGMENTATIONS = ("none", "flip_crop")
 DEFAULT_VALIDATION_SIZE = 5000
 DEFAULT_SPLIT_SEED = 0
+# What index i of an official test set means. Only in the "original" order is image i the
+# official release's image i, so that published per-index selections (the authors' certify
+# script certifies test images 2160, 2180, ..., 3480) pick the same images here.
+ORIGINAL_ORDER = "original"  # the release's files in their order (MNIST idx files, CIFAR-10
+                             # batches, TinyImageNet's val_annotations.txt)
+BY_CLASS_ORDER = "by_class"  # an image-folder tree read class by class: the original order is lost
+TFDS_ORDER = "tfds"          # tensorflow-datasets' order: its generator shuffles the examples
+IMAGE_ORDERS = (ORIGINAL_ORDER, BY_CLASS_ORDER, TFDS_ORDER)
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")

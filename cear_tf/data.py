@@ -37,8 +37,9 @@ from typing import Iterable
 import numpy as np
 import tensorflow as tf
 
-from cear_tf.choices import (AUGMENTATIONS, DEFAULT_SPLIT_SEED,  # noqa: E402
-                             DEFAULT_VALIDATION_SIZE, SPLITS)
+from cear_tf.choices import (AUGMENTATIONS, BY_CLASS_ORDER, DEFAULT_SPLIT_SEED,  # noqa: E402
+                             DEFAULT_VALIDATION_SIZE, IMAGE_ORDERS, ORIGINAL_ORDER, SPLITS,
+                             TFDS_ORDER)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -103,6 +104,13 @@ def load_split(
         chosen = val_idx if split == "validation" else train_idx
         images, labels = images[chosen], labels[chosen]
     return to_float(images), labels.astype(np.int64)
+
+
+def image_order(dataset: str, data_dir: str | None = None) -> str:
+    """The order (one of IMAGE_ORDERS) of the official test set `load_split` reads from
+    `data_dir` (tensorflow-datasets without it). Reads the data unless already loaded."""
+    return _load_official_cached(dataset_info(dataset).name, "test", data_dir,
+                                 _folder_key(data_dir))[2]
 
 
 def split_indices(n: int, validation_size: int, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,12 +188,15 @@ def without_autotune(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def _load_official(info: DatasetInfo, split: str, data_dir: str | None):
-    key = None
-    if data_dir is not None:
-        path = os.path.abspath(data_dir)
-        key = (path, os.path.getmtime(path) if os.path.exists(path) else None)
-    images, labels = _load_official_cached(info.name, split, data_dir, key)
+    images, labels, _ = _load_official_cached(info.name, split, data_dir, _folder_key(data_dir))
     return images, labels
+
+
+def _folder_key(data_dir: str | None):
+    if data_dir is None:
+        return None
+    path = os.path.abspath(data_dir)
+    return (path, os.path.getmtime(path) if os.path.exists(path) else None)
 
 
 @functools.lru_cache(maxsize=4)
@@ -195,14 +206,14 @@ def _load_official_cached(name: str, split: str, data_dir: str | None, key):
     info = DATASETS[name]
     if data_dir is None:
         images, labels = _load_tfds(info, split)
-        origin = f"tensorflow-datasets {info.tfds_name}"
+        origin, order = f"tensorflow-datasets {info.tfds_name}", TFDS_ORDER
     else:
-        images, labels = _load_local(info, split, data_dir)
+        images, labels, order = _load_local(info, split, data_dir)
         origin = data_dir
     _check_arrays(info, split, images, labels, origin)
     images.setflags(write=False)
     labels.setflags(write=False)
-    return images, labels
+    return images, labels, order
 
 
 def _check_arrays(info, split, images, labels, origin):
@@ -291,18 +302,19 @@ def _load_local(info: DatasetInfo, split: str, data_dir: str):
         cache = _cache_file(path, info.name, split)
         if cache and os.path.exists(cache):
             with np.load(cache) as z:
-                return z["images"], z["labels"]
+                if "order" in z:  # a cache written before orders were recorded is decoded again
+                    return z["images"], z["labels"], str(z["order"])
         source = _DirSource(path) if os.path.isdir(path) else _open_archive(path)
         try:
-            images, labels = parser(source, split)
+            images, labels, order = parser(source, split)
         except _FormatNotHere as e:
             errors.append(f"  {source.description}: {e}")
             continue
         finally:
             source.close()
         if cache:
-            _write_cache(cache, images, labels)
-        return images, labels
+            _write_cache(cache, images, labels, order)
+        return images, labels, order
     raise DataError(
         f"no {info.name} data found under {data_dir}. Expected {_EXPECTED[info.name]}, as a "
         f"directory or a .tar/.tar.gz/.zip archive in {data_dir} or {data_dir}/{info.name}.\n"
@@ -326,11 +338,11 @@ def _cache_file(path: str, dataset: str, split: str) -> str | None:
     return os.path.join(root, f"{dataset}-{split}-{key}.npz")
 
 
-def _write_cache(cache: str, images: np.ndarray, labels: np.ndarray) -> None:
+def _write_cache(cache: str, images: np.ndarray, labels: np.ndarray, order: str) -> None:
     try:
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         tmp = f"{cache}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, images=images, labels=labels)
+        np.savez(tmp, images=images, labels=labels, order=np.asarray(order))
         os.replace(tmp, cache)
     except OSError:
         pass  # A cache that cannot be written only costs time.
@@ -510,7 +522,7 @@ def _parse_mnist(source: _Source, split: str):
             raise _FormatNotHere(f"no {base}[.gz]")
         arrays.append(_parse_idx(source.read(name), f"{source.description}/{name}", ndim))
     images, labels = arrays
-    return images[..., None], labels.astype(np.int64)
+    return images[..., None], labels.astype(np.int64), ORIGINAL_ORDER
 
 
 # --------------------------------------------------------------------------------------
@@ -522,14 +534,14 @@ def _parse_cifar10(source: _Source, split: str):
              if split == "train" else ["test_batch"])
     python_names = [source.find([f]) for f in files]
     if all(python_names):
-        return _cifar_python(source, python_names)
+        return (*_cifar_python(source, python_names), ORIGINAL_ORDER)
     binary_names = [source.find([f + ".bin"]) for f in files]
     if all(binary_names):
-        return _cifar_binary(source, binary_names)
+        return (*_cifar_binary(source, binary_names), ORIGINAL_ORDER)
     folder = "train" if split == "train" else "test"
     tree = _image_tree(source, folder)
     if tree:
-        return _cifar_folders(source, tree)
+        return (*_cifar_folders(source, tree), BY_CLASS_ORDER)
     raise _FormatNotHere(f"no CIFAR-10 python/binary batches or {folder}/<class>/ images")
 
 
@@ -664,11 +676,11 @@ def _parse_tinyimagenet(source: _Source, split: str):
             labels.append(index[fields[1]])
     if not paths:
         raise DataError(f"{source.description}: no TinyImageNet {split} images under {prefix or '.'}")
-    return _decode_images(source, paths, channels=3), np.asarray(labels, np.int64)
+    return _decode_images(source, paths, channels=3), np.asarray(labels, np.int64), ORIGINAL_ORDER
 
 
 _PARSERS = {"mnist": _parse_mnist, "cifar10": _parse_cifar10, "tinyimagenet": _parse_tinyimagenet}
 
 
-__all__ = ["DATASETS", "SPLITS", "DataError", "DatasetInfo", "dataset_info", "load_split",
-           "make_pipeline", "split_indices", "to_float"]
+__all__ = ["DATASETS", "IMAGE_ORDERS", "SPLITS", "DataError", "DatasetInfo", "dataset_info",
+           "image_order", "load_split", "make_pipeline", "split_indices", "to_float"]

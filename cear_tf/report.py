@@ -22,6 +22,7 @@ import numpy as np
 from absl import flags, logging
 
 from cear_tf import accuracy, cli, experiment, paper_claims, paper_tables
+from cear_tf.choices import BY_CLASS_ORDER, ORIGINAL_ORDER, TFDS_ORDER
 from cear_tf.lazy import lazy_module
 
 members = lazy_module("cear_tf.members")  # loaded when used: --help without TensorFlow
@@ -153,7 +154,7 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     header = ["method", "source", *[f"{r:g}" for r in radii], "ACR"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     authors = set(paper_tables.AUTHORS_IMAGES)
-    curves, details, prefix_logs = {}, [], {}
+    curves, details, prefix_logs, other_orders, original_order = {}, [], {}, set(), set()
     for rec in sorted(records, key=lambda r: _order(r["method"])):
         log = _read_log(rec["path"])
         m = ENSEMBLE_PREFIX.fullmatch(rec["aggregation"])
@@ -166,7 +167,13 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         n, cells, acr = _row_cells(log, radii, ref)
         lines.append("| " + " | ".join([rec["method"], f"ours (n={n})", *cells, f"{acr:.3f}"])
                      + " |")
-        mine = _subset(log, authors)
+        order = rec["settings"].get("image_order")
+        if order == ORIGINAL_ORDER:
+            mine = _subset(log, authors)
+            original_order.add(rec["method"])
+        else:
+            mine = {"idx": []}
+            other_orders.add(order)
         if 0 < len(mine["idx"]) < n:
             k, cells, acr = _row_cells(mine, radii, ref)
             lines.append("| " + " | ".join([rec["method"], f"ours, authors' images (n={k})",
@@ -186,7 +193,7 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             f"(indices 2160-3480, every 20th), the images the paper's cells most likely come "
             f"from. '*' marks a cell of ours that differs from the paper's by more than two "
             f"binomial standard errors of both samples (ours: n images; the paper's: "
-            f"{paper_tables.PAPER_IMAGE_COUNT}).",
+            f"{paper_tables.PAPER_IMAGE_COUNT}).{_order_note(other_orders)}",
             "", *lines, "", "Settings:", "", *[f"- {d}" for d in details], ""]
     if prefix_logs:
         _, first = min(prefix_logs.items())
@@ -194,8 +201,23 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
                                       first[1]["member"].get("arch", "?")))
     caps = [radius_cap(sigma, r["settings"]) for r in records]
     return "\n".join(text), dict(dataset=dataset, sigma=sigma, curves=curves,
+                                 original_order=original_order,
                                  prefix=prefix_logs, variance=records[0]["variance"],
                                  cap=max([c for c in caps if c] or [0.0]))
+
+
+def _order_note(orders) -> str:
+    """Why a run has no rows on the authors' images: its test images are not in the
+    official order, so the authors' indices name other images here."""
+    if not orders:
+        return ""
+    why = {BY_CLASS_ORDER: "read class by class from an image-folder copy, the "
+                                "original order lost",
+           TFDS_ORDER: "in tensorflow-datasets' shuffled order",
+           None: "in an order its logs do not record"}
+    said = "; ".join(why.get(o, f"in order {o!r}") for o in sorted(orders, key=str))
+    return (f" No row on the authors' images: this run's test images are {said}, so the "
+            f"authors' indices would pick other images (here, all of few classes).")
 
 
 def radius_cap(sigma: float, settings: dict) -> float | None:
@@ -378,6 +400,8 @@ def claims_section(infos: list[dict[str, Any]]) -> str:
             if log is None:
                 return None
             if keep is not None:
+                if method not in mnist[sigma].get("original_order", ()):
+                    return None  # the authors' indices name other images in this log
                 log = _subset(log, keep)
                 if not len(log["idx"]):
                     return None
@@ -392,6 +416,9 @@ def claims_section(infos: list[dict[str, Any]]) -> str:
         for keep in (None, set(paper_tables.AUTHORS_IMAGES)):
             verdict, why = paper_claims.evaluate(claim, lookup(keep))
             log = mnist.get(claim.sigma, {}).get("curves", {}).get(claim.leader)
+            if keep is not None and claim.leader not in mnist.get(claim.sigma, {}).get(
+                    "original_order", ()):
+                log = None
             n = "" if log is None else \
                 f"n={len(log['idx']) if keep is None else len(_subset(log, keep)['idx'])}: "
             cells.append(f"**{verdict}** ({n}{why})" if verdict != "not measured" else verdict)

@@ -107,6 +107,38 @@ def test_archive_decode_is_cached_and_invalidated(tmp_path, monkeypatch):
     assert len(list(cache.glob("*.npz"))) == 2
 
 
+def test_image_order_says_whether_index_i_is_the_official_image_i(tmp_path):
+    # Published per-index selections (the authors' certify script's test images 2160, 2180,
+    # ...) name the same images only in the release's own order.
+    fakes.write_mnist(tmp_path / "mnist")
+    assert data.image_order("mnist", str(tmp_path / "mnist")) == "original"
+    for writer in (fakes.write_cifar_python, fakes.write_cifar_binary):
+        writer(tmp_path / writer.__name__)
+        assert data.image_order("cifar10", str(tmp_path / writer.__name__)) == "original"
+    out = fakes.write_cifar_folders(tmp_path / "folders")
+    assert data.image_order("cifar10", str(tmp_path / "folders")) == "by_class"
+    assert (np.diff(out["test"][1]) >= 0).all()  # class by class: the original order is lost
+    assert set(data.IMAGE_ORDERS) == {"original", "by_class", "tfds"}
+
+
+def test_a_cache_without_the_image_order_is_decoded_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("CEAR_TF_CACHE", str(tmp_path / "cache"))
+    src, packed = tmp_path / "src", tmp_path / "packed"
+    packed.mkdir()
+    out = fakes.write_cifar_folders(src)
+    fakes.tar_folder(src, packed / "c.tar.gz")
+    assert data.image_order("cifar10", str(packed)) == "by_class"
+    (cache,) = (tmp_path / "cache").glob("cifar10-test-*.npz")
+    with np.load(cache) as z:  # as written before orders were recorded
+        np.savez(cache, images=z["images"], labels=z["labels"])
+    data._load_official_cached.cache_clear()
+    assert data.image_order("cifar10", str(packed)) == "by_class"
+    np.testing.assert_array_equal(_u8(data.load_split("cifar10", "test", str(packed))[0]),
+                                  out["test"][0])
+    with np.load(cache) as z:
+        assert str(z["order"]) == "by_class"
+
+
 @pytest.mark.parametrize("archive", [None, "zip"])
 def test_tinyimagenet_layout(tmp_path, archive):
     (train, val) = fakes.write_tinyimagenet(tmp_path / "src")

@@ -113,6 +113,27 @@ def test_2_logs_without_fingerprint_adopt_it_once(setup, caplog):
     assert len(read_rows(path)) == 4
 
 
+def test_2_image_order_recorded_adopted_once_and_binding(setup, caplog):
+    # Rows index the test set; read in another order (an image-folder copy of the same data
+    # set) index i is another image, so the log must not be continued.
+    path = str(setup["root"] / "order.tsv")
+    _certify(setup, path, "--aggregation=mean", "--max=2")
+    settings = json.load(open(path + ".json"))
+    assert settings["image_order"] == "original"  # MNIST idx files
+    del settings["image_order"]
+    json.dump(settings, open(path + ".json", "w"))
+    _certify(setup, path, "--aggregation=mean", "--max=3")
+    assert "no image order recorded" in caplog.text
+    settings = json.load(open(path + ".json"))
+    assert settings["image_order"] == "original" and len(read_rows(path)) == 3
+    settings["image_order"] = "by_class"
+    json.dump(settings, open(path + ".json", "w"))
+    with pytest.raises(LogError, match="rows index test images in the 'by_class' order, the data read now "
+                       r"\(--data_dir\) are in the 'original' order"):
+        _certify(setup, path, "--aggregation=mean", "--max=4")
+    assert len(read_rows(path)) == 3
+
+
 def test_2_batch_is_not_binding_and_old_noise_scheme_refused(setup):
     a, b = str(setup["root"] / "b64.tsv"), str(setup["root"] / "b_mixed.tsv")
     _certify(setup, a, "--aggregation=gm", "--max=6")

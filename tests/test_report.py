@@ -50,12 +50,14 @@ def _record(root, stems, sigma=0.25, attacks=(), variance=None, dataset="mnist")
         attacks=list(attacks), variance=variance)))
 
 
-def _fake_run(root, radii_by_method, sigma=0.25, indices=None, variance=None):
+def _fake_run(root, radii_by_method, sigma=0.25, indices=None, variance=None,
+              image_order="original"):
     _record(root, radii_by_method, sigma, variance=variance)
     folder = root / "certify"
     for stem, radii in radii_by_method.items():
         settings = dict(dataset="mnist", sigma=sigma, N0=100, N=1000, alpha=0.001,
-                        logit_noise=0.0, models=[str(root / "nowhere")], aggregation=stem)
+                        logit_noise=0.0, models=[str(root / "nowhere")], aggregation=stem,
+                        image_order=image_order)
         log = CertifyLog(str(folder / f"{stem}.tsv"), settings)
         for i, r in zip(indices or range(len(radii)), radii):
             correct = r >= 0
@@ -186,6 +188,28 @@ def test_report_rows_on_the_authors_images_ensembles_and_claims(tmp_path):
     assert "not measured" in rows["sigma 0.5: CEAR(RW) attains 58% at R = 1.5, above both "
                                   "baselines"]
     assert (tmp_path / "rep" / "ensembles_for_rs_mnist_sigma100.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("image_order", ["by_class", "tfds", None])
+def test_no_rows_on_the_authors_images_when_index_i_is_another_image(tmp_path, image_order):
+    # An image-folder copy (the JPEG CIFAR-10) is read class by class: the authors' indices
+    # 2160 .. 3480 would pick two classes, not the paper's images.
+    every20 = list(range(0, 10000, 20))
+    run = tmp_path / "mnist_sigma100"
+    _fake_run(run, {"cear_rw": [2.6] * 500, "randsmooth": [0.9] * 500}, sigma=1.0,
+              indices=every20, image_order=image_order)
+    text = report.build_report([str(run)], str(tmp_path / "rep"), plots=False)
+    assert "| CEAR(RW) | ours (n=500) |" in text
+    assert "authors' images (n=" not in text
+    why = {"by_class": "read class by class from an image-folder copy",
+           "tfds": "in tensorflow-datasets' shuffled order",
+           None: "in an order its logs do not record"}[image_order]
+    assert f"No row on the authors' images: this run's test images are {why}" in text
+    claims = text.split("### The paper's claims on MNIST")[1]
+    dominates = next(line for line in claims.splitlines()
+                     if line.startswith("| sigma 1.0: CEAR(RW) dominates"))
+    assert "**" in dominates.split(" | ")[2]  # measured on all our images
+    assert dominates.split(" | ")[3].rstrip(" |") == "not measured"
 
 
 def test_ensembles_overview_puts_every_sigma_side_by_side(tmp_path):
