@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from typing import Any, Sequence
 
 import numpy as np
@@ -354,9 +355,11 @@ def plot_run(info: dict[str, Any], path: str) -> None:
         ax.set_xlabel("radius (L2)", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel("certified acc. (%)", fontsize=8)
-    fig.suptitle(f"{dataset}, sigma = {sigma:g}: ours (solid) and the paper's Table "
-                 f"{paper_tables.TABLE_NUMBER.get(dataset)} (dashed); dotted: radius cap",
-                 fontsize=10)
+    title = (f"{dataset}, sigma = {sigma:g}: ours (solid) and the paper's Table "
+             f"{paper_tables.TABLE_NUMBER.get(dataset)} (dashed); dotted: radius cap")
+    # Wrapped to the figure's width (~13 characters per inch at 10 pt): a run with one or two
+    # methods (a partial run) has a narrow figure that would clip the title.
+    fig.suptitle(textwrap.fill(title, int(13 * 3.1 * cols)), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
