@@ -375,13 +375,16 @@ def _log_template(m: Method) -> str | None:
 
 
 def stages(exp: Experiment, kinds=STAGE_KINDS) -> list[Stage]:
-    """The commands of the experiment's stages, in pipeline order (teachers first)."""
+    """The commands of the experiment's stages in pipeline order: member group by member group
+    (teachers first), each group's weights, certification, margin variance and attacks right
+    after it trains, so a row's log is finished before the next group starts training (on a
+    slow machine the rows arrive one by one, not all at the end); the table last."""
     out: list[Stage] = []
     ensemble_flags = flag_args(exp.tables["ensemble"])
+    teachers = {g.teacher for g in exp.members}
+    order = sorted((g for g in exp.members if not g.reuse),
+                   key=lambda g: (g.key not in teachers, g.teacher is not None))
     if "train" in kinds:
-        teachers = {g.teacher for g in exp.members}
-        order = sorted((g for g in exp.members if not g.reuse),
-                       key=lambda g: (g.key not in teachers, g.teacher is not None))
         for g in order:
             args = _common(exp) + flag_args(g.settings) + [f"--model_dir={g.model_dir}"]
             if g.teacher:
@@ -442,7 +445,24 @@ def stages(exp: Experiment, kinds=STAGE_KINDS) -> list[Stage]:
                 f"--outfile={os.path.join(exp.output_dir, 'certified_accuracy.md')}",
                 f"--csv_out={os.path.join(exp.output_dir, 'certified_accuracy.csv')}"]
         out.append(Stage("table", MODULES["table"], tuple(args), "table"))
-    return out
+    return _group_by_group(exp, out, [g.key for g in order])
+
+
+def _group_by_group(exp: Experiment, built: list[Stage], trained: list[str]) -> list[Stage]:
+    """`built` (kind by kind) reordered member group by member group in training order;
+    groups this experiment does not train (reused) come first, the table last. Within a
+    group the kinds keep their order (train, weights, certify, variance, attack)."""
+    rank = {key: i for i, key in enumerate(trained)}
+    models = {exp.group(g.key).model_dir: g.key for g in exp.members}
+
+    def group_rank(stage: Stage) -> int:
+        if stage.kind == "table":
+            return len(trained)
+        flag = "--model_dir=" if stage.kind == "train" else "--models="
+        model_dir = next(a[len(flag):] for a in stage.args if a.startswith(flag))
+        return rank.get(models[model_dir], -1)
+
+    return sorted(built, key=lambda s: (group_rank(s), STAGE_KINDS.index(s.kind)))
 
 
 # -- the record the report reads -----------------------------------------------------------

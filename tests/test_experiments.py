@@ -149,6 +149,27 @@ epochs = 5
     assert len(weights_stage) == 1 and "--aggregation=rw" in weights_stage[0].args
 
 
+
+def test_stages_run_member_group_by_member_group(tmp_path):
+    """Each group's weights and certification come right after it trains (its rows are
+    finished before the next group's training starts); teachers first, the table last."""
+    out = str(tmp_path / "out")
+    exp = experiment.load(_write(tmp_path, "base.toml", BASE.format(out=out)))
+    assert [s.what for s in experiment.stages(exp)] == [
+        "train teacher", "train rs", "certify RandSmooth",  # groups without a teacher first
+        "train cear", "rw weights of cear", "certify CEAR(MV), CEAR(RW)", "table"]
+    # a kind filter keeps the same order
+    assert [s.what for s in experiment.stages(exp, ["certify", "weights"])] == [
+        "certify RandSmooth", "rw weights of cear", "certify CEAR(MV), CEAR(RW)"]
+    # a reused group is trained elsewhere: its stages come first
+    child = _write(tmp_path, "child.toml", """
+extends = "base.toml"
+members.rs.reuse = true
+members.rs.model_dir = "elsewhere/rs"
+""")
+    whats = [s.what for s in experiment.stages(experiment.load(child))]
+    assert whats[0] == "certify RandSmooth" and "train rs" not in whats
+
 def test_logs_that_share_no_template_are_certified_separately(tmp_path):
     out = str(tmp_path / "out")
     _write(tmp_path, "base.toml", BASE.format(out=out))
@@ -328,7 +349,7 @@ def test_runner_checks_every_stage_before_the_first_runs(tmp_path):
     bad = _run([f"--experiment={path}", "--set=certify.N00=5"], timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith(
-        f"cear_tf.run: error: {path}: stage 'certify CEAR(MV), CEAR(RW)' (cear_tf.certify) "
+        f"cear_tf.run: error: {path}: stage 'certify RandSmooth' (cear_tf.certify) "
         f"refuses its flags: FATAL Flags parsing error: Unknown command line flag 'N00'")
     assert not out_dir.exists()  # nothing ran, nothing was written
     bad = _run([f"--experiment={path}", "--set=train.epochs=-3"], timeout=120)
