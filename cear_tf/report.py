@@ -109,6 +109,24 @@ def _order(method: str) -> int:
             else len(paper_tables.METHODS))
 
 
+def _percent(v: float) -> str:
+    """A certified-accuracy cell in whole points (the paper's style), halves rounded up:
+    f"{v:.0f}" rounds half to even, which would print 200 images' 58.5 as 58 but 61.5 as 62.
+    The epsilon absorbs 100 * k / n landing a hair below the half (117 / 200 -> 58.4999...)."""
+    return str(math.floor(v + 0.5 + 1e-9))
+
+
+def _points(v: float) -> str:
+    """An ablation cell to one decimal: its changes are paired differences of a few points
+    on 200 images (half points), which whole points would hide or inflate."""
+    return f"{v:.1f}"
+
+
+def _signed_points(d: float) -> str:
+    """A paired change in points, to one decimal, with its sign."""
+    return f"{d:+.1f}"
+
+
 def _standard_error(p_percent: float, n: int) -> float:
     """Binomial standard error (points) of a proportion from n images, floored at the
     p = 1/(2n) level so that 0% and 100% cells still carry an error."""
@@ -143,7 +161,7 @@ def _row_cells(log, radii, ref):
     cells = []
     for i, v in enumerate(ours):
         mark = "*" if ref is not None and differs(v, n, ref[i], paper_tables.PAPER_IMAGE_COUNT) else ""
-        cells.append(f"{v:.0f}{mark}")
+        cells.append(f"{_percent(v)}{mark}")
     return n, cells, accuracy.average_certified_radius(log["correct"], log["radius"])
 
 
@@ -256,6 +274,10 @@ def ensembles_section(prefix_logs, variance_path: str | None, radii, arch: str =
                      + " |")
     note = (f"zeta = {variance['zeta']:.3f} (pooled correlation of the members' margins on "
             f"{len(variance['images'])} test images, {variance['draws']} draws each)"
+            + (f"; at k = {len(variance['by_k'])} the two agree by construction (zeta is "
+               f"estimated from these {len(variance['by_k'])} members), so k = 2.."
+               f"{len(variance['by_k']) - 1} are the test of the formula"
+               if len(variance.get('by_k', [])) > 2 else "")
             if variance else "margin variance not measured yet (cear_tf.variance)")
     return "\n".join([
         "#### Ensembles for randomized smoothing: the first k Gaussian members, averaged",
@@ -479,9 +501,9 @@ def _paired_change(log, base_log, radii) -> str:
     def cell(d, fmt, scale):
         mean, se = d.mean(), d.std(ddof=1) / np.sqrt(len(d))
         star = "*" if se > 0 and abs(mean) > 2 * se else ""
-        return f"{scale * mean:{fmt}}{star}"
-    points = " ".join(cell(hit[:, j], "+.0f", 100) for j in range(len(radii)))
-    return f"{points} (ACR {cell(acr, '+.3f', 1)}; {len(acr)} images)"
+        return f"{fmt(scale * mean)}{star}"
+    points = " ".join(cell(hit[:, j], _signed_points, 100) for j in range(len(radii)))
+    return f"{points} (ACR {cell(acr, lambda v: f'{v:+.3f}', 1)}; {len(acr)} images)"
 
 
 def _ablation_rows(root: str):
@@ -539,7 +561,7 @@ def ablation_section(root: str, radii=(0.0, 0.5, 1.0, 1.5, 2.0)) -> str:
         if inherited and (inherited, row) not in own:
             inherited = "base"
         lines.append(f"| {variant_label} | {row}{f' ({inherited})' if inherited else ''} | "
-                     f"{len(log['correct'])} | " + " | ".join(f"{v:.0f}" for v in ca)
+                     f"{len(log['correct'])} | " + " | ".join(_points(v) for v in ca)
                      + f" | {acr:.3f} | {change} |")
     if len(lines) == 2:
         return ""
@@ -583,9 +605,9 @@ def ablation_seeds_section(roots: Sequence[str], radii=(1.0, 2.0)) -> str:
         changes = np.asarray(changes)
         cells = []
         for j in range(changes.shape[1]):
-            fmt = "+.3f" if j == len(radii) else "+.0f"
-            each = ", ".join(f"{c:{fmt}}" for c in changes[:, j])
-            cells.append(f"{changes[:, j].mean():{fmt}} ({each})")
+            fmt = (lambda v: f"{v:+.3f}") if j == len(radii) else _signed_points
+            each = ", ".join(fmt(c) for c in changes[:, j])
+            cells.append(f"{fmt(changes[:, j].mean())} ({each})")
         lines.append(f"| {per_root[0][key][0]} | {key[1]} | {len(changes)} | "
                      + " | ".join(cells) + " |")
     if len(lines) == 2:
@@ -606,7 +628,8 @@ def ensembles_overview_section(infos: list[dict[str, Any]]) -> str:
         return ""
     lines = ["| dataset | sigma | images | zeta | " + " | ".join(
                  f"ACR k={k}" for k in range(1, 6)) + " | ACR gain k=5 vs 1 | "
-             "Var ratio k=5 measured / predicted |", "|" + "---|" * 11]
+             "Var ratio measured at the largest k | largest \\|measured - predicted\\| at "
+             "2 <= k < the largest |", "|" + "---|" * 12]
     for info in sorted(runs, key=lambda i: (i["dataset"], i["sigma"])):
         acr = {k: accuracy.average_certified_radius(g["correct"], g["radius"])
                for k, (g, _) in info["prefix"].items()}
@@ -615,18 +638,26 @@ def ensembles_overview_section(infos: list[dict[str, Any]]) -> str:
         last = max(acr)
         n = len(info["prefix"][last][0]["correct"])
         gain = f"{100 * (acr[last] / acr[1] - 1):+.1f}% (k={last})" if 1 in acr and acr[1] else ""
-        ratio = (f"{by_k[last]['measured_ratio']:.3f} / {by_k[last]['predicted_ratio']:.3f}"
-                 if last in by_k else "not measured")
+        ratio = f"{by_k[last]['measured_ratio']:.3f} (k={last})" if last in by_k else \
+            "not measured"
+        # At the largest k the prediction equals the measurement by construction (zeta is
+        # pooled from the same members); only the smaller k test the formula.
+        gaps = {k: abs(by_k[k]["measured_ratio"] - by_k[k]["predicted_ratio"])
+                for k in by_k if 2 <= k < last}
+        worst = max(gaps, key=gaps.get) if gaps else None
+        test = f"{gaps[worst]:.3f} (k={worst})" if worst else ""
         zeta = f"{variance['zeta']:.3f}" if variance else ""
         cells = [f"{acr[k]:.3f}" if k in acr else "" for k in range(1, 6)]
         lines.append(f"| {info['dataset']} | {info['sigma']:g} | {n} | {zeta} | "
-                     + " | ".join(cells) + f" | {gain} | {ratio} |")
+                     + " | ".join(cells) + f" | {gain} | {ratio} | {test} |")
     return "\n".join([
         "### Ensembles for randomized smoothing across sigmas", "",
         "Soft ensembles of the first k SWEEN candidates (see each run's section). Horvath et "
         "al.'s argument: the more the members' margins correlate (zeta), the less averaging "
         "reduces the margin's variance, and the less the ensemble should gain; the columns "
-        "test it.", "", *lines, ""])
+        "test it. The ratio's prediction (1 + zeta (k - 1)) / k equals the measurement at the "
+        "largest k by construction (zeta is pooled from those members), so the last column, "
+        "the smaller k, is the formula's test.", "", *lines, ""])
 
 
 def plot_ensembles_overview(infos: list[dict[str, Any]], path: str) -> None:

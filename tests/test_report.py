@@ -1,3 +1,4 @@
+import json
 import re
 
 import pytest
@@ -34,14 +35,13 @@ def test_transcribed_tables_match_the_paper_text():
 
 LABELS = {"randsmooth": "RandSmooth", "sween": "SWEEN", "cear_minus_gm": "CEAR-(GM)",
           "cear_minus_rw": "CEAR-(RW)", "cear_rw": "CEAR(RW)", "cear_gm": "CEAR(GM)",
-          "mean_first1": "first 1", "mean_first2": "first 2"}
+          "mean_first1": "first 1", "mean_first2": "first 2", "mean_first3": "first 3"}
 AGGREGATIONS = {"randsmooth": "single", "sween": "sween", "mean_first1": "mean_first1",
-                "mean_first2": "mean_first2"}
+                "mean_first2": "mean_first2", "mean_first3": "mean_first3"}
 
 
 def _record(root, stems, sigma=0.25, attacks=(), variance=None, dataset="mnist"):
     """The experiment record cear_tf.run writes: methods named by label, logs by path."""
-    import json
     root.mkdir(parents=True, exist_ok=True)
     methods = [dict(key=s, label=LABELS[s], members=s, aggregation=AGGREGATIONS.get(
         s, s.rsplit("_", 1)[-1]), log=f"certify/{s}.tsv", in_table=True) for s in stems]
@@ -110,7 +110,6 @@ def test_attack_table_beside_the_paper(tmp_path):
 
 
 def test_collect_keeps_small_files_and_report_rebuilds_from_them(tmp_path):
-    import json
     run = tmp_path / "runs" / "mnist_sigma050_cpu"
     member = run / "cear" / "member_0"
     (member / "variables").mkdir(parents=True)
@@ -146,7 +145,6 @@ def test_stars_need_two_standard_errors_of_both_samples():
 
 
 def test_report_rows_on_the_authors_images_ensembles_and_claims(tmp_path):
-    import json
     every20 = list(range(0, 10000, 20))
     authors = set(paper_tables.AUTHORS_IMAGES)
     assert len(authors) == 67 and authors <= set(every20)
@@ -213,26 +211,30 @@ def test_no_rows_on_the_authors_images_when_index_i_is_another_image(tmp_path, i
 
 
 def test_ensembles_overview_puts_every_sigma_side_by_side(tmp_path):
-    import json
     runs = []
-    for sigma, first, second, zeta in ((0.5, 1.0, 1.2, 0.6), (1.0, 0.5, 0.55, 0.8)):
+    for sigma, first, third, zeta in ((0.5, 1.0, 1.2, 0.6), (1.0, 0.5, 0.55, 0.8)):
         run = tmp_path / f"mnist_sigma{sigma:g}"
         _fake_run(run, {"randsmooth": [first] * 4, "mean_first1": [first] * 4,
-                        "mean_first2": [second] * 4}, sigma=sigma,
+                        "mean_first2": [first] * 4, "mean_first3": [third] * 4}, sigma=sigma,
                   variance="sween/margin_variance.json")
         (run / "sween").mkdir()
+        # at the largest k (3) measured = predicted, as zeta pooled from 3 members makes it
         (run / "sween" / "margin_variance.json").write_text(json.dumps(dict(
             zeta=zeta, images=[0, 1, 2, 3], draws=100,
             by_k=[dict(k=1, measured_ratio=1.0, predicted_ratio=1.0),
-                  dict(k=2, measured_ratio=0.79, predicted_ratio=(1 + zeta) / 2)])))
+                  dict(k=2, measured_ratio=0.79, predicted_ratio=(1 + zeta) / 2),
+                  dict(k=3, measured_ratio=(1 + 2 * zeta) / 3,
+                       predicted_ratio=(1 + 2 * zeta) / 3)])))
         runs.append(str(run))
     text = report.build_report(runs, str(tmp_path / "rep"), plots=True)
     overview = text.split("### Ensembles for randomized smoothing across sigmas")[1]
-    # ACR 1.0 -> 1.2 is +20% at sigma 0.5; 0.5 -> 0.55 is +10% at sigma 1.0
-    assert "| mnist | 0.5 | 4 | 0.600 | 1.000 | 1.200 |  |  |  | +20.0% (k=2) | " \
-        "0.790 / 0.800 |" in overview
-    assert "| mnist | 1 | 4 | 0.800 | 0.500 | 0.550 |  |  |  | +10.0% (k=2) | " \
-        "0.790 / 0.900 |" in overview
+    # ACR 1.0 -> 1.2 is +20% at sigma 0.5; 0.5 -> 0.55 is +10% at sigma 1.0; the formula's
+    # test is k = 2: |0.79 - 0.8| and |0.79 - 0.9|
+    assert "| mnist | 0.5 | 4 | 0.600 | 1.000 | 1.000 | 1.200 |  |  | +20.0% (k=3) | " \
+        "0.733 (k=3) | 0.010 (k=2) |" in overview
+    assert "| mnist | 1 | 4 | 0.800 | 0.500 | 0.500 | 0.550 |  |  | +10.0% (k=3) | " \
+        "0.867 (k=3) | 0.110 (k=2) |" in overview
+    assert "equals the measurement at the largest k by construction" in overview
     assert (tmp_path / "rep" / "ensembles_for_rs_overview.png").stat().st_size > 1000
     single = report.build_report(runs[:1], str(tmp_path / "one"), plots=False)
     assert "across sigmas" not in single  # one run: its own section says it all
@@ -244,21 +246,21 @@ def test_ablation_table_takes_unchanged_rows_from_base(tmp_path):
                               "cear_minus_rw": [1.2] * 10})
     _fake_run(root / "vga_rule", {"cear_rw": [1.6] * 5 + [-1] * 5})
     text = report.ablation_section(str(root))
-    assert "| cear_tf's recipe | CEAR(RW) | 10 | 100 | 100 | 0 | 0 | 0 | 0.600 |  |" in text
+    assert "| cear_tf's recipe | CEAR(RW) | 10 | 100.0 | 100.0 | 0.0 | 0.0 | 0.0 | 0.600 |  |" in text
     # vga_rule: CEAR(RW) 50% certified beyond 1.5 where base had 0; RandSmooth from base.
     # Paired over the 10 images: the +-50 point changes exceed two standard errors (0.17
     # each); the ACR change (+0.2, per-image sd 0.84, se 0.27) does not.
-    assert "| + released VGA rule | CEAR(RW) | 10 | 50 | 50 | 50 | 50 | 0 | 0.800 | " \
-        "-50* -50* +50* +50* +0 (ACR +0.200; 10 images) |" in text
-    assert "| + released VGA rule | RandSmooth (base) | 10 | 100 | 100 | 100 | 0 | 0 | 1.000 | " \
-        " |" in text
+    assert "| + released VGA rule | CEAR(RW) | 10 | 50.0 | 50.0 | 50.0 | 50.0 | 0.0 | 0.800 | " \
+        "-50.0* -50.0* +50.0* +50.0* +0.0 (ACR +0.200; 10 images) |" in text
+    assert "| + released VGA rule | RandSmooth (base) | 10 | 100.0 | 100.0 | 100.0 | 0.0 | 0.0 | " \
+        "1.000 |  |" in text
     assert "+ clip in training" not in text  # not run yet
     assert "| paper (Table 4, 67 images) | CEAR(RW) |  | 91 | 76 | 60 | 38 | 20 |  |  |" in text
     # a variant certified on other images is compared on the images both have
     _fake_run(root / "train_clip", {"randsmooth": [1.0] * 3})
     text = report.ablation_section(str(root))
-    assert "| + clip in training | RandSmooth | 3 | 100 | 100 | 100 | 0 | 0 | 1.000 | " \
-        "+0 +0 +0 +0 +0 (ACR +0.000; 3 images) |" in text
+    assert "| + clip in training | RandSmooth | 3 | 100.0 | 100.0 | 100.0 | 0.0 | 0.0 | 1.000 | " \
+        "+0.0 +0.0 +0.0 +0.0 +0.0 (ACR +0.000; 3 images) |" in text
 
 
 def test_ablation_variant_of_a_variant_is_measured_from_it(tmp_path):
@@ -268,11 +270,12 @@ def test_ablation_variant_of_a_variant_is_measured_from_it(tmp_path):
     _fake_run(root / "released_epochs", {"randsmooth": [0.6] * 2 + [-1] * 2})
     text = report.ablation_section(str(root))
     # its change is from `all` (0.6 -> half of the images abstain), not from the base
-    assert "| all released choices, RandSmooth 75 epochs | RandSmooth | 4 | 50 | 50 | 0 | 0 | " \
-        "0 | 0.300 | -50 -50 +0 +0 +0 (ACR -0.300; 4 images) from 'all released choices' |" in text
+    assert "| all released choices, RandSmooth 75 epochs | RandSmooth | 4 | 50.0 | 50.0 | 0.0 | " \
+        "0.0 | 0.0 | 0.300 | -50.0 -50.0 +0.0 +0.0 +0.0 (ACR -0.300; 4 images) from 'all " \
+        "released choices' |" in text
     # the row it does not certify is `all`'s, said so
-    assert "| all released choices, RandSmooth 75 epochs | CEAR(RW) (all) | 4 | 100 | 0 | 0 | " \
-        "0 | 0 | 0.200 |  |" in text
+    assert "| all released choices, RandSmooth 75 epochs | CEAR(RW) (all) | 4 | 100.0 | 0.0 | " \
+        "0.0 | 0.0 | 0.0 | 0.200 |  |" in text
 
 
 def test_ablation_over_seeds_pairs_each_variant_with_its_own_seeds_base(tmp_path):
@@ -287,7 +290,7 @@ def test_ablation_over_seeds_pairs_each_variant_with_its_own_seeds_base(tmp_path
         roots.append(str(root))
     _fake_run(tmp_path / "abl" / "train_clip", {"randsmooth": [1.0] * 10})  # one seed only
     text = report.ablation_seeds_section(roots)
-    assert "| + released VGA rule | CEAR(RW) | 2 | +30 (+40, +20) | +0 (+0, +0) | " \
+    assert "| + released VGA rule | CEAR(RW) | 2 | +30.0 (+40.0, +20.0) | +0.0 (+0.0, +0.0) | " \
         "+0.300 (+0.400, +0.200) |" in text
     assert "clip in training" not in text  # certified in one seed folder: nothing to pool
     assert report.ablation_seeds_section(roots[:1]) == ""
@@ -319,3 +322,19 @@ def test_overview_plot_of_several_runs(tmp_path):
     # CEAR and CEAR- share a colour per aggregation and differ in line style.
     assert report._style("CEAR(GM)")["color"] == report._style("CEAR-(GM)")["color"]
     assert report._style("CEAR(GM)")["linestyle"] != report._style("CEAR-(GM)")["linestyle"]
+
+
+def test_percent_cells_round_halves_up_not_to_even():
+    # 200 images give half points: 117/200 and 123/200 must print as 59 and 62, not 58 and 62.
+    cells = [report._percent(100 * k / n) for k, n in ((117, 200), (123, 200), (51, 200),
+                                                       (65, 67), (200, 200), (0, 200))]
+    assert cells == ["59", "62", "26", "97", "100", "0"]
+
+
+def test_ensembles_note_says_the_last_k_agrees_by_construction(tmp_path):
+    path = tmp_path / "margin_variance.json"
+    path.write_text(json.dumps(dict(zeta=0.6, images=[0, 50], draws=10, by_k=[
+        dict(k=k, measured_ratio=(1 + 0.6 * (k - 1)) / k, predicted_ratio=(1 + 0.6 * (k - 1)) / k)
+        for k in (1, 2, 3)])))
+    text = report.ensembles_section({}, str(path), [0.0, 0.25])
+    assert "at k = 3 the two agree by construction" in text and "k = 2..2 are the test" in text
