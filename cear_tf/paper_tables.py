@@ -18,6 +18,9 @@ RADII = {
 
 TABLE_NUMBER = {"mnist": 4, "cifar10": 5, "tinyimagenet": 6}
 
+# The one network behind each table's RandSmooth row (paper, section 5 and the released code).
+ARCHITECTURE = {"mnist": "LeNet-5", "cifar10": "ResNet-110", "tinyimagenet": "ResNet-18"}
+
 # CERTIFIED_ACCURACY[dataset][sigma][method] = [CA % at each of RADII[dataset]]
 CERTIFIED_ACCURACY = {
     "mnist": {

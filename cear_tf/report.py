@@ -173,6 +173,7 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     header = ["method", "source", *[f"{r:g}" for r in radii], "ACR"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     authors = set(paper_tables.AUTHORS_IMAGES)
+    randsmooth_arch = "?"
     curves, details, prefix_logs, other_orders, original_order = {}, [], {}, set(), set()
     for rec in sorted(records, key=lambda r: _order(r["method"])):
         log = _read_log(rec["path"])
@@ -198,6 +199,8 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             lines.append("| " + " | ".join([rec["method"], f"ours, authors' images (n={k})",
                                              *cells, f"{acr:.3f}"]) + " |")
         curves[rec["method"]] = log
+        if rec["method"] == "RandSmooth":
+            randsmooth_arch = rec["member"].get("arch", "?")
         s, meta = rec["settings"], rec["member"]
         details.append(f"{rec['method']}: N0={s.get('N0')}, N={s.get('N')}, alpha={s.get('alpha')}, "
                        f"logit_noise={s.get('logit_noise')}, {n} images, members "
@@ -217,11 +220,15 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     if prefix_logs:
         _, first = min(prefix_logs.items())
         text.append(ensembles_section(prefix_logs, records[0]["variance"], radii,
-                                      first[1]["member"].get("arch", "?")))
+                                      first[1]["member"].get("arch", "?"),
+                                      one_network=_one_network(dataset, sigma, curves, paper,
+                                                               radii, randsmooth_arch)))
     caps = [radius_cap(sigma, r["settings"]) for r in records]
     return "\n".join(text), dict(dataset=dataset, sigma=sigma, curves=curves,
                                  original_order=original_order,
                                  prefix=prefix_logs, variance=records[0]["variance"],
+                                 one_network=_one_network(dataset, sigma, curves, paper, radii,
+                                                          randsmooth_arch),
                                  cap=max([c for c in caps if c] or [0.0]))
 
 
@@ -256,7 +263,26 @@ def _read_variance(path: str | None) -> dict:
     return {}
 
 
-def ensembles_section(prefix_logs, variance_path: str | None, radii, arch: str = "?") -> str:
+def _one_network(dataset: str, sigma: float, curves, paper, radii,
+                 arch: str) -> dict[str, Any]:
+    """Certified accuracy (%) at r = sigma of one network, for the ensembles' comparison:
+    the paper's RandSmooth row (its architecture) and ours, where each exists."""
+    if sigma not in radii:
+        return {}
+    out = dict(radius=sigma)
+    if "RandSmooth" in paper:
+        out["paper"] = (paper["RandSmooth"][list(radii).index(sigma)],
+                        f"Table {paper_tables.TABLE_NUMBER[dataset]}'s RandSmooth, one "
+                        f"{paper_tables.ARCHITECTURE.get(dataset, 'network')}")
+    if "RandSmooth" in curves:
+        log = curves["RandSmooth"]
+        out["ours"] = (100 * accuracy.certified_accuracy(log["correct"], log["radius"],
+                                                         [sigma])[0], f"our RandSmooth, one {arch}")
+    return out
+
+
+def ensembles_section(prefix_logs, variance_path: str | None, radii, arch: str = "?",
+                      one_network: dict[str, Any] | None = None) -> str:
     """Certified accuracy and ACR of the soft ensemble of the first k Gaussian members, and
     the margin-variance ratio measured by cear_tf.variance when its JSON is present."""
     variance = _read_variance(variance_path)
@@ -284,7 +310,18 @@ def ensembles_section(prefix_logs, variance_path: str | None, radii, arch: str =
         "", "Soft ensembles (mean of softmax) of the first k SWEEN candidates (Gaussian-trained "
         f"{arch}, seeds 0..k-1), certified from the same member passes as SWEEN. Var ratio: "
         "variance of the ensemble's classification margin over one member's, against "
-        f"Horvath et al.'s (1 + zeta (k - 1)) / k; {note}.", "", *lines, ""])
+        f"Horvath et al.'s (1 + zeta (k - 1)) / k; {note}.{_one_network_note(one_network)}",
+        "", *lines, ""])
+
+
+def _one_network_note(one_network: dict[str, Any] | None) -> str:
+    refs = [f"{label} {_percent(value)}%" for key in ("paper", "ours")
+            if (one_network or {}).get(key) for value, label in [one_network[key]]]
+    if not refs:
+        return ""
+    return (f" One network at r = {one_network['radius']:g}, for the ensembles' column of the "
+            f"same radius: " + "; ".join(refs) + " (the paper's on its own images and "
+            "protocol).")
 
 
 _COLORS = {"RandSmooth": "black", "SWEEN": "tab:gray", "MV": "tab:blue", "RW": "tab:red",
@@ -403,7 +440,14 @@ def plot_ensembles(info: dict[str, Any], path: str) -> None:
     ax.set_xlabel("members k (soft ensemble of the first k)")
     ax.set_ylabel("ACR", color="tab:blue")
     other = ax.twinx()
-    other.plot(ks, at_sigma, "s--", color="tab:red")
+    other.plot(ks, at_sigma, "s--", color="tab:red", label="ensemble of the first k")
+    one = info.get("one_network") or {}
+    for key, style in (("paper", ":"), ("ours", "-.")):
+        if key in one:
+            value, label = one[key]
+            other.axhline(value, ls=style, color="gray", lw=1, label=label)
+    if one:
+        other.legend(fontsize=6, loc="center right")
     other.set_ylabel(f"certified acc. at r = {info['sigma']:g} (%)", color="tab:red")
     ax.set_xticks(ks)
     ax.set_title(f"{info['dataset']}, sigma = {info['sigma']:g}: ensembles for RS", fontsize=9)

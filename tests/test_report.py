@@ -171,6 +171,9 @@ def test_report_rows_on_the_authors_images_ensembles_and_claims(tmp_path):
     assert "mean_first" not in text.split("#### Ensembles")[0]  # not a Table 4 row
     assert "| 2 | 500 | 100 | 100 | 100 | 0 | 0 | 0 | 0 | 0 | 0 | 0.700 | 0.740 | 0.750 |" in text
     assert "zeta = 0.500" in text
+    # one network at r = sigma = 1 beside the ensembles: Table 4's 42% and ours (0.9 < 1: 0%)
+    assert "One network at r = 1, for the ensembles' column of the same radius: Table 4's " \
+        "RandSmooth, one LeNet-5 42%; our RandSmooth, one" in text
     claims = text.split("### The paper's claims on MNIST")[1]
     rows = {line.split(" | ")[0].lstrip("| "): line for line in claims.splitlines()
             if line.startswith("| sigma")}
