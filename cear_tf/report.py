@@ -63,8 +63,9 @@ def discover(run_dir: str) -> list[dict[str, Any]]:
             settings = json.load(f)
         first = settings.get("models", [None])[0]
         meta = _member_metadata(first, run_dir) if first else {}
+        everyone = [_member_metadata(p, run_dir) for p in settings.get("models", [])]
         records.append(dict(method=m["label"], aggregation=m["aggregation"], path=path,
-                            settings=settings, member=meta, run=run_dir,
+                            settings=settings, member=meta, members=everyone, run=run_dir,
                             variance=rec.get("variance")))
     if not records:
         raise ValueError(f"--runs: no log of {run_dir}/{experiment.RECORD_NAME}'s methods "
@@ -205,7 +206,8 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         details.append(f"{rec['method']}: N0={s.get('N0')}, N={s.get('N')}, alpha={s.get('alpha')}, "
                        f"logit_noise={s.get('logit_noise')}, {n} images, members "
                        f"{len(s.get('models', []))} x {meta.get('arch', '?')} trained "
-                       f"{meta.get('epochs', '?')} epochs on {meta.get('train_examples', '?')} images")
+                       f"{meta.get('epochs', '?')} epochs on {meta.get('train_examples', '?')} images"
+                       f"{_members_accuracy(rec.get('members', []))}")
     table_no = paper_tables.TABLE_NUMBER.get(dataset)
     text = [f"### {dataset}, sigma = {sigma:g} ({os.path.basename(records[0]['run'].rstrip('/'))})",
             "",
@@ -230,6 +232,26 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
                                  one_network=_one_network(dataset, sigma, curves, paper, radii,
                                                           randsmooth_arch),
                                  cap=max([c for c in caps if c] or [0.0]))
+
+
+def _members_accuracy(metas: list[dict]) -> str:
+    """The members' test accuracies from their cear.json, clean and under the noise each
+    trained at (its sigma_i for a VGA student), with that sigma and the temperature."""
+    known = [m for m in metas if "clean_test_accuracy" in m]
+    if not known:
+        return ""
+    def each(key, fmt):
+        cells = [fmt(m[key]) if m.get(key) is not None else "?" for m in known]
+        return cells[0] if len(set(cells)) == 1 and key in ("sigma", "temperature") else \
+            " / ".join(cells)
+    text = (f"; test accuracy clean {each('clean_test_accuracy', lambda v: f'{100 * v:.2f}')}%, "
+            f"noisy {each('noisy_test_accuracy', lambda v: f'{100 * v:.2f}')}% at sigma "
+            f"{each('sigma', lambda v: f'{v:.3f}')}")
+    if any(m.get("temperature") for m in known):
+        text += f", T = {each('temperature', lambda v: f'{v:g}')}"
+    if len(known) < len(metas):
+        text += f" ({len(metas) - len(known)} member(s) without a cear.json here)"
+    return text
 
 
 def _order_note(orders) -> str:

@@ -341,3 +341,17 @@ def test_ensembles_note_says_the_last_k_agrees_by_construction(tmp_path):
         for k in (1, 2, 3)])))
     text = report.ensembles_section({}, str(path), [0.0, 0.25])
     assert "at k = 3 the two agree by construction" in text and "k = 2..2 are the test" in text
+
+
+def test_settings_line_states_every_members_accuracy_and_noise():
+    students = [dict(clean_test_accuracy=0.6777, noisy_test_accuracy=0.7329, sigma=0.2739,
+                     temperature=2.0),
+                dict(clean_test_accuracy=0.6573, noisy_test_accuracy=0.6972, sigma=0.3467,
+                     temperature=3.0), {}]
+    assert report._members_accuracy(students) == (
+        "; test accuracy clean 67.77 / 65.73%, noisy 73.29 / 69.72% at sigma 0.274 / 0.347, "
+        "T = 2 / 3 (1 member(s) without a cear.json here)")
+    gaussian = [dict(clean_test_accuracy=0.7, noisy_test_accuracy=0.75, sigma=0.25)] * 2
+    assert report._members_accuracy(gaussian) == \
+        "; test accuracy clean 70.00 / 70.00%, noisy 75.00 / 75.00% at sigma 0.250"
+    assert report._members_accuracy([{}]) == ""
