@@ -61,11 +61,10 @@ def discover(run_dir: str) -> list[dict[str, Any]]:
             raise ValueError(f"{path}: no settings file {settings_path}")
         with open(settings_path) as f:
             settings = json.load(f)
-        first = settings.get("models", [None])[0]
-        meta = _member_metadata(first, run_dir) if first else {}
         everyone = [_member_metadata(p, run_dir) for p in settings.get("models", [])]
         records.append(dict(method=m["label"], aggregation=m["aggregation"], path=path,
-                            settings=settings, member=meta, members=everyone, run=run_dir,
+                            settings=settings, member=everyone[0] if everyone else {},
+                            members=everyone, run=run_dir,
                             variance=rec.get("variance")))
     if not records:
         raise ValueError(f"--runs: no log of {run_dir}/{experiment.RECORD_NAME}'s methods "
@@ -126,6 +125,11 @@ def _points(v: float) -> str:
 def _signed_points(d: float) -> str:
     """A paired change in points, to one decimal, with its sign."""
     return f"{d:+.1f}"
+
+
+def _signed_acr(d: float) -> str:
+    """A paired change in ACR, with its sign."""
+    return f"{d:+.3f}"
 
 
 def _standard_error(p_percent: float, n: int) -> float:
@@ -219,18 +223,17 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             f"binomial standard errors of both samples (ours: n images; the paper's: "
             f"{paper_tables.PAPER_IMAGE_COUNT}).{_order_note(other_orders)}",
             "", *lines, "", "Settings:", "", *[f"- {d}" for d in details], ""]
+    one_network = _one_network(dataset, sigma, curves, paper, radii, randsmooth_arch)
     if prefix_logs:
         _, first = min(prefix_logs.items())
         text.append(ensembles_section(prefix_logs, records[0]["variance"], radii,
                                       first[1]["member"].get("arch", "?"),
-                                      one_network=_one_network(dataset, sigma, curves, paper,
-                                                               radii, randsmooth_arch)))
+                                      one_network=one_network))
     caps = [radius_cap(sigma, r["settings"]) for r in records]
     return "\n".join(text), dict(dataset=dataset, sigma=sigma, curves=curves,
                                  original_order=original_order,
                                  prefix=prefix_logs, variance=records[0]["variance"],
-                                 one_network=_one_network(dataset, sigma, curves, paper, radii,
-                                                          randsmooth_arch),
+                                 one_network=one_network,
                                  cap=max([c for c in caps if c] or [0.0]))
 
 
@@ -569,7 +572,7 @@ def _paired_change(log, base_log, radii) -> str:
         star = "*" if se > 0 and abs(mean) > 2 * se else ""
         return f"{fmt(scale * mean)}{star}"
     points = " ".join(cell(hit[:, j], _signed_points, 100) for j in range(len(radii)))
-    return f"{points} (ACR {cell(acr, lambda v: f'{v:+.3f}', 1)}; {len(acr)} images)"
+    return f"{points} (ACR {cell(acr, _signed_acr, 1)}; {len(acr)} images)"
 
 
 def _ablation_rows(root: str):
@@ -671,7 +674,7 @@ def ablation_seeds_section(roots: Sequence[str], radii=(1.0, 2.0)) -> str:
         changes = np.asarray(changes)
         cells = []
         for j in range(changes.shape[1]):
-            fmt = (lambda v: f"{v:+.3f}") if j == len(radii) else _signed_points
+            fmt = _signed_acr if j == len(radii) else _signed_points
             each = ", ".join(fmt(c) for c in changes[:, j])
             cells.append(f"{fmt(changes[:, j].mean())} ({each})")
         lines.append(f"| {per_root[0][key][0]} | {key[1]} | {len(changes)} | "
