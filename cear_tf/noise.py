@@ -22,6 +22,7 @@ class NoiseDomain(enum.IntEnum):
     SWEEN_WEIGHTS = 3  # SWEEN's noisy validation probabilities
     MARGIN_VARIANCE = 4  # cear_tf.variance on test images
     ATTACK = 5  # the member noise of the deployed ensemble's queries in cear_tf.attack
+    MEMBER_ACCURACY = 6  # members' noisy test accuracy (cear_tf.member_accuracy)
 
 
 class Phase(enum.IntEnum):

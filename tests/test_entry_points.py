@@ -8,12 +8,12 @@ import sys
 
 from absl import flags
 
-from cear_tf import (analyze, attack, bench, certify, common_flags, export, merge, report,
-                     run, smoothing_flags, train, variance, weights)
+from cear_tf import (analyze, attack, bench, certify, common_flags, export, member_accuracy,
+                     merge, report, run, smoothing_flags, train, variance, weights)
 from tests.helpers import cear_tf_flags, parse_flags
 
-ENTRY_POINTS = (analyze, attack, bench, certify, export, merge, report, run, train, variance,
-                weights)
+ENTRY_POINTS = (analyze, attack, bench, certify, export, member_accuracy, merge, report, run,
+                train, variance, weights)
 
 
 def test_importing_every_entry_point_defines_no_flag():
