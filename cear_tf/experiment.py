@@ -24,6 +24,9 @@ Tables (keys are the flag names of the entry point that reads them):
   [methods.<key>]  label, members, aggregation; optional log (default certify/<key>.tsv),
                    in_table (default true), certify (extra flags for this method)
   [variance]       optional: members and cear_tf.variance flags
+  [member_accuracy]  optional: cear_tf.member_accuracy flags; each member group a method
+                   certifies gets its members' clean and noisy test accuracy at sigma,
+                   written to <output_dir>/member_accuracy/<group>.json
   [attack], [attacks]  optional: flags of every attack; targets (method keys), norms
                    ({name = eps}), modes ({name = {flags}})
   [table]          radii of the table (cear_tf.analyze)
@@ -49,10 +52,11 @@ RECORD_NAME = "experiment.json"
 _DATA_KEYS = ("dataset", "validation_size", "split_seed")
 _RUN_KEYS = ("sigma", "seed", "output_dir")
 _TABLES = ("train", "members", "ensemble", "rw_weights", "sween_weights", "certify", "methods",
-           "variance", "attack", "attacks", "table")
+           "variance", "member_accuracy", "attack", "attacks", "table")
 _TOP_KEYS = ("title", "extends", "dataset", "sigma", "output_dir", "validation_size",
              "split_seed", "seed")
-MODULES = {"train": "cear_tf.train", "weights": "cear_tf.weights",
+MODULES = {"train": "cear_tf.train", "member_accuracy": "cear_tf.member_accuracy",
+           "weights": "cear_tf.weights",
            "certify": "cear_tf.certify", "variance": "cear_tf.variance",
            "attack": "cear_tf.attack", "table": "cear_tf.analyze"}
 STAGE_KINDS = tuple(MODULES)
@@ -269,6 +273,11 @@ def load(path: str, output_dir: str | None = None, overrides=()) -> Experiment:
             raise ExperimentError(f"{path}: {where}members = {variance['members']!r} names no "
                                   f"member group (groups: {', '.join(groups_raw)})")
         _need(variance, "outfile", str, path, where)
+    reserved = {"models", "outfile"} & set(tables["member_accuracy"])
+    if reserved:
+        raise ExperimentError(f"{path}: [member_accuracy] sets {', '.join(sorted(reserved))}, "
+                              f"which the runner sets (each certified member group, "
+                              f"<output_dir>/member_accuracy/<group>.json)")
     exp = Experiment(
         path=path, title=title, dataset=_need(raw, "dataset", str, path),
         sigma=_need(raw, "sigma", float, path), output_dir=out,
@@ -390,6 +399,13 @@ def stages(exp: Experiment, kinds=STAGE_KINDS) -> list[Stage]:
             if g.teacher:
                 args.append(f"--teacher_dir={exp.group(g.teacher).model_dir}")
             out.append(Stage("train", MODULES["train"], tuple(args), f"train {g.key}"))
+    accuracy = _member_accuracy_table(exp)
+    if "member_accuracy" in kinds and accuracy is not None:
+        for key, outfile in member_accuracy_files(exp).items():
+            args = (_common(exp, validation=False) + flag_args(accuracy)
+                    + [f"--models={exp.group(key).model_dir}", f"--outfile={outfile}"])
+            out.append(Stage("member_accuracy", MODULES["member_accuracy"], tuple(args),
+                             f"member accuracy of {key}"))
     if "weights" in kinds:
         done = set()
         for m in exp.methods:
@@ -448,6 +464,23 @@ def stages(exp: Experiment, kinds=STAGE_KINDS) -> list[Stage]:
     return _group_by_group(exp, out, [g.key for g in order])
 
 
+def _member_accuracy_table(exp: Experiment) -> dict[str, Any] | None:
+    """The [member_accuracy] flags, or None where the table is absent or disabled."""
+    table = exp.tables["member_accuracy"]
+    if not table or not table.get("enabled", True):
+        return None
+    return {k: v for k, v in table.items() if k != "enabled"}
+
+
+def member_accuracy_files(exp: Experiment) -> dict[str, str]:
+    """{member group: its member-accuracy JSON} for the groups the methods certify, in the
+    order the methods name them (none without a [member_accuracy] table)."""
+    if _member_accuracy_table(exp) is None:
+        return {}
+    keys = dict.fromkeys(m.members for m in exp.methods)
+    return {k: os.path.join(exp.output_dir, "member_accuracy", f"{k}.json") for k in keys}
+
+
 def _group_by_group(exp: Experiment, built: list[Stage], trained: list[str]) -> list[Stage]:
     """`built` (kind by kind) reordered member group by member group in training order;
     groups this experiment does not train (reused) come first, the table last. Within a
@@ -481,6 +514,7 @@ def record(exp: Experiment) -> dict[str, Any]:
                      "log": rel(a.log)} for a in exp.attacks],
         "variance": (rel(os.path.join(exp.output_dir, variance["outfile"]))
                      if variance.get("outfile") and variance.get("enabled", True) else None),
+        "member_accuracy": {k: rel(p) for k, p in member_accuracy_files(exp).items()},
     }
 
 
@@ -504,6 +538,7 @@ def write_record(exp: Experiment) -> str:
             logs = {item["log"] for item in new[key]}
             new[key] = [item for item in old.get(key, []) if item["log"] not in logs] + new[key]
         new["variance"] = new["variance"] or old.get("variance")
+        new["member_accuracy"] = {**old.get("member_accuracy", {}), **new["member_accuracy"]}
         if old.get("experiment") != new["experiment"]:
             new["experiment"], new["title"] = old["experiment"], old["title"]
     text = json.dumps(new, indent=1) + "\n"
@@ -529,4 +564,6 @@ def read_record(run_dir: str) -> dict[str, Any]:
         a["log"] = os.path.join(run_dir, a["log"])
     if rec.get("variance"):
         rec["variance"] = os.path.join(run_dir, rec["variance"])
+    rec["member_accuracy"] = {k: os.path.join(run_dir, p)
+                              for k, p in rec.get("member_accuracy", {}).items()}
     return rec

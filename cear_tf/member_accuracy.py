@@ -119,6 +119,8 @@ def define_flags() -> None:
                               "certification sigma_v), in pixel units.")
     common_flags.define_seed("Seed of the noise streams.")
     common_flags.define_output_dir()
+    common_flags.define_resume("Keep an --outfile made with these members and settings; "
+                               "--noresume measures again.")
     flags.DEFINE_list("models", None, "Member SavedModel directories, or ensemble directories "
                       "of member_<i>/.")
     flags.DEFINE_integer("draws", 4, "Noise draws per test image.")
@@ -138,6 +140,16 @@ def _fmt(acc: Accuracy) -> str:
     return f"{100 * acc.value:6.2f}% [{100 * acc.low:.2f}, {100 * acc.high:.2f}]"
 
 
+def _made_with(path: str, settings: dict) -> bool:
+    """Whether the JSON at `path` was measured on these members with these settings."""
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(old, dict) and all(old.get(k) == v for k, v in settings.items())
+
+
 def main(argv):
     cli.require(argv, "models", "outfile")
     out = common_flags.expand_path(FLAGS.outfile)
@@ -150,6 +162,14 @@ def main(argv):
                          f"--dataset={FLAGS.dataset} has {tuple(images.shape[1:])}")
     count = len(labels) if FLAGS.num_images == 0 else min(FLAGS.num_images, len(labels))
     indices = np.arange(count)
+    settings = dict(dataset=FLAGS.dataset, split="test", images=count, sigma=FLAGS.sigma,
+                    draws=FLAGS.draws, seed=FLAGS.seed, clip=False,
+                    noise="member_accuracy/per_image_stream",
+                    member_digests=[members_lib.content_digest(d) for d in member_dirs])
+    if FLAGS.resume and _made_with(out, settings):
+        logging.info("%s exists with these members and settings: kept (--noresume measures "
+                     "again)", out)
+        return
     rows = []
     print(f"test accuracy (95% interval) on {count} images; noisy: sigma {FLAGS.sigma:g}, "
           f"{FLAGS.draws} draws per image")
@@ -164,9 +184,7 @@ def main(argv):
         print(f"  {rows[-1]['member']}: clean {_fmt(clean)}, noisy {_fmt(noisy)}"
               + (f" (trained at sigma {trained:.3f})" if trained is not None else ""))
         logging.info("%s measured", d)
-    record = dict(dataset=FLAGS.dataset, split="test", images=count, sigma=FLAGS.sigma,
-                  draws=FLAGS.draws, seed=FLAGS.seed, clip=False,
-                  noise="member_accuracy/per_image_stream", members=rows)
+    record = dict(settings, members=rows)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out + ".tmp", "w") as f:
         json.dump(record, f, indent=1)

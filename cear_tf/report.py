@@ -65,11 +65,28 @@ def discover(run_dir: str) -> list[dict[str, Any]]:
         records.append(dict(method=m["label"], aggregation=m["aggregation"], path=path,
                             settings=settings, member=everyone[0] if everyone else {},
                             members=everyone, run=run_dir,
-                            variance=rec.get("variance")))
+                            variance=rec.get("variance"),
+                            member_accuracy=_member_accuracy(
+                                rec["member_accuracy"].get(m["members"]), settings)))
     if not records:
         raise ValueError(f"--runs: no log of {run_dir}/{experiment.RECORD_NAME}'s methods "
                          f"exists yet")
     return records
+
+
+def _member_accuracy(path: str | None, settings: dict) -> dict | None:
+    """The members' accuracies (cear_tf.member_accuracy) of a certified method, or None
+    where none were measured or they were measured on other members than the log's."""
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        measured = json.load(f)
+    certified = (settings.get("fingerprint") or {}).get("members")
+    if certified is not None and measured.get("member_digests") != certified:
+        logging.warning("%s: measured on other members than the certify log's; not reported",
+                        path)
+        return None
+    return measured
 
 
 def _member_metadata(model_dir: str, run_dir: str) -> dict:
@@ -97,7 +114,8 @@ def collect(run_dir: str, collect_dir: str) -> str:
             keep = (f in ("cear.json", "margin_variance.json", experiment.RECORD_NAME)
                     or f.startswith("weights_") and f.endswith(".json")
                     or rel.split(os.sep)[0] in ("certify", "attack")
-                    and f.endswith((".tsv", ".tsv.json")))
+                    and f.endswith((".tsv", ".tsv.json"))
+                    or rel == "member_accuracy" and f.endswith(".json"))
             if keep:
                 os.makedirs(os.path.join(target, rel), exist_ok=True)
                 shutil.copy2(os.path.join(root, f), os.path.join(target, rel, f))
@@ -211,7 +229,8 @@ def run_section(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
                        f"logit_noise={s.get('logit_noise')}, {n} images, members "
                        f"{len(s.get('models', []))} x {meta.get('arch', '?')} trained "
                        f"{meta.get('epochs', '?')} epochs on {meta.get('train_examples', '?')} images"
-                       f"{_members_accuracy(rec.get('members', []))}")
+                       f"{_members_accuracy(rec.get('members', []))}"
+                       f"{_noisy_at_sigma(rec.get('member_accuracy'))}")
     table_no = paper_tables.TABLE_NUMBER.get(dataset)
     text = [f"### {dataset}, sigma = {sigma:g} ({os.path.basename(records[0]['run'].rstrip('/'))})",
             "",
@@ -255,6 +274,16 @@ def _members_accuracy(metas: list[dict]) -> str:
     if len(known) < len(metas):
         text += f" ({len(metas) - len(known)} member(s) without a cear.json here)"
     return text
+
+
+def _noisy_at_sigma(measured: dict | None) -> str:
+    """The members' noisy test accuracy at the certification sigma (cear_tf.member_accuracy),
+    which differs from their cear.json's for VGA students trained at their own sigma_i."""
+    if not measured:
+        return ""
+    cells = " / ".join(f"{100 * m['noisy']['value']:.2f}" for m in measured["members"])
+    return (f"; noisy test accuracy at the certification sigma {measured['sigma']:g}: "
+            f"{cells}% ({measured['draws']} draws on each of {measured['images']} test images)")
 
 
 def _order_note(orders) -> str:

@@ -16,14 +16,16 @@ except ModuleNotFoundError:  # Python 3.10
 import pytest
 from absl import flags
 
-from cear_tf import analyze, attack, certify, experiment, train, variance, weights
+from cear_tf import (analyze, attack, certify, experiment, member_accuracy, train, variance,
+                     weights)
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.toml")))
 ALL_FILES = sorted(glob.glob(os.path.join(ROOT, "experiments", "**", "*.toml"), recursive=True))
-MODULES = {m.__name__: m for m in (train, weights, certify, variance, attack, analyze)}
+MODULES = {m.__name__: m for m in (train, member_accuracy, weights, certify, variance, attack,
+                                    analyze)}
 
 
 def test_every_experiment_is_one_file_and_nothing_else_configures_a_stage():
@@ -170,6 +172,28 @@ members.rs.model_dir = "elsewhere/rs"
     whats = [s.what for s in experiment.stages(experiment.load(child))]
     assert whats[0] == "certify RandSmooth" and "train rs" not in whats
 
+
+def test_member_accuracy_follows_each_certified_group_and_is_recorded(tmp_path):
+    out = str(tmp_path / "out")
+    _write(tmp_path, "base.toml", BASE.format(out=out))
+    child = _write(tmp_path, "child.toml", 'extends = "base.toml"\n[member_accuracy]\ndraws = 3\n')
+    exp = experiment.load(child)
+    assert [s.what for s in experiment.stages(exp)] == [
+        "train teacher", "train rs", "member accuracy of rs", "certify RandSmooth",
+        "train cear", "member accuracy of cear", "rw weights of cear",
+        "certify CEAR(MV), CEAR(RW)", "table"]  # the teacher is certified by no method
+    stage = experiment.stages(exp, ["member_accuracy"])[1]
+    assert "--draws=3" in stage.args and f"--models={out}/cear" in stage.args
+    assert f"--outfile={out}/member_accuracy/cear.json" in stage.args
+    experiment.write_record(exp)
+    assert experiment.read_record(out)["member_accuracy"] == {
+        "rs": os.path.join(out, "member_accuracy", "rs.json"),
+        "cear": os.path.join(out, "member_accuracy", "cear.json")}
+    with open(os.path.join(out, "experiment.json")) as f:
+        assert json.load(f)["member_accuracy"]["cear"] == "member_accuracy/cear.json"
+    # Without the table there is no such stage (and the record names no file).
+    assert not experiment.stages(experiment.load(tmp_path / "base.toml"), ["member_accuracy"])
+
 def test_logs_that_share_no_template_are_certified_separately(tmp_path):
     out = str(tmp_path / "out")
     _write(tmp_path, "base.toml", BASE.format(out=out))
@@ -217,6 +241,7 @@ clip = true
     ('variance.draws = 3', "[variance] 'members' is missing"),
     ('variance.members = "nobody"', "[variance] members = 'nobody' names no member group"),
     ('attacks.targets = ["rs"]', "[attacks] has targets but no norms"),
+    ('member_accuracy.outfile = "x.json"', "[member_accuracy] sets outfile, which the runner"),
 ])
 def test_bad_files_name_the_file_and_key(tmp_path, text, message):
     _write(tmp_path, "base.toml", BASE.format(out=str(tmp_path / "out")))

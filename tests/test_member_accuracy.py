@@ -106,3 +106,25 @@ def test_cli_refuses_members_of_another_shape(tmp_path):
     with pytest.raises(ValueError, match="--models: members take"):
         member_accuracy.main(["prog"])
     assert not (tmp_path / "x.json").exists()
+
+
+def test_resume_keeps_a_file_of_the_same_members_and_settings_only(tmp_path):
+    data_dir = tmp_path / "mnist"
+    fakes.write_mnist(data_dir, n_train=10, n_test=6)
+    ens = tmp_path / "ens"
+    constant_member(ens / "member_0", 3)
+    out = tmp_path / "acc.json"
+    args = [f"--data_dir={data_dir}", f"--models={ens}", f"--outfile={out}"]
+    parse_flags(args + ["--draws=2"], member_accuracy)
+    member_accuracy.main(["prog"])
+    out.write_text(out.read_text().replace('"clip": false', '"clip": false, "kept": 1'))
+    member_accuracy.main(["prog"])
+    assert json.loads(out.read_text()).get("kept") == 1  # same members and settings: kept
+    parse_flags(args + ["--draws=3"], member_accuracy)
+    member_accuracy.main(["prog"])
+    assert "kept" not in json.loads(out.read_text()) and json.loads(out.read_text())["draws"] == 3
+    constant_member(ens / "member_0", 5)  # the member retrained: measured again
+    parse_flags(args + ["--draws=3"], member_accuracy)
+    out.write_text(out.read_text().replace('"clip": false', '"clip": false, "kept": 1'))
+    member_accuracy.main(["prog"])
+    assert "kept" not in json.loads(out.read_text())

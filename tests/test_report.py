@@ -355,3 +355,41 @@ def test_settings_line_states_every_members_accuracy_and_noise():
     assert report._members_accuracy(gaussian) == \
         "; test accuracy clean 70.00 / 70.00%, noisy 75.00 / 75.00% at sigma 0.250"
     assert report._members_accuracy([{}]) == ""
+
+
+def _with_member_accuracy(run, digests_measured, digests_certified):
+    """The fake run's cear_gm log made by members `digests_certified`, and a member-accuracy
+    file (cear_tf.member_accuracy) measured on `digests_measured`, named by the record."""
+    record = json.loads((run / "experiment.json").read_text())
+    record["member_accuracy"] = {"cear_gm": "member_accuracy/cear_gm.json"}
+    (run / "experiment.json").write_text(json.dumps(record))
+    settings_path = run / "certify" / "cear_gm.tsv.json"
+    settings = json.loads(settings_path.read_text())
+    settings["fingerprint"] = {"members": digests_certified, "aggregator_weights": None}
+    settings_path.write_text(json.dumps(settings))
+    (run / "member_accuracy").mkdir()
+    acc = lambda v: dict(value=v, low=v - 0.01, high=v + 0.01, images=100)  # noqa: E731
+    (run / "member_accuracy" / "cear_gm.json").write_text(json.dumps(dict(
+        sigma=0.25, draws=4, images=100, member_digests=digests_measured,
+        members=[dict(member="a", clean=acc(0.9), noisy=acc(0.8123)),
+                 dict(member="b", clean=acc(0.7), noisy=acc(0.65))])))
+
+
+def test_settings_line_gives_members_noisy_accuracy_at_the_certification_sigma(tmp_path):
+    run = tmp_path / "mnist_sigma025_cpu"
+    _fake_run(run, {"cear_gm": [0.8, 0.6, 0.3, -1]})
+    _with_member_accuracy(run, ["d0", "d1"], ["d0", "d1"])
+    text = report.build_report([str(run)], str(tmp_path / "rep"), plots=False)
+    assert ("noisy test accuracy at the certification sigma 0.25: 81.23 / 65.00% "
+            "(4 draws on each of 100 test images)") in text
+    copy = report.collect(str(run), str(tmp_path / "kept"))
+    assert (tmp_path / "kept" / run.name / "member_accuracy" / "cear_gm.json").exists()
+    assert "81.23 / 65.00%" in report.build_report([copy], str(tmp_path / "rep2"), plots=False)
+
+
+def test_accuracies_of_other_members_are_not_reported(tmp_path):
+    run = tmp_path / "mnist_sigma025_cpu"
+    _fake_run(run, {"cear_gm": [0.8, 0.6, 0.3, -1]})
+    _with_member_accuracy(run, ["d0", "retrained"], ["d0", "d1"])
+    text = report.build_report([str(run)], str(tmp_path / "rep"), plots=False)
+    assert "certification sigma" not in text
