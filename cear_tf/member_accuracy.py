@@ -96,6 +96,17 @@ def noisy_images(images, indices, sigma: float, draws: int, seed: int):
     return tf.reshape(noisy, tf.concat([[-1], tf.shape(images)[1:]], axis=0))
 
 
+_compiled: dict = {}
+
+
+def _noisy_images_graph():
+    """noisy_images as one graph (built on first use: the per-image keys run ~45x faster
+    than eager map_fn steps)."""
+    if "noisy_images" not in _compiled:
+        _compiled["noisy_images"] = tf.function(noisy_images, reduce_retracing=True)
+    return _compiled["noisy_images"]
+
+
 def measure(member, images: np.ndarray, labels: np.ndarray, indices: np.ndarray,
             sigma: float, draws: int, seed: int, batch: int) -> tuple[Accuracy, Accuracy]:
     """(clean, noisy at sigma) accuracy of one loaded member on images[indices], `batch`
@@ -106,7 +117,9 @@ def measure(member, images: np.ndarray, labels: np.ndarray, indices: np.ndarray,
         x, y = images[idx], labels[idx]
         logits = member(tf.convert_to_tensor(x, tf.float32)).numpy()
         clean.append(np.argmax(logits, axis=1) == y)
-        noisy_logits = member(noisy_images(x, idx, sigma, draws, seed)).numpy()
+        noisy = _noisy_images_graph()(tf.convert_to_tensor(x), tf.convert_to_tensor(idx),
+                                      sigma, draws, seed)
+        noisy_logits = member(noisy).numpy()
         predicted = np.argmax(noisy_logits, axis=1).reshape(len(idx), draws)
         fractions.append(np.mean(predicted == y[:, None], axis=1))
     return clean_accuracy(np.concatenate(clean)), noisy_accuracy(np.concatenate(fractions))

@@ -57,6 +57,8 @@ def test_noise_does_not_depend_on_batching_and_has_the_asked_std():
     assert np.std(together) == pytest.approx(0.5, rel=0.03)
     other_seed = member_accuracy.noisy_images(images[:1], np.array([5]), 0.5, 2, seed=2).numpy()
     assert not np.allclose(alone, other_seed)
+    graph = member_accuracy._noisy_images_graph()(images, np.array([4, 5, 6]), 0.5, 2, 1)
+    np.testing.assert_array_equal(graph.numpy(), together)  # what measure() runs
 
 
 def threshold_member(path, threshold):
