@@ -466,10 +466,8 @@ def stages(exp: Experiment, kinds=STAGE_KINDS) -> list[Stage]:
 
 def _member_accuracy_table(exp: Experiment) -> dict[str, Any] | None:
     """The [member_accuracy] flags, or None where the table is absent or disabled."""
-    table = exp.tables["member_accuracy"]
-    if not table or not table.get("enabled", True):
-        return None
-    return {k: v for k, v in table.items() if k != "enabled"}
+    return _enabled({"member_accuracy": exp.tables["member_accuracy"]}).get(
+        "member_accuracy") or None
 
 
 def member_accuracy_files(exp: Experiment) -> dict[str, str]:

@@ -114,11 +114,10 @@ def measure(member, images: np.ndarray, labels: np.ndarray, indices: np.ndarray,
     clean, fractions = [], []
     for start in range(0, len(indices), batch):
         idx = indices[start:start + batch]
-        x, y = images[idx], labels[idx]
-        logits = member(tf.convert_to_tensor(x, tf.float32)).numpy()
+        x, y = tf.convert_to_tensor(images[idx], tf.float32), labels[idx]
+        logits = member(x).numpy()
         clean.append(np.argmax(logits, axis=1) == y)
-        noisy = _noisy_images_graph()(tf.convert_to_tensor(x), tf.convert_to_tensor(idx),
-                                      sigma, draws, seed)
+        noisy = _noisy_images_graph()(x, tf.convert_to_tensor(idx), sigma, draws, seed)
         noisy_logits = member(noisy).numpy()
         predicted = np.argmax(noisy_logits, axis=1).reshape(len(idx), draws)
         fractions.append(np.mean(predicted == y[:, None], axis=1))
@@ -190,10 +189,10 @@ def main(argv):
         clean, noisy = measure(member, images, labels, indices, FLAGS.sigma, FLAGS.draws,
                                FLAGS.seed, max(1, FLAGS.batch // FLAGS.draws))
         meta = members_lib.read_metadata(d)
-        rows.append(dict(member=os.path.relpath(os.path.abspath(d)),
-                         trained_sigma=meta.get("sigma"), temperature=meta.get("temperature"),
-                         clean=dataclasses.asdict(clean), noisy=dataclasses.asdict(noisy)))
         trained = meta.get("sigma")
+        rows.append(dict(member=os.path.relpath(os.path.abspath(d)),
+                         trained_sigma=trained, temperature=meta.get("temperature"),
+                         clean=dataclasses.asdict(clean), noisy=dataclasses.asdict(noisy)))
         print(f"  {rows[-1]['member']}: clean {_fmt(clean)}, noisy {_fmt(noisy)}"
               + (f" (trained at sigma {trained:.3f})" if trained is not None else ""))
         logging.info("%s measured", d)

@@ -51,7 +51,7 @@ def discover(run_dir: str) -> list[dict[str, Any]]:
     """One record per certified method of the run's experiment record: label, log,
     settings, member metadata (methods whose log does not exist yet are left out)."""
     rec = experiment.read_record(run_dir)
-    records = []
+    records, accuracies = [], {}
     for m in rec["methods"]:
         path = m["log"]
         if not os.path.exists(path):
@@ -67,20 +67,24 @@ def discover(run_dir: str) -> list[dict[str, Any]]:
                             members=everyone, run=run_dir,
                             variance=rec.get("variance"),
                             member_accuracy=_member_accuracy(
-                                rec["member_accuracy"].get(m["members"]), settings)))
+                                rec["member_accuracy"].get(m["members"]), settings,
+                                accuracies)))
     if not records:
         raise ValueError(f"--runs: no log of {run_dir}/{experiment.RECORD_NAME}'s methods "
                          f"exists yet")
     return records
 
 
-def _member_accuracy(path: str | None, settings: dict) -> dict | None:
+def _member_accuracy(path: str | None, settings: dict, read: dict) -> dict | None:
     """The members' accuracies (cear_tf.member_accuracy) of a certified method, or None
-    where none were measured or they were measured on other members than the log's."""
+    where none were measured or they were measured on other members than the log's. `read`
+    holds the files read so far: the methods of one member group share one."""
     if not path or not os.path.exists(path):
         return None
-    with open(path) as f:
-        measured = json.load(f)
+    if path not in read:
+        with open(path) as f:
+            read[path] = json.load(f)
+    measured = read[path]
     certified = (settings.get("fingerprint") or {}).get("members")
     if certified is not None and measured.get("member_digests") != certified:
         logging.warning("%s: measured on other members than the certify log's; not reported",
