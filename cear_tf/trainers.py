@@ -11,6 +11,9 @@ the same seed sees the same noise.
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from typing import Callable
 
 import keras
@@ -402,6 +405,41 @@ class FusedEnsembleTrainer(keras.Model):
             self.accuracy_trackers[i].update_state(y, clean[i])
             self.noisy_trackers[i].update_state(y, noisy[i])
         return {t.name: t.result() for t in [*self.accuracy_trackers, *self.noisy_trackers]}
+
+
+class TrainingClock(keras.callbacks.Callback):
+    """Training seconds summed over every run a checkpoint continues, so that a member
+    resumed across sessions does not report only its last run's seconds. The running total
+    is written next to the checkpoint at each epoch end; it must come after
+    BackupAndRestore in the callback list, so that both record the same epoch. `earlier` is
+    what the checkpoint's runs took before this one: None when unknown (a checkpoint made
+    before the clock was, or a kill between the checkpoint and the clock's write)."""
+
+    FILE = "train_seconds.json"
+
+    def __init__(self, ckpt_dir: str, finished_epochs: int):
+        super().__init__()
+        self._path = os.path.join(ckpt_dir, self.FILE)
+        self.earlier = 0.0 if finished_epochs == 0 else None
+        try:
+            with open(self._path, encoding="utf-8") as f:
+                recorded = json.load(f)
+            if int(recorded["epochs"]) == finished_epochs:
+                self.earlier = float(recorded["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        self._start = None
+
+    def on_train_begin(self, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.earlier is None:
+            return  # a total we cannot know is not written, so it is never taken as one
+        record = {"epochs": epoch + 1, "seconds": self.earlier + time.time() - self._start}
+        with open(self._path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(record, f)
+        os.replace(self._path + ".tmp", self._path)
 
 
 class CollapseGuard(keras.callbacks.Callback):

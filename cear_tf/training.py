@@ -333,10 +333,12 @@ def _train_and_export(cfg, splits, model_dir, teacher, resume, verbose, extra_ca
     _prepare_checkpoint(ckpt_dir, checkpoint_settings(cfg, splits, teacher), resume)
     os.makedirs(log_dir, exist_ok=True)
     align_train_log(log_dir, ckpt_dir)
+    clock = trainers.TrainingClock(ckpt_dir, _checkpoint_epochs(ckpt_dir))
     callbacks = [
         # Kept after fit: deleted only once the member is exported, so a kill between the
         # last epoch and the end of export retrains nothing.
         keras.callbacks.BackupAndRestore(ckpt_dir, delete_checkpoint=False),
+        clock,
         keras.callbacks.CSVLogger(os.path.join(log_dir, "train.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(log_dir, "tensorboard"), write_graph=False),
         trainers.CollapseGuard(model_dir, chance_accuracy(
@@ -354,7 +356,7 @@ def _train_and_export(cfg, splits, model_dir, teacher, resume, verbose, extra_ca
     metadata = _member_metadata(
         cfg, splits, teacher, float(test["accuracy"]),
         float(test["noisy_accuracy"]) if cfg.role != "teacher" else None, seconds,
-        trainer.sigma_range)
+        trainer.sigma_range, earlier_seconds=clock.earlier)
     _refuse_collapsed(cfg, model_dir, metadata, splits, allow_collapsed, ckpt_dir)
     members.export_member(trainer.network, model_dir, metadata)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -402,7 +404,11 @@ def _validation_pipeline(splits: Splits):
 
 
 def _member_metadata(cfg: MemberConfig, splits: Splits, teacher, clean: float,
-                     noisy: float | None, seconds: float, sigma_range=None, **extra) -> dict:
+                     noisy: float | None, seconds: float, sigma_range=None,
+                     earlier_seconds: float | None = 0.0, **extra) -> dict:
+    """The member's cear.json. `seconds` is the last run's training time and
+    `earlier_seconds` what the runs it resumed took (None: unknown, and then train_seconds
+    counts the last run only and train_seconds_complete says so)."""
     metadata = dataclasses.asdict(cfg)
     metadata.update(
         sigma=cfg.sigma if cfg.vga_mode == "per_model" or cfg.role == "teacher" else None,
@@ -415,7 +421,8 @@ def _member_metadata(cfg: MemberConfig, splits: Splits, teacher, clean: float,
         train_examples=int(len(splits.train[1])),
         validation_size=splits.validation_size,
         split_seed=splits.split_seed,
-        train_seconds=round(seconds, 1),
+        train_seconds=round(seconds + (earlier_seconds or 0.0), 1),
+        train_seconds_complete=earlier_seconds is not None,
         **extra,
     )
     return metadata
@@ -565,8 +572,10 @@ def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_c
                       for cfg in configs]
     train_ds = data.without_autotune(
         tf.data.Dataset.zip(tuple(member_batches)).map(stack_member_batches))
+    clock = trainers.TrainingClock(ckpt_dir, _checkpoint_epochs(ckpt_dir))
     callbacks = [
         keras.callbacks.BackupAndRestore(ckpt_dir, delete_checkpoint=False),
+        clock,
         keras.callbacks.CSVLogger(os.path.join(log_dir, "train.csv"), append=True),
         trainers.CollapseGuard(parent, chance_accuracy((splits.validation or splits.train)[1]),
                                 collapse_patience, members=member_dirs, factor=CHANCE_FACTOR),
@@ -581,7 +590,7 @@ def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_c
     for i, (cfg, member_dir) in enumerate(zip(configs, member_dirs)):
         metadata = _member_metadata(
             cfg, splits, teacher, float(test[f"accuracy_{i}"]),
-            float(test[f"noisy_accuracy_{i}"]), seconds,
+            float(test[f"noisy_accuracy_{i}"]), seconds, earlier_seconds=clock.earlier,
             fused_with=[os.path.basename(os.path.normpath(d)) for d in member_dirs],
             train_log=os.path.relpath(os.path.join(log_dir, "train.csv"),
                                       os.path.dirname(os.path.abspath(member_dir))))

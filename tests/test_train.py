@@ -110,6 +110,38 @@ def test_resume_after_interrupted_epoch_continues(tmp_path):
     assert not os.path.exists(model_dir + ".ckpt")  # removed once training finished
 
 
+def test_train_seconds_add_up_over_resumed_runs(tmp_path):
+    splits = tiny_splits()
+    model_dir = str(tmp_path / "m")
+    cfg = _cfg(epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny(cfg, splits, model_dir, verbose=0,
+                   extra_callbacks=[_Interrupt(epoch=1, batch=1)])
+    with open(os.path.join(model_dir + ".ckpt", "train_seconds.json")) as f:
+        first_run = json.load(f)
+    assert first_run["epochs"] == 1 and first_run["seconds"] > 0
+    # Stand-in for a long first run, so the sum cannot pass by the second run alone.
+    with open(os.path.join(model_dir + ".ckpt", "train_seconds.json"), "w") as f:
+        json.dump({"epochs": 1, "seconds": 1000.0}, f)
+    meta = train_tiny(cfg, splits, model_dir, verbose=0)
+    assert 1000.0 < meta["train_seconds"] < 1000.0 + 600
+    assert meta["train_seconds_complete"] is True
+
+
+def test_train_seconds_unknown_before_the_clock_are_flagged(tmp_path):
+    splits = tiny_splits()
+    model_dir = str(tmp_path / "m")
+    cfg = _cfg(epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny(cfg, splits, model_dir, verbose=0,
+                   extra_callbacks=[_Interrupt(epoch=1, batch=0)])
+    os.remove(os.path.join(model_dir + ".ckpt", "train_seconds.json"))  # an older checkpoint
+    meta = train_tiny(cfg, splits, model_dir, verbose=0)
+    assert meta["train_seconds_complete"] is False and meta["train_seconds"] >= 0
+    fresh = train_tiny(cfg, splits, str(tmp_path / "fresh"), verbose=0)
+    assert fresh["train_seconds_complete"] is True and fresh["train_seconds"] > 0
+
+
 def test_noresume_restarts(tmp_path):
     splits = tiny_splits()
     model_dir = str(tmp_path / "m")
