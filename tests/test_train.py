@@ -95,36 +95,31 @@ def _epochs_logged(model_dir):
         return [int(r["epoch"]) for r in csv.DictReader(f)]
 
 
+def _train_until_interrupted(cfg, splits, model_dir, epoch, batch):
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny(cfg, splits, model_dir, verbose=0,
+                   extra_callbacks=[_Interrupt(epoch=epoch, batch=batch)])
+
+
 def test_resume_after_interrupted_epoch_continues(tmp_path):
     splits = tiny_splits()
     model_dir = str(tmp_path / "m")
     cfg = _cfg(epochs=3)
-    with pytest.raises(KeyboardInterrupt):
-        train_tiny(cfg, splits, model_dir, verbose=0,
-                           extra_callbacks=[_Interrupt(epoch=1, batch=1)])
+    _train_until_interrupted(cfg, splits, model_dir, epoch=1, batch=1)
     assert _epochs_logged(model_dir) == [0]
     assert os.path.isdir(model_dir + ".ckpt") and not os.path.exists(model_dir)
-    train_tiny(cfg, splits, model_dir, verbose=0)
+    clock = os.path.join(model_dir + ".ckpt", "train_seconds.json")
+    with open(clock) as f:
+        first_run = json.load(f)
+    assert first_run["epochs"] == 1 and first_run["seconds"] > 0
+    # A stand-in for a long first run, so that the sum cannot pass by the last run alone.
+    with open(clock, "w") as f:
+        json.dump({"epochs": 1, "seconds": 1000.0}, f)
+    meta = train_tiny(cfg, splits, model_dir, verbose=0)
     assert _epochs_logged(model_dir) == [0, 1, 2]  # epoch 0 not trained again
     assert members.is_complete_member(model_dir)
     assert not os.path.exists(model_dir + ".ckpt")  # removed once training finished
-
-
-def test_train_seconds_add_up_over_resumed_runs(tmp_path):
-    splits = tiny_splits()
-    model_dir = str(tmp_path / "m")
-    cfg = _cfg(epochs=3)
-    with pytest.raises(KeyboardInterrupt):
-        train_tiny(cfg, splits, model_dir, verbose=0,
-                   extra_callbacks=[_Interrupt(epoch=1, batch=1)])
-    with open(os.path.join(model_dir + ".ckpt", "train_seconds.json")) as f:
-        first_run = json.load(f)
-    assert first_run["epochs"] == 1 and first_run["seconds"] > 0
-    # Stand-in for a long first run, so the sum cannot pass by the second run alone.
-    with open(os.path.join(model_dir + ".ckpt", "train_seconds.json"), "w") as f:
-        json.dump({"epochs": 1, "seconds": 1000.0}, f)
-    meta = train_tiny(cfg, splits, model_dir, verbose=0)
-    assert 1000.0 < meta["train_seconds"] < 1000.0 + 600
+    assert 1000.0 < meta["train_seconds"] < 1000.0 + 600  # every run's seconds, summed
     assert meta["train_seconds_complete"] is True
 
 
@@ -132,9 +127,7 @@ def test_train_seconds_unknown_before_the_clock_are_flagged(tmp_path):
     splits = tiny_splits()
     model_dir = str(tmp_path / "m")
     cfg = _cfg(epochs=2)
-    with pytest.raises(KeyboardInterrupt):
-        train_tiny(cfg, splits, model_dir, verbose=0,
-                   extra_callbacks=[_Interrupt(epoch=1, batch=0)])
+    _train_until_interrupted(cfg, splits, model_dir, epoch=1, batch=0)
     os.remove(os.path.join(model_dir + ".ckpt", "train_seconds.json"))  # an older checkpoint
     meta = train_tiny(cfg, splits, model_dir, verbose=0)
     assert meta["train_seconds_complete"] is False and meta["train_seconds"] >= 0
@@ -145,9 +138,7 @@ def test_train_seconds_unknown_before_the_clock_are_flagged(tmp_path):
 def test_noresume_restarts(tmp_path):
     splits = tiny_splits()
     model_dir = str(tmp_path / "m")
-    with pytest.raises(KeyboardInterrupt):
-        train_tiny(_cfg(epochs=2), splits, model_dir, verbose=0,
-                           extra_callbacks=[_Interrupt(epoch=1, batch=0)])
+    _train_until_interrupted(_cfg(epochs=2), splits, model_dir, epoch=1, batch=0)
     train_tiny(_cfg(epochs=2), splits, model_dir, resume=False, verbose=0)
     assert _epochs_logged(model_dir) == [0, 1]  # the discarded run's epoch moved aside
     assert os.path.exists(model_dir + ".logs/train.discarded.1.csv")
