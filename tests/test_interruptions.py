@@ -51,6 +51,46 @@ def test_1_a_second_writer_is_refused_naming_the_first(setup):
     assert len(read_rows(path)) == 2
 
 
+def test_1_a_released_lock_leaves_no_file_and_a_stale_one_does_not_block(tmp_path):
+    path = str(tmp_path / "out.tsv")
+    with OutputLock(path):
+        assert os.path.exists(path + ".lock")
+    assert not os.path.exists(path + ".lock")
+    with open(path + ".lock", "w") as f:  # left by a killed process
+        f.write("pid 1: killed\n")
+    with OutputLock(path):
+        with pytest.raises(LockError, match=rf"pid {os.getpid()}"):
+            OutputLock(path).acquire()
+    assert not os.path.exists(path + ".lock")
+
+
+def test_1_a_lock_on_a_deleted_file_is_taken_again_at_the_path(tmp_path, monkeypatch):
+    import fcntl
+    from cear_tf import locking
+    path = str(tmp_path / "out.tsv")
+    real_flock, calls = fcntl.flock, []
+
+    def flock_after_a_release(f, op):
+        # The first time: the holder releases between our open and our flock, deleting the
+        # file, and a third process creates the next one at the path.
+        calls.append(op)
+        if len(calls) == 1:
+            os.remove(path + ".lock")
+            open(path + ".lock", "w").close()
+        return real_flock(f, op)
+
+    monkeypatch.setattr(locking.fcntl, "flock", flock_after_a_release)
+    lock = OutputLock(path).acquire()
+    try:
+        assert len(calls) == 2  # the lock on the deleted file dropped, the path's taken
+        assert os.fstat(lock._file.fileno()).st_ino == os.stat(path + ".lock").st_ino
+        monkeypatch.setattr(locking.fcntl, "flock", real_flock)
+        with pytest.raises(LockError):
+            OutputLock(path).acquire()
+    finally:
+        lock.release()
+
+
 def test_1_locks_guard_weights_merge_and_training(setup, tmp_path):
     out = tmp_path / "w.json"
     holder = OutputLock(str(out)).acquire()
