@@ -404,8 +404,8 @@ def _validation_pipeline(splits: Splits):
 
 
 def _member_metadata(cfg: MemberConfig, splits: Splits, teacher, clean: float,
-                     noisy: float | None, seconds: float, sigma_range=None,
-                     earlier_seconds: float | None = 0.0, **extra) -> dict:
+                     noisy: float | None, seconds: float, sigma_range=None, *,
+                     earlier_seconds: float | None, **extra) -> dict:
     """The member's cear.json. `seconds` is the last run's training time and
     `earlier_seconds` what the runs it resumed took (None: unknown, and then train_seconds
     counts the last run only and train_seconds_complete says so)."""
