@@ -15,15 +15,20 @@ import numpy as np
 from cear_tf.certify_log import read_rows
 
 
-def load_log(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(correct bool [n], radius [n]) of a log."""
+def load_log(path: str, votes: str = "sound") -> tuple[np.ndarray, np.ndarray]:
+    """(correct bool [n], radius [n]) of a log: its certificates, or with votes="pooled" its
+    pooled member-vote columns (the released counting, NOT a certificate: certify_log)."""
     if not os.path.exists(path):
         raise ValueError(f"certify log {path} does not exist")
     rows = read_rows(path)
     if not rows:
         raise ValueError(f"certify log {path} has no complete rows")
-    correct = np.array([r["correct"] in ("1", "True") for r in rows])
-    radius = np.array([float(r["radius"]) for r in rows])
+    prefix = {"sound": "", "pooled": "pooled_"}[votes]
+    if prefix + "radius" not in rows[0]:
+        raise ValueError(f"certify log {path} has no pooled member-vote columns (certify it "
+                         f"with --votes=pooled)")
+    correct = np.array([r[prefix + "correct"] in ("1", "True") for r in rows])
+    radius = np.array([float(r[prefix + "radius"]) for r in rows])
     return correct, radius
 
 

@@ -14,9 +14,10 @@ import os
 import time
 
 import numpy as np
-from absl import flags, logging
+from absl import app, flags, logging
 
 from cear_tf import choices, cli, common_flags, smoothing_flags, specs
+from cear_tf import certify_log
 from cear_tf.certify_log import CertifyLog
 from cear_tf.lazy import lazy_module
 from cear_tf.progress import Progress
@@ -48,6 +49,12 @@ def define_flags() -> None:
                        "plain CERTIFY with --N).")
     flags.DEFINE_bool("xla", False, "Compile the sampling step with XLA (measure first: on the "
                       "2-core CPU it did not help, see cear_tf.bench).")
+    flags.DEFINE_enum("votes", "sound", ["sound", "pooled"],
+                      "sound: one vote per noise draw, the aggregated ensemble's (Cohen's CERTIFY, "
+                      "the certificate). pooled: ALSO log the released code's pooled count of the "
+                      "members' own votes (N*M 'trials', alpha/2) in pooled_* columns, from the "
+                      "same member passes: NOT a valid certificate (the members' votes on one "
+                      "draw are dependent), kept to measure what the released counting does.")
     flags.DEFINE_list("adaptive_stages", ["1000", "10000", "100000"], "Adaptive sampling: cumulative "
                       "estimation draws at which to decide (alpha is split equally).")
 
@@ -143,7 +150,7 @@ def run_certification(smooth: "smoothing.Smooth", images, labels, indices, logs:
                 continue
             c = certificates[name]
             log.write(idx, label, c.prediction, c.radius, c.prediction == label, seconds,
-                      c.count, c.num, c.p_lower)
+                      c.count, c.num, c.p_lower, pooled=c.pooled if log.pooled else None)
         if bar.terminal:
             bar.update(done)
             continue
@@ -159,6 +166,10 @@ def run_certification(smooth: "smoothing.Smooth", images, labels, indices, logs:
 
 def main(argv):
     cli.require(argv, "models", "outfile")
+    pooled = FLAGS.votes == "pooled"
+    if pooled and (FLAGS.target_radius >= 0 or FLAGS.consensus_k):
+        raise app.UsageError("--votes=pooled needs plain CERTIFY with every member on every "
+                             "draw: not with --target_radius or --consensus_k")
     smoothing.check_sample_size(FLAGS.adaptive_stages[-1] if FLAGS.target_radius >= 0 else FLAGS.N, FLAGS.alpha)
     strategy = distribute.make_strategy(FLAGS.strategy)
     with strategy.scope():  # members' variables are placed (mirrored) by the strategy
@@ -176,7 +187,9 @@ def main(argv):
     smooth = smoothing.Smooth(members, info.num_classes, FLAGS.sigma, aggregators,
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
                     strategy=strategy, consensus_k=FLAGS.consensus_k, jit_compile=FLAGS.xla,
-                    fused=loaded.fused)
+                    fused=loaded.fused, pooled_votes=pooled)
+    if pooled:
+        logging.warning("--votes=pooled: %s", certify_log.POOLED_WARNING)
     several = len(aggregators) > 1
     indices = image_indices(len(labels), FLAGS.skip, FLAGS.max, FLAGS.shard, FLAGS.start)
     if not indices:
@@ -206,6 +219,11 @@ def main(argv):
                 strategy=FLAGS.strategy,
                 # Recorded only when reduced, so float32 logs made before the flag resume.
                 precision=FLAGS.precision if FLAGS.precision != "float32" else None)
+            if pooled:  # recorded only when asked, so logs made before the flag resume
+                settings.update(votes="pooled", pooled_votes=dict(
+                    valid_certificate=False, warning=certify_log.POOLED_WARNING,
+                    trials="N * number of members", level=smoothing.POOLED_LEVEL,
+                    abstains="when pooled_p_lower < 0.5"))
             if aggregate.parse_aggregation(a.name)[0] == "gm":
                 settings.update(gm_tolerance=FLAGS.gm_tolerance,
                                 gm_max_iterations=FLAGS.gm_max_iterations)

@@ -1,7 +1,9 @@
 """Cohen-format certify logs: one TSV row per image, flushed as written, resumable.
 
 Header `idx label predict radius correct time` (docs/method.md, section 5), then extra columns
-`count num p_lower`. A `<log>.json` sidecar records the settings the rows were made with,
+`count num p_lower`. A log made with `--votes=pooled` adds the released code's pooled member-vote
+count of the same draws in `pooled_*` columns (predict, radius, correct, count, num, p_lower):
+NOT a certificate (POOLED_WARNING); the sound certificate stays in the main columns. A `<log>.json` sidecar records the settings the rows were made with,
 including a fingerprint of the members' weights and the aggregator's weights; resuming under
 other settings is refused, naming what changed, rather than mixing rows of two experiments.
 One process writes a log at a time (`cear_tf.locking`).
@@ -22,6 +24,24 @@ from cear_tf.locking import OutputLock
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 EXTRA_COLUMNS = ("count", "num", "p_lower")
 HEADER = "\t".join(COLUMNS + EXTRA_COLUMNS)
+POOLED_COLUMNS = ("pooled_predict", "pooled_radius", "pooled_correct", "pooled_count",
+                  "pooled_num", "pooled_p_lower")
+POOLED_WARNING = (
+    "pooled_* columns are NOT a valid certificate: they count the M members' own votes on "
+    "each of the N noise draws as N*M independent trials (the released Certify/core.py), but "
+    "the members' votes on one draw are dependent (same noisy input), so their "
+    "Clopper-Pearson bound and radius are not guaranteed; the radius column is the sound "
+    "one-vote-per-draw certificate")
+
+
+def records_pooled(settings: dict[str, Any]) -> bool:
+    """Whether a log with these settings carries the pooled member-vote columns."""
+    return settings.get("votes") == "pooled"
+
+
+def header_for(settings: dict[str, Any]) -> str:
+    return "\t".join(COLUMNS + EXTRA_COLUMNS
+                     + (POOLED_COLUMNS if records_pooled(settings) else ()))
 
 # Settings that choose which images a log covers, not what a row holds: a log may be resumed
 # or merged across them (rows depend only on the binding settings and the image index).
@@ -82,6 +102,17 @@ def read_rows(path: str) -> list[dict[str, str]]:
             raise LogError(f"{where}: radius {row['radius']!r} is not a number") from None
         if not math.isfinite(radius) or radius < 0:
             raise LogError(f"{where}: radius {row['radius']} is not a finite number >= 0")
+        if "pooled_radius" in row:
+            try:
+                pooled_radius = float(row["pooled_radius"])
+            except ValueError:
+                pooled_radius = float("nan")
+            if not math.isfinite(pooled_radius) or pooled_radius < 0:
+                raise LogError(f"{where}: pooled_radius {row['pooled_radius']!r} is not a "
+                               f"finite number >= 0")
+            if row.get("pooled_correct") not in ("0", "1"):
+                raise LogError(f"{where}: pooled_correct {row.get('pooled_correct')!r} is not "
+                               f"0 or 1")
         if idx < 0:
             raise LogError(f"{where}: idx {idx} is negative")
         if idx in seen:
@@ -125,6 +156,8 @@ class CertifyLog:
         self.path = path
         self.settings_path = path + ".json"
         self.done: set[int] = set()
+        self.header = header_for(settings)
+        self.pooled = records_pooled(settings)
         self._lock = OutputLock(path).acquire()
         try:
             self._open(settings, resume)
@@ -136,6 +169,12 @@ class CertifyLog:
         if os.path.exists(self.path) and resume:
             settings = self._check_settings(settings)
             rows = read_rows(self.path)  # checked before anything is changed
+            with open(self.path, encoding="utf-8") as f:
+                found = f.readline().rstrip("\n")
+            if found != self.header:
+                raise LogError(f"{self.path}: its header has columns {found.split(chr(9))}, "
+                               f"these settings write {self.header.split(chr(9))}; use "
+                               f"another --outfile or pass --noresume (the old log is kept)")
             self._truncate_partial_row()
             self.done = {int(r["idx"]) for r in rows}
             self._write_settings(settings)  # the latest image selection
@@ -149,7 +188,7 @@ class CertifyLog:
                 logging.info("--noresume: the previous log is kept as %s", archive)
             self._write_settings(settings)
             self._file = open(self.path, "w")
-            self._file.write(HEADER + "\n")
+            self._file.write(self.header + "\n")
             self._file.flush()
 
     def _read_settings(self) -> dict[str, Any]:
@@ -218,10 +257,19 @@ class CertifyLog:
                 f.truncate(end)
 
     def write(self, idx: int, label: int, predict: int, radius: float, correct: bool,
-              seconds: float, count: int, num: int, p_lower: float):
+              seconds: float, count: int, num: int, p_lower: float, pooled=None):
+        """Appends one image's row; `pooled` (a smoothing.Certificate of the pooled member
+        votes, not a certificate) is required exactly when the log has pooled columns."""
+        if self.pooled != (pooled is not None):
+            raise ValueError(f"{self.path}: pooled votes {'missing' if self.pooled else 'given'} "
+                             f"for a log {'with' if self.pooled else 'without'} pooled columns")
         row = [str(idx), str(label), str(predict), f"{radius:.6g}", str(int(correct)),
                str(datetime.timedelta(seconds=round(seconds, 4))), str(count), str(num),
                f"{p_lower:.6g}"]
+        if pooled is not None:
+            row += [str(pooled.prediction), f"{pooled.radius:.6g}",
+                    str(int(pooled.prediction == label)), str(pooled.count), str(pooled.num),
+                    f"{pooled.p_lower:.6g}"]
         self._file.write("\t".join(row) + "\n")
         self._file.flush()
         self.done.add(idx)
@@ -292,10 +340,11 @@ def merge_logs(paths, outfile, allow_gaps=False) -> int:
     with OutputLock(outfile):
         if os.path.exists(outfile):
             raise MergeError(f"{outfile} exists; remove it or merge into another file")
-        columns = HEADER.split("\t")
+        header = header_for(first)
+        columns = header.split("\t")
         tmp = outfile + ".tmp"
         with open(tmp, "w") as f:
-            f.write(HEADER + "\n")
+            f.write(header + "\n")
             for idx in sorted(rows):
                 f.write("\t".join(rows[idx][c] for c in columns) + "\n")
         with open(outfile + ".json", "w") as f:

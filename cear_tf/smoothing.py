@@ -9,6 +9,15 @@ radius R, then with probability at least 1 - alpha over its Monte Carlo draws,
 G(x + delta) = c_A for every ||delta||_2 < R. Members share eps within a draw, and each draw
 is one Bernoulli trial of "F predicts c_A", so N draws give a valid Clopper-Pearson bound.
 
+Pooled member votes (the released code's counting, `Certify/core.py`; docs/deviations.md C1)
+are NOT a certificate. They count the M members' own argmax votes on each of the N draws as
+N * M Bernoulli trials. Members see the same noisy input within a draw, so their votes are
+dependent and the Clopper-Pearson bound on N * M "trials" does not bound any probability of
+one classifier: it overstates p_A and the radius (its cap rises from
+sigma * PhiInv(alpha^(1/N)) to sigma * PhiInv((alpha/2)^(1/(N M)))). The engine computes them
+only on request (`pooled_votes=True`), from the same member passes as the sound counts, so a
+reader can see what that counting does to a row; they are logged in their own columns.
+
 With logit noise eps_l > 0 each member also sees its own eta_i ~ N(0, eps_l^2 I), drawn
 afresh per member and per draw: the base classifier is then itself random, and the bound
 still holds because its randomness is redrawn in every trial (Cohen et al., appendix).
@@ -32,6 +41,12 @@ from cear_tf.noise import (NOISE_BLOCK, NOISE_SCHEME, NoiseDomain, Phase,  # noq
                            block_noise, stream_key)
 
 ABSTAIN = -1
+# The key of the pooled member-vote counts in sample_counts' result (never an aggregator name:
+# aggregator names are the aggregations' own, see cear_tf.aggregate).
+POOLED = "pooled member votes"
+# The released code's confidence level for pooled votes: beta.ppf(alpha / 2, ...), the lower
+# end of a two-sided (1 - alpha) Clopper-Pearson interval, i.e. one-sided level alpha / 2.
+POOLED_LEVEL = "two-sided Clopper-Pearson (1 - alpha), i.e. one-sided alpha/2, as Certify/core.py"
 
 
 class NonFiniteError(ValueError):
@@ -45,6 +60,9 @@ class Certificate:
     count: int  # n_A: estimation draws voting for the selected class
     num: int  # N
     p_lower: float
+    # The pooled member-vote "certificate" of the same draws (not a valid certificate; see the
+    # module docstring), when the engine was asked for it.
+    pooled: "Certificate | None" = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +123,42 @@ def certified_radius(p_lower: float, sigma: float) -> float:
     return float(sigma * norm.ppf(p_lower))
 
 
+def certify_decision(selection: np.ndarray, estimation: np.ndarray, n: int, alpha: float,
+                     sigma: float) -> Certificate:
+    """CERTIFY's decision from class counts (Cohen et al. 2019).
+
+    c_A = argmax of the n0 selection counts; n_A = its count among the n estimation draws;
+    p_lower = one-sided (1 - alpha) Clopper-Pearson bound. If p_lower > 1/2, then with
+    probability >= 1 - alpha over the estimation draws the smoothed classifier returns c_A
+    everywhere within L2 radius sigma * PhiInv(p_lower) of x; otherwise abstain (-1, 0.0).
+    """
+    c_a = int(np.argmax(selection))
+    n_a = int(estimation[c_a])
+    p_lower = lower_confidence_bound(n_a, n, alpha)
+    if p_lower > 0.5:
+        return Certificate(c_a, certified_radius(p_lower, sigma), n_a, n, p_lower)
+    return Certificate(ABSTAIN, 0.0, n_a, n, p_lower)
+
+
+def pooled_decision(selection: np.ndarray, estimation: np.ndarray, n: int, num_members: int,
+                    alpha: float, sigma: float) -> Certificate:
+    """The released code's decision from pooled member votes: NOT A CERTIFICATE.
+
+    As `Certify/core.py`: c_A = argmax of the pooled selection votes; n_A its pooled count
+    among the estimation draws' n * M member votes, taken as n * M independent trials;
+    p_lower = beta.ppf(alpha / 2, n_A, n M - n_A + 1) (POOLED_LEVEL); abstain only when
+    p_lower < 1/2. The M votes of one draw are dependent, so p_lower bounds nothing and the
+    radius is not guaranteed (module docstring). Kept to measure what the counting does.
+    """
+    c_a = int(np.argmax(selection))
+    n_a = int(estimation[c_a])
+    trials = int(n) * int(num_members)
+    p_lower = lower_confidence_bound(n_a, trials, alpha / 2)
+    if p_lower < 0.5:
+        return Certificate(ABSTAIN, 0.0, n_a, trials, p_lower)
+    return Certificate(c_a, certified_radius(p_lower, sigma), n_a, trials, p_lower)
+
+
 class Smooth:
     """Monte Carlo smoothing of an ensemble under several aggregators at once.
 
@@ -130,6 +184,10 @@ class Smooth:
         (deterministic) base classifier, so every guarantee above holds for it. 0 = off.
       jit_compile: compile the sampling step with XLA (not with K-consensus, whose
         data-dependent shapes XLA cannot compile).
+      pooled_votes: also count the members' own votes pooled (the released code's counting,
+        NOT a certificate; module docstring): `certify` then attaches each aggregator's
+        certificate the pooled decision of the same draws. Needs every member on every draw,
+        so not with K-consensus.
     """
 
     def __init__(
@@ -146,6 +204,7 @@ class Smooth:
         jit_compile: bool = False,
         noise_domain: NoiseDomain = NoiseDomain.CERTIFY,
         fused=None,
+        pooled_votes: bool = False,
     ):
         if sigma <= 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
@@ -176,6 +235,10 @@ class Smooth:
         self.strategy = strategy or tf.distribute.get_strategy()
         if jit_compile and consensus_k:
             raise ValueError("jit_compile (XLA) cannot be combined with consensus_k")
+        if pooled_votes and consensus_k:
+            raise ValueError("pooled member votes need every member on every draw; they "
+                             "cannot be combined with consensus_k")
+        self.pooled_votes = bool(pooled_votes)
         self._draw_counts = tf.function(self._draw_counts_graph, reduce_retracing=True,
                                         jit_compile=jit_compile or None)
         self._replicated_counts = tf.function(self._replicated_counts_graph,
@@ -201,16 +264,14 @@ class Smooth:
         _check_alpha(alpha)
         selection = self.sample_counts(x, n0, batch_size, idx, Phase.SELECT)
         estimation = self.sample_counts(x, n, batch_size, idx, Phase.ESTIMATE)
-        out = {}
-        for name in self.names:
-            c_a = int(np.argmax(selection[name]))
-            n_a = int(estimation[name][c_a])
-            p_lower = lower_confidence_bound(n_a, n, alpha)
-            if p_lower > 0.5:
-                out[name] = Certificate(c_a, certified_radius(p_lower, self.sigma), n_a, n, p_lower)
-            else:
-                out[name] = Certificate(ABSTAIN, 0.0, n_a, n, p_lower)
-        return out
+        pooled = None
+        if self.pooled_votes:
+            pooled = pooled_decision(selection[POOLED], estimation[POOLED], n,
+                                     len(self.members), alpha, self.sigma)
+        return {name: dataclasses.replace(
+                    certify_decision(selection[name], estimation[name], n, alpha, self.sigma),
+                    pooled=pooled)
+                for name in self.names}
 
     def predict(self, x: np.ndarray, n: int, alpha: float, batch_size: int,
                 idx: int) -> dict[str, int]:
@@ -320,12 +381,14 @@ class Smooth:
     def sample_counts(self, x: np.ndarray, num: int, batch_size: int, idx: int,
                       phase: Phase = Phase.ESTIMATE, first_draw: int = 0) -> dict[str, np.ndarray]:
         """Class counts [K] per aggregator over draws [first_draw, first_draw + num) of the
-        `phase` stream of image `idx`.
+        `phase` stream of image `idx` (and, with pooled_votes, the members' pooled votes [K]
+        under the key POOLED, summing to num * M).
 
         Draws stream in batches of `batch_size`, so memory does not grow with `num`; only
         the counts leave the graph. The counts do not depend on `batch_size`.
         """
-        totals = np.zeros((len(self.aggregators), self.num_classes), np.int64)
+        keys = self.names + ([POOLED] if self.pooled_votes else [])
+        totals = np.zeros((len(keys), self.num_classes), np.int64)
         x = tf.convert_to_tensor(x, tf.float32)
         key = self.stream_key(idx, phase)
         batches = _batch_plan(num, batch_size, first_draw)
@@ -348,7 +411,7 @@ class Smooth:
             self.member_passes += int(passes)
             if self.progress is not None:
                 self.progress(int(totals[0].sum()), int(num))
-        return dict(zip(self.names, totals))
+        return dict(zip(keys, totals))
 
     def noisy_member_probabilities(self, x: np.ndarray, num: int, batch_size: int,
                                    idx: int) -> np.ndarray:
@@ -413,7 +476,12 @@ class Smooth:
         probs, finite = self._noisy_probabilities(x, key, first, num)
         votes = [tf.argmax(aggregator(probs), axis=-1) for aggregator in self.aggregators]
         passes = tf.cast(num, tf.int64) * len(self.members)
-        return self._bincount(votes), finite, passes
+        counts = self._bincount(votes)
+        if self.pooled_votes:
+            # Every member's own vote on every draw: [M, B] -> [1, K].
+            member_votes = tf.reshape(tf.argmax(probs, axis=-1), [-1])
+            counts = tf.concat([counts, self._bincount([member_votes])], axis=0)
+        return counts, finite, passes
 
     def _bincount(self, votes):
         # A one-hot sum rather than tf.math.bincount, whose output size XLA cannot infer.

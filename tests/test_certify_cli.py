@@ -239,3 +239,41 @@ def test_analyze_writes_the_table_to_a_file(tmp_path, capsys):
     # The run ends by saying where the table went.
     assert out.strip().splitlines()[-1] == (f"table: {tmp_path}/t/table.md and "
                                             f"{tmp_path}/t/table.csv")
+
+
+def test_pooled_votes_logged_beside_the_certificate(setup):
+    # Members predict 3, 3, 5 with large margins: every aggregation votes 3 on each draw
+    # (n_A = N = 200); pooled, class 3 has 400 of the 600 member votes.
+    from scipy.stats import beta, norm
+    out = str(setup["root"] / "pooled_{aggregation}.tsv")
+    _certify(setup, out, "--aggregation=mean,mv", "--votes=pooled")
+    sound_out = str(setup["root"] / "sound_{aggregation}.tsv")
+    _certify(setup, sound_out, "--aggregation=mean,mv")
+    p_lower = beta.ppf(0.01 / 2, 400, 600 - 400 + 1)
+    for name in ("mean", "mv"):
+        path = out.replace("{aggregation}", name)
+        rows = read_rows(path)
+        assert list(rows[0])[-6:] == ["pooled_predict", "pooled_radius", "pooled_correct",
+                                      "pooled_count", "pooled_num", "pooled_p_lower"]
+        assert all(r["pooled_count"] == "400" and r["pooled_num"] == "600" for r in rows)
+        assert all(float(r["pooled_radius"]) == pytest.approx(0.25 * norm.ppf(p_lower), rel=1e-5)
+                   for r in rows)
+        # The certificate columns are those of a run without pooled votes.
+        sound = _rows(sound_out.replace("{aggregation}", name))
+        assert [{k: r[k] for k in s} for r, s in zip(_rows(path), sound)] == sound
+        settings = json.load(open(path + ".json"))
+        assert settings["votes"] == "pooled"
+        assert settings["pooled_votes"]["valid_certificate"] is False
+        assert "NOT a valid certificate" in settings["pooled_votes"]["warning"]
+        correct, radius = accuracy.load_log(path, votes="pooled")
+        assert correct.all() and radius == pytest.approx(0.25 * norm.ppf(p_lower), rel=1e-5)
+    # A sound log cannot be resumed as a pooled one, nor read as one.
+    with pytest.raises(LogError, match="votes"):
+        _certify(setup, sound_out, "--aggregation=mean,mv", "--votes=pooled")
+    with pytest.raises(ValueError, match="no pooled member-vote columns"):
+        accuracy.load_log(sound_out.replace("{aggregation}", "mv"), votes="pooled")
+
+
+def test_pooled_votes_refused_with_adaptive_sampling(setup):
+    with pytest.raises(Exception, match="--votes=pooled"):
+        _certify(setup, str(setup["root"] / "x.tsv"), "--votes=pooled", "--target_radius=0.1")

@@ -353,3 +353,77 @@ def test_batch_api_reproduces_per_image_certify_and_derives_distinct_keys():
         smooth.certify_batch(images[:2], 20, 300, 0.01, 64, image_ids=[5, 5])
     answers = smooth.predict_batch(images, 300, 0.01, 64, image_ids=[7, 3, 100, 0])["single"]
     assert answers.dtype == np.int64 and all(a == ABSTAIN or 0 <= a < 3 for a in answers)
+
+
+# ---- pooled member votes (the released code's counting; not a certificate) -----------------
+
+def _pooled_engine(distances, sigma=0.5, aggregations=("mean", "mv")):
+    """Members at the given signed distances; each votes class 1 where its margin is > 0."""
+    members = [linear_member(d) for d in distances]
+    aggs = [aggregate.make_aggregator(a, len(members)) for a in aggregations]
+    return Smooth(members, 2, sigma, aggs, seed=3, pooled_votes=True)
+
+
+def test_pooled_votes_all_correct_give_both_closed_form_radii():
+    sigma, n, alpha, m = 0.5, 2000, 0.001, 5
+    smooth = _pooled_engine([10.0] * m, sigma)  # every member, every draw: class 1
+    got = smooth.certify(X0, 50, n, alpha, 1000, idx=0)
+    sound_cap = sigma * norm.ppf(alpha ** (1 / n))
+    pooled_cap = sigma * norm.ppf((alpha / 2) ** (1 / (n * m)))  # released level: alpha / 2
+    for name in ("mean", "mv"):
+        c = got[name]
+        assert (c.prediction, c.count, c.num) == (1, n, n)
+        assert c.radius == pytest.approx(sound_cap, rel=1e-9)
+        p = c.pooled
+        assert (p.prediction, p.count, p.num) == (1, n * m, n * m)
+        assert p.radius == pytest.approx(pooled_cap, rel=1e-9)
+        assert p.radius > c.radius
+
+
+def test_pooled_votes_count_each_members_own_vote_with_the_released_bound():
+    # Three members always vote 0, two always 1: every aggregation votes 0 on every draw
+    # (n_A = n), the pooled count gives class 0 three fifths of the n * 5 votes.
+    from scipy.stats import beta
+    sigma, n, alpha = 0.25, 1000, 0.01
+    smooth = _pooled_engine([-10.0, -10.0, -10.0, 10.0, 10.0], sigma)
+    c = smooth.certify(X0, 40, n, alpha, 300, idx=4)["mean"]
+    assert (c.prediction, c.count) == (0, n)
+    p = c.pooled
+    assert (p.prediction, p.count, p.num) == (0, 3 * n, 5 * n)
+    p_lower = beta.ppf(alpha / 2, 3 * n, 5 * n - 3 * n + 1)
+    assert p.p_lower == pytest.approx(p_lower, rel=1e-9)
+    assert p.radius == pytest.approx(sigma * norm.ppf(p_lower), rel=1e-9)
+
+
+def test_pooled_votes_come_from_the_same_passes_and_leave_the_certificate_alone():
+    distances = [0.1, 0.15, 0.2]
+    plain = Smooth([linear_member(d) for d in distances], 2, 0.5,
+                   [aggregate.make_aggregator("mv", 3)], seed=3)
+    pooled = _pooled_engine(distances, aggregations=("mv",))
+    a = plain.certify(X0, 100, 3000, 0.001, 700, idx=2)["mv"]
+    b = pooled.certify(X0, 100, 3000, 0.001, 700, idx=2)["mv"]
+    assert a.pooled is None and b.pooled is not None
+    assert (a.prediction, a.radius, a.count, a.num) == (b.prediction, b.radius, b.count, b.num)
+    assert plain.member_passes == pooled.member_passes == 3 * 3100
+    # The pooled votes of the three members sum to 3 * n and do not depend on the batch size.
+    counts = pooled.sample_counts(X0, 3000, 700, idx=2)
+    assert counts["pooled member votes"].sum() == 9000
+    again = pooled.sample_counts(X0, 3000, 1000, idx=2)
+    np.testing.assert_array_equal(counts["pooled member votes"], again["pooled member votes"])
+
+
+def test_pooled_cap_at_the_papers_protocol_exceeds_the_sound_cap():
+    # Table 5's CEAR(RW) 5% at R = 2.0 (CIFAR-10, sigma 0.5, N = 100,000, alpha = 0.001, five
+    # members) lies above the sound cap and below the pooled one.
+    from cear_tf.smoothing import certify_decision, pooled_decision
+    n, m, sigma, alpha = 100_000, 5, 0.5, 0.001
+    sound = certify_decision(np.array([100, 0]), np.array([n, 0]), n, alpha, sigma)
+    pooled = pooled_decision(np.array([100 * m, 0]), np.array([n * m, 0]), n, m, alpha, sigma)
+    assert round(sound.radius, 3) == 1.906 and sound.radius < 2.0
+    assert round(pooled.radius, 3) == 2.085 and pooled.radius > 2.0
+
+
+def test_pooled_votes_refused_with_consensus():
+    with pytest.raises(ValueError, match="consensus_k"):
+        Smooth([linear_member(0.1)] * 3, 2, 0.5, [aggregate.make_aggregator("mv", 3)],
+               consensus_k=1, pooled_votes=True)
