@@ -25,7 +25,7 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 MODEL_NAMES = ("lenet5", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-               "resnet18", "released_mnist_cnn")
+               "resnet18", "released_mnist_cnn", "literature_lenet")
 NOISE_MODES = ("per_model", "per_example")
 VGA_RULES = ("uniform", "released_mnist", "released_cifar")
 STUDENT_LOSSES = ("hinton", "released_mnist")

@@ -63,6 +63,8 @@ _BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "resnet18": resnet_imagenet.resnet18,
     # The authors' released MNIST network (not the paper's LeNet-5): a reproduction option.
     "released_mnist_cnn": released.released_mnist_cnn,
+    # The randomized-smoothing literature's MNIST baseline network (Jeong & Shin 2020, ...).
+    "literature_lenet": lenet.literature_lenet,
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)

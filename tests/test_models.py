@@ -21,6 +21,8 @@ def _cifar_resnet_params(n, k=10):
 @pytest.mark.parametrize("name,shape,k,expected", [
     ("lenet5", (28, 28, 1), 10, 61706),            # classic LeNet-5 count
     ("released_mnist_cnn", (28, 28, 1), 10, 232778),  # the released code's MNIST CNN
+    # conv 20 (520) + conv 50 (25,050) + dense 800->500 (400,500) + dense 500->10 (5,010)
+    ("literature_lenet", (28, 28, 1), 10, 431080),
     ("resnet20", (32, 32, 3), 10, 269722),         # He et al.: 0.27M
     ("resnet110", (32, 32, 3), 10, 1727962),       # He et al.: 1.7M
     ("resnet18", (64, 64, 3), 200, 11271432),      # torchvision 11,689,512 less 7x7 stem/1000-way fc

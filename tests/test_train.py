@@ -212,3 +212,19 @@ def test_clipnorm_reaches_the_optimizer_and_metadata(tmp_path):
     meta = train_tiny(_cfg(clipnorm=1.0), tiny_splits(), str(tmp_path / "m"), verbose=0,
                               extra_callbacks=[Probe()])
     assert seen["clip"] == 1.0 and meta["clipnorm"] == 1.0
+
+
+def test_literature_lenet_trains_with_the_literature_recipe(tmp_path):
+    # The baseline of shared/literature_lenet.toml: unnormalised pixels, SGD with a step
+    # schedule and no gradient clipping; its cear.json records the recipe.
+    cfg = _cfg(role="gaussian", arch="literature_lenet", base_sigma=0.5, normalize=False,
+               epochs=2, learning_rate=0.01, lr_schedule="step", lr_step_epochs=1,
+               lr_gamma=0.1, clipnorm=0.0, weight_decay=1e-3, batch_size=32)
+    path = str(tmp_path / "literature_lenet")
+    train_tiny(cfg, tiny_splits(), path, verbose=0)
+    meta = json.load(open(os.path.join(path, "cear.json")))
+    assert (meta["arch"], meta["normalize"], meta["lr_schedule"], meta["clipnorm"]) == (
+        "literature_lenet", False, "step", 0.0)
+    loaded = tf.saved_model.load(path)
+    assert int(sum(np.prod(v.shape) for v in loaded.trainable_variables)) == 431080
+    assert members.load_member(path)(tf.zeros((2, 28, 28, 1))).shape == (2, 10)
