@@ -79,15 +79,15 @@ def noisy_accuracy(fractions: np.ndarray) -> Accuracy:
     return Accuracy(mean, max(0.0, mean - Z95 * se), min(1.0, mean + Z95 * se), n)
 
 
-def noisy_images(images, indices, sigma: float, draws: int, seed: int):
+def noisy_images(images, indices, sigma: float, draws: int, seed: int,
+                 domain: int = noise.NoiseDomain.MEMBER_ACCURACY):
     """[B * draws, H, W, C]: `draws` unclipped noisy copies of each image, the draws of image
-    i from the stream (seed, MEMBER_ACCURACY, i), the same however images are batched."""
+    i from the stream (seed, domain, i), the same however images are batched."""
     images = tf.convert_to_tensor(images, tf.float32)
     shape = tf.concat([[draws], tf.shape(images)[1:]], axis=0)
 
     def one(idx):
-        key = noise.stream_key(seed, noise.NoiseDomain.MEMBER_ACCURACY, idx,
-                               noise.Phase.ESTIMATE)
+        key = noise.stream_key(seed, noise.NoiseDomain(domain), idx, noise.Phase.ESTIMATE)
         return tf.random.stateless_normal(shape, key)
 
     eps = tf.map_fn(one, tf.convert_to_tensor(indices, tf.int64),

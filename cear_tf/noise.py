@@ -23,6 +23,7 @@ class NoiseDomain(enum.IntEnum):
     MARGIN_VARIANCE = 4  # cear_tf.variance on test images
     ATTACK = 5  # the member noise of the deployed ensemble's queries in cear_tf.attack
     MEMBER_ACCURACY = 6  # members' noisy test accuracy (cear_tf.member_accuracy)
+    RW_WEIGHTS_RELEASED = 7  # the released RW weights' one noisy test copy (weights --rw_fit)
 
 
 class Phase(enum.IntEnum):

@@ -2,6 +2,8 @@
 
 RW (paper eq. 6): lambda_i = a_i / sum_j a_j, a_i = member i's certified accuracy at a radius
 on the validation split, computed by the certify engine in its own noise domain.
+The released code's RW weights (docs/deviations.md A2), a reproduction option: a_i = member
+i's accuracy on one noisy copy of the test set, clipped to [0, 1] as released.
 SWEEN (Liu et al. 2021): lambda = softmax(w), w minimising the negative log-likelihood of
 sum_i lambda_i p_i(x + eps) on noisy validation images. The command line is cear_tf.weights.
 """
@@ -37,6 +39,31 @@ def robust_weights(members, num_classes, images, labels, sigma, radius, n0, n, a
                          f"radius {radius}: RW weights are undefined (lower --radius, raise --N "
                          f"or --num_images)")
     return accuracy / accuracy.sum(), accuracy
+
+def released_robust_weights(members, images, labels, sigma, clip, seed, batch_size):
+    """(lambda [M], accuracies a [M]) as the released `WeightedEnsemble` fits them (A2): a_i =
+    member i's accuracy on one noisy copy x + sigma * eps of each image (the test set there;
+    its own noise stream here, RW_WEIGHTS_RELEASED, seeded where the released one is not),
+    clipped to [0, 1] when `clip`; lambda = a / sum(a)."""
+    import tensorflow as tf
+
+    from cear_tf import member_accuracy
+
+    hits = np.zeros(len(members))
+    for start in range(0, len(labels), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(labels)))
+        noisy = member_accuracy.noisy_images(images[idx], idx, sigma, 1, seed,
+                                             smoothing.NoiseDomain.RW_WEIGHTS_RELEASED)
+        if clip:
+            noisy = tf.clip_by_value(noisy, 0.0, 1.0)
+        for i, member in enumerate(members):
+            hits[i] += np.sum(np.argmax(member(noisy).numpy(), axis=1) == labels[idx])
+    accuracy = hits / len(labels)
+    if accuracy.sum() == 0:
+        raise ValueError(f"no member classifies any of the {len(labels)} noisy images: RW "
+                         f"weights are undefined")
+    return accuracy / accuracy.sum(), accuracy
+
 
 def fit_sween_weights(member_probs: np.ndarray, labels: np.ndarray):
     """softmax(w) minimising -mean log sum_i softmax(w)_i p_i[y] ([M, S, K] probs, [S] labels)."""

@@ -43,6 +43,12 @@ def define_flags() -> None:
     smoothing_flags.define_sampling()
     flags.DEFINE_enum("aggregation", "rw", ["rw", "sween"], "The aggregation whose weights "
                       "are fitted.")
+    flags.DEFINE_enum("rw_fit", "certified", ["certified", "released"],
+                      "RW: certified = each member's certified accuracy at --radius on the "
+                      "validation split (paper eq. 6); released = its accuracy on one noisy "
+                      "copy of the TEST split (clipped with --clip), as the released "
+                      "WeightedEnsemble (docs/deviations.md A2): weights fitted on the test "
+                      "set, a reproduction option only.")
     flags.DEFINE_float("radius", 0.0, "RW: certified accuracy is taken at this radius.")
     flags.DEFINE_integer("num_images", 500, "Validation images used (the first ones).")
     flags.DEFINE_integer("sween_draws", 16, "SWEEN: noise draws per validation image.")
@@ -78,7 +84,9 @@ def _compute_and_save(member_dirs, path):
     loaded = smoothing_flags.load_ensemble()
     members = loaded.members
     info = data.dataset_info(FLAGS.dataset)
-    images, labels = data.load_split(FLAGS.dataset, "validation", FLAGS.data_dir,
+    released = FLAGS.aggregation == "rw" and FLAGS.rw_fit == "released"
+    split = "test" if released else "validation"
+    images, labels = data.load_split(FLAGS.dataset, split, FLAGS.data_dir,
                                      FLAGS.validation_size, FLAGS.split_seed)
     images, labels = images[:FLAGS.num_images], labels[:FLAGS.num_images]
     details = dict(dataset=FLAGS.dataset, sigma=FLAGS.sigma, images=int(len(labels)),
@@ -86,7 +94,14 @@ def _compute_and_save(member_dirs, path):
                    logit_noise=FLAGS.logit_noise, seed=FLAGS.seed, precision=FLAGS.precision,
                    noise=smoothing.NOISE_SCHEME,
                    member_digests=[members_lib.content_digest(d) for d in member_dirs])
-    if FLAGS.aggregation == "rw":
+    if released:
+        weights, accuracy = weighting.released_robust_weights(
+            members, images, labels, FLAGS.sigma, FLAGS.clip, FLAGS.seed, FLAGS.batch)
+        details.update(rw_fit="released", split="test", clip=FLAGS.clip,
+                       noisy_accuracy=accuracy.tolist(),
+                       note="the released WeightedEnsemble's weights (docs/deviations.md A2): "
+                            "each member's accuracy on one noisy copy of the test images")
+    elif FLAGS.aggregation == "rw":
         weights, accuracy = weighting.robust_weights(
             members, info.num_classes, images, labels, FLAGS.sigma, FLAGS.radius, FLAGS.N0,
             FLAGS.N, FLAGS.alpha, FLAGS.batch, FLAGS.logit_noise, FLAGS.clip, FLAGS.seed,

@@ -277,3 +277,17 @@ def test_pooled_votes_logged_beside_the_certificate(setup):
 def test_pooled_votes_refused_with_adaptive_sampling(setup):
     with pytest.raises(Exception, match="--votes=pooled"):
         _certify(setup, str(setup["root"] / "x.tsv"), "--votes=pooled", "--target_radius=0.1")
+
+
+def test_released_rw_weights_fit_on_one_noisy_test_copy(setup, tmp_path):
+    # A2: each member's accuracy on one noisy (clipped) copy of the test images; every test
+    # label is 3, members 0 and 1 always say 3, member 2 always 5.
+    out = str(tmp_path / "released_rw.json")
+    parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.5",
+                 "--batch=5", "--validation_size=10", "--aggregation=rw", "--rw_fit=released",
+                 "--num_images=12", "--clip", f"--outfile={out}"], weights)
+    weights.main(["prog"])
+    record = json.load(open(out))
+    np.testing.assert_allclose(record["weights"], [0.5, 0.5, 0.0])
+    assert record["noisy_accuracy"] == [1.0, 1.0, 0.0] and record["images"] == 12
+    assert (record["rw_fit"], record["split"], record["clip"]) == ("released", "test", True)

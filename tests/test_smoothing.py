@@ -427,3 +427,18 @@ def test_pooled_votes_refused_with_consensus():
     with pytest.raises(ValueError, match="consensus_k"):
         Smooth([linear_member(0.1)] * 3, 2, 0.5, [aggregate.make_aggregator("mv", 3)],
                consensus_k=1, pooled_votes=True)
+
+
+def test_released_rw_weights_match_the_closed_form_noisy_accuracy():
+    # One noisy copy per image: a member voting 1 where pixel 0 > 0.5 is right with
+    # probability Phi(0.25 / sigma) on images whose pixel 0 is 0.75 (labels all 1).
+    from cear_tf import weighting
+    sigma, n = 0.5, 4000
+    images = np.full((n, *SHAPE), 0.5, np.float32)
+    images[:, 0, 0, 0] = 0.75
+    always_one = lambda x: tf.tile(tf.constant([[0.0, 1.0]]), [tf.shape(x)[0], 1])  # noqa: E731
+    lam, acc = weighting.released_robust_weights(
+        [linear_member(0.0), always_one], images, np.ones(n, np.int64), sigma, True, 0, 1000)
+    p = norm.cdf(0.25 / sigma)
+    assert abs(acc[0] - p) < 4 * np.sqrt(p * (1 - p) / n) and acc[1] == 1.0
+    np.testing.assert_allclose(lam, acc / acc.sum())
