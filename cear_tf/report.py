@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 from absl import flags, logging
 
-from cear_tf import accuracy, cli, experiment, paper_claims, paper_tables
+from cear_tf import accuracy, cli, experiment, paper_claims, paper_tables, pooled_votes
 from cear_tf.choices import BY_CLASS_ORDER, ORIGINAL_ORDER, TFDS_ORDER
 from cear_tf.lazy import lazy_module
 
@@ -41,6 +41,10 @@ def define_flags() -> None:
     flags.DEFINE_list("ablation_dir", None, "Also report the released-recipe ablation "
                       "(scripts/mnist_ablation.sh) found in this folder; several folders "
                       "(the same ablation with other ABLATION_SEED) add a table over seeds.")
+    flags.DEFINE_list("pooled_runs", None, "Also compare the sound certificates with the released "
+                      "code's pooled member votes (logs certified with --votes=pooled) in these "
+                      "experiment folders, in <report_dir>/pooled_votes.md (not a certificate; "
+                      "docs/deviations.md C1).")
     flags.DEFINE_string("collect_dir", None, "First copy each run's small files (certify and attack "
                         "logs with their settings, members' cear.json) to <collect_dir>/<run name>, "
                         "and report from there: the copy is what a repository keeps so the report "
@@ -564,10 +568,15 @@ ABLATION_VARIANTS = (
     ("network", "+ released CNN"), ("student_loss", "+ released student loss"),
     ("optimizer", "+ Adam (released students)"), ("vga_rule", "+ released VGA rule"),
     ("all", "all released choices"),
-    ("released_epochs", "all released choices, RandSmooth 75 epochs"))
+    ("released_epochs", "all released choices, RandSmooth 75 epochs"),
+    ("all_released_rw", "all released choices, RW weights as released (A2)"),
+    ("all_80_epochs", "all released choices, students 80 epochs"),
+    ("all_80_epochs_released_rw", "all released choices, students 80 epochs, RW weights as "
+                                  "released (A2)"))
 # A variant that changes another variant rather than the base: the rows it does not certify
 # are that variant's, and its changes are measured from it.
-ABLATION_REFERENCE = {"released_epochs": "all"}
+ABLATION_REFERENCE = {"released_epochs": "all", "all_released_rw": "all",
+                      "all_80_epochs": "all", "all_80_epochs_released_rw": "all_80_epochs"}
 
 
 def _per_image(log, radii):
@@ -911,7 +920,14 @@ def main(argv):
     runs = FLAGS.runs
     if FLAGS.collect_dir:
         runs = [collect(r, FLAGS.collect_dir) for r in runs]
+    if FLAGS.pooled_runs:  # checked before the report is written
+        text = pooled_votes.section(FLAGS.pooled_runs, paper_tables.RADII["mnist"])
     print(build_report(runs, FLAGS.report_dir, FLAGS.plots, FLAGS.ablation_dir, FLAGS.title))
+    if FLAGS.pooled_runs:
+        path = os.path.join(FLAGS.report_dir, "pooled_votes.md")
+        with open(path, "w") as f:
+            f.write(text)
+        print(f"pooled member votes: {path}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ data=(--data_dir="${DATA_DIR:-../shared/datasets}")
 read -r -a stage_extra <<<"${ABLATION_EXTRA:-}"
 IFS=';' read -r -a image_passes <<<"${ABLATION_IMAGE_PASSES:---start=2160 --max=3500;--max=4000}"
 
-variants=(base train_clip certify_clip clip fixed_copy network student_loss optimizer vga_rule all released_epochs)
+variants=(base train_clip certify_clip clip fixed_copy network student_loss optimizer vga_rule all released_epochs
+          all_released_rw all_80_epochs all_80_epochs_released_rw)
 experiment_file() {
   if [[ $1 == base ]]; then echo experiments/mnist_ablation_sigma100.toml
   else echo "experiments/mnist_ablation_sigma100_$1.toml"; fi
