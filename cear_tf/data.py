@@ -125,6 +125,17 @@ def to_float(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32)
 
 
+# Streams of a training pipeline's randomness, derived from the member's seed.
+_SHUFFLE_STREAM = 0x5348  # "SH"
+_AUGMENT_STREAM = 0x4147  # "AG"
+
+
+def _epoch_key(seed: int, stream: int, epoch) -> tf.Tensor:
+    """The int64 [2] stateless key of one epoch's shuffle or augmentation."""
+    return tf.random.experimental.stateless_fold_in(
+        tf.constant([int(seed), stream], tf.int64), tf.cast(epoch, tf.int64))
+
+
 def make_pipeline(
     images: np.ndarray,
     labels: np.ndarray,
@@ -134,9 +145,15 @@ def make_pipeline(
     drop_remainder: bool = False,
     augment: str = "none",
     teacher_logits: np.ndarray | None = None,
+    epochs: range | None = None,
 ) -> tf.data.Dataset:
-    """tf.data pipeline over in-memory arrays: optional per-epoch reshuffle, batch, prefetch.
+    """tf.data pipeline over in-memory arrays: batches of every epoch in `epochs`, one epoch
+    after another, each epoch in its own order when `shuffle`.
 
+    Epoch e's order and augmentation are a function of (seed, e) only (stateless draws), so a
+    pipeline started at epoch k yields exactly what a pipeline started at 0 yields from its
+    k-th epoch on: a training run resumed at an epoch boundary sees the batches the
+    uninterrupted run saw. `epochs` defaults to range(1): one epoch (evaluation).
     augment="flip_crop" applies the standard CIFAR augmentation (random horizontal flip,
     4-pixel zero padding and a random crop back to size), drawn afresh every epoch.
     With `teacher_logits` ([N, K], row i the teacher's logits on images[i]) the batches are
@@ -148,27 +165,52 @@ def make_pipeline(
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+    epochs = range(1) if epochs is None else epochs
+    if epochs.step != 1 or len(epochs) < 1 or epochs.start < 0:
+        raise ValueError(f"epochs must be a non-empty range of epochs >= 0, got {epochs}")
     if teacher_logits is not None:
         if len(teacher_logits) != len(labels):
             raise ValueError(f"{len(teacher_logits)} teacher logits but {len(labels)} labels")
         if augment != "none":
             raise ValueError("teacher logits precomputed on clean images cannot be combined "
                              "with augmentation: the teacher must see the augmented image")
-        ds = tf.data.Dataset.from_tensor_slices(((images, teacher_logits), labels))
+        arrays = ((images, teacher_logits), labels)
     else:
-        ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    if shuffle:
-        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    if augment == "flip_crop":
-        shape = images.shape[1:]
+        arrays = (images, labels)
+    if not shuffle and augment == "none" and len(epochs) == 1:
+        ds = tf.data.Dataset.from_tensor_slices(arrays)
+        return without_autotune(ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(2))
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, arrays)
+    n = len(labels)
+    shape = images.shape[1:]
 
-        def flip_crop(x, y):
-            x = tf.image.random_flip_left_right(x)
+    def gather(index):
+        return tf.nest.map_structure(lambda t: tf.gather(t, index), tensors)
+
+    def one_epoch(epoch):
+        if shuffle:
+            order = tf.argsort(tf.random.stateless_uniform(
+                [n], _epoch_key(seed, _SHUFFLE_STREAM, epoch)))
+        else:
+            order = tf.range(n)
+        ds = tf.data.Dataset.from_tensor_slices(order)
+        if augment == "none":
+            return ds.batch(batch_size, drop_remainder=drop_remainder).map(gather)
+        augment_key = _epoch_key(seed, _AUGMENT_STREAM, epoch)
+
+        def flip_crop(index):
+            x, y = gather(index)
+            key = tf.random.experimental.stateless_fold_in(augment_key, tf.cast(index, tf.int64))
+            x = tf.image.stateless_random_flip_left_right(x, key)
             x = tf.pad(x, [[4, 4], [4, 4], [0, 0]])
-            return tf.image.random_crop(x, shape), y
+            crop_key = tf.random.experimental.stateless_fold_in(key, 1)
+            return tf.image.stateless_random_crop(x, shape, crop_key), y
 
-        ds = ds.map(flip_crop, num_parallel_calls=os.cpu_count() or 1)
-    return without_autotune(ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(2))
+        return ds.map(flip_crop, num_parallel_calls=os.cpu_count() or 1,
+                      deterministic=True).batch(batch_size, drop_remainder=drop_remainder)
+
+    ds = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(one_epoch)
+    return without_autotune(ds.prefetch(2))
 
 
 def without_autotune(ds: tf.data.Dataset) -> tf.data.Dataset:

@@ -4,9 +4,11 @@ Both are `keras.Model` subclasses that wrap the network being trained and overri
 `train_step`/`test_step` (the pattern of keras-io's knowledge-distillation example), so
 `fit`, callbacks, checkpoints and tf.distribute work unchanged.
 
-Noise is drawn inside `train_step` from a `keras.random.SeedGenerator`, so every batch of
-every epoch sees fresh noise (never a fixed noisy copy of the data set), and a run with
-the same seed sees the same noise.
+Noise is drawn inside `train_step`, fresh for every batch of every epoch (never a fixed
+noisy copy of the data set), from a stateless key that is a function of (member seed, training
+step) only: the step is the optimizer's iteration count, which checkpoints restore, so a run
+resumed at an epoch boundary draws exactly what the uninterrupted run would have drawn
+(TRAINING_DRAWS). Evaluation noise is keyed by (member seed, step, batch of the evaluation).
 """
 
 from __future__ import annotations
@@ -21,22 +23,22 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from cear_tf.choices import NOISE_MODES, VGA_RULES
 from cear_tf.distribute import replica_seed, scale_for_replicas
-
-from cear_tf.choices import NOISE_MODES  # noqa: E402
 
 # Separate streams derived from a member's seed, so the VGA draw does not depend on how
 # many random numbers initialisation or shuffling consumed.
 _VGA_STREAM = 0x5647  # "VG"
 _NOISE_STREAM = 0x4E53  # "NS"
+_EVAL_STREAM = 0x4556  # "EV"
+# How a training run draws its randomness (recorded with its checkpoints and members): a
+# checkpoint made under another scheme cannot be continued draw for draw.
+TRAINING_DRAWS = "stateless: batches by (seed, epoch), noise by (seed, step, draw)"
 
 
 def derived_seed(stream: int, seed: int) -> int:
     """An int seed for one purpose (`stream`) of a member with seed `seed`."""
     return int(np.random.default_rng([stream, int(seed)]).integers(2**31 - 1))
-
-
-from cear_tf.choices import VGA_RULES  # noqa: E402
 
 
 def vga_sigma(base_sigma: float, seed: int, rule: str = "uniform",
@@ -73,6 +75,39 @@ def vga_sigma(base_sigma: float, seed: int, rule: str = "uniform",
         return float(base_sigma)
     sign = -1.0 if n % 3 == 0 or n % 4 == 0 else 1.0
     return float(base_sigma + sign * round(rng.uniform(0, base_sigma / 3), 3))
+
+
+class StepNoiseKeys:
+    """The stateless keys of a member's training and evaluation noise.
+
+    Training step t (the optimizer's iteration count, which a checkpoint restores) draws from
+    key(seed, t). An evaluation batch at step t draws from key(seed, t, digest of the batch's
+    pixels), so the same batch gets the same noise whatever ran before in the process. Folded
+    with the replica id under a distribution strategy, so replicas draw their own noise.
+    Nothing here is state a checkpoint must hold.
+    """
+
+    def __init__(self, seed: int):
+        self.train_key = tf.constant([derived_seed(_NOISE_STREAM, seed), 0], tf.int64)
+        self.eval_key = tf.constant([derived_seed(_EVAL_STREAM, seed), 0], tf.int64)
+
+    def train(self, step) -> tf.Tensor:
+        fold = tf.random.experimental.stateless_fold_in
+        return replica_seed(fold(self.train_key, tf.cast(step, tf.int64)))
+
+    def evaluation(self, step, images) -> tf.Tensor:
+        fold = tf.random.experimental.stateless_fold_in
+        key = fold(fold(self.eval_key, tf.cast(step, tf.int64)), _digest(images))
+        return replica_seed(key)
+
+
+def _digest(images: tf.Tensor) -> tf.Tensor:
+    """An int64 that tells batches apart: a weighted sum of the bit patterns of their first
+    pixels (deterministic; two batches collide only if those pixels agree)."""
+    flat = tf.reshape(images, [-1])[:256]
+    bits = tf.cast(tf.bitcast(tf.cast(flat, tf.float32), tf.int32), tf.int64)
+    weights = tf.range(1, tf.size(bits, out_type=tf.int64) + 1, dtype=tf.int64)
+    return tf.reduce_sum(bits * weights) + tf.cast(tf.shape(images)[0], tf.int64)
 
 
 class NoisyInputTrainer(keras.Model):
@@ -112,40 +147,35 @@ class NoisyInputTrainer(keras.Model):
         self.noise_mode = noise_mode
         self.sigma_range = tuple(map(float, sigma_range)) if sigma_range else None
         self.clip = bool(clip)
-        self.noise_seed = keras.random.SeedGenerator(seed=derived_seed(_NOISE_STREAM, seed))
+        self.noise_keys = StepNoiseKeys(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.noisy_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="noisy_accuracy")
 
     # -- noise ---------------------------------------------------------------------------
 
-    def _next_seed(self):
-        # A fresh stateless seed per call, folded with the replica id under a distribution
-        # strategy so that replicas do not draw the same noise.
-        return replica_seed(tf.cast(self.noise_seed.next(), tf.int64))
-
-    def add_noise(self, x):
-        """x + noise at this member's training sigma, fresh on every call (clipped to
-        [0, 1] with `clip`, the released code's choice)."""
+    def add_noise(self, x, key):
+        """x + noise at this member's training sigma drawn from the stateless `key` (clipped
+        to [0, 1] with `clip`, the released code's choice)."""
         if self.noise_mode == "per_example":
             low, high = self.sigma_range
             batch = tf.shape(x)[0]
-            scale = tf.random.stateless_uniform((batch, 1, 1, 1), self._next_seed(), low, high,
-                                                dtype=x.dtype)
+            scale = tf.random.stateless_uniform(
+                (batch, 1, 1, 1), tf.random.experimental.stateless_fold_in(key, 1), low, high,
+                dtype=x.dtype)
         elif self.sigma == 0.0:
             return x
         else:
             scale = tf.cast(self.sigma, x.dtype)
-        noisy = x + scale * tf.random.stateless_normal(tf.shape(x), self._next_seed(),
-                                                       dtype=x.dtype)
+        noisy = x + scale * tf.random.stateless_normal(tf.shape(x), key, dtype=x.dtype)
         return tf.clip_by_value(noisy, 0.0, 1.0) if self.clip else noisy
 
     def clean_and_noisy(self, x):
         """(clean, noisy) batch: a batch [B, 2, H, W, C] holds a fixed noisy copy beside each
-        image (`fixed_noisy_copy`); otherwise the noise is drawn now."""
+        image (`fixed_noisy_copy`); otherwise the noise of this training step is drawn now."""
         if x.shape.rank == 5:
             return x[:, 0], x[:, 1]
-        return x, self.add_noise(x)
+        return x, self.add_noise(x, self.noise_keys.train(self.optimizer.iterations))
 
     # -- keras.Model API -------------------------------------------------------------------
 
@@ -182,7 +212,8 @@ class NoisyInputTrainer(keras.Model):
     def test_step(self, data):
         x, y = _unpack(data)
         clean_logits = self.network(x, training=False)
-        noisy_logits = self.network(self.add_noise(x), training=False)
+        key = self.noise_keys.evaluation(self.optimizer.iterations, x)
+        noisy_logits = self.network(self.add_noise(x, key), training=False)
         self.loss_tracker.update_state(self.compute_member_loss(x, clean_logits, y))
         self.accuracy_tracker.update_state(y, clean_logits)
         self.noisy_accuracy_tracker.update_state(y, noisy_logits)
@@ -335,7 +366,7 @@ class FusedEnsembleTrainer(keras.Model):
         self._teacher_holder = _Untracked(teacher)
         self.clipnorm = float(clipnorm)
         self.clip = bool(clip)
-        self.noise_seed = keras.random.SeedGenerator(seed=derived_seed(_NOISE_STREAM, seed))
+        self.noise_keys = StepNoiseKeys(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_trackers = [keras.metrics.SparseCategoricalAccuracy(name=f"accuracy_{i}")
                                   for i in range(m)]
@@ -349,10 +380,9 @@ class FusedEnsembleTrainer(keras.Model):
     def call(self, x, training=False):
         return self.network(x, training=training)
 
-    def _noisy(self, images):
-        """images [B, M, H, W, C] + N(0, sigma_i^2) per member."""
-        seed = tf.cast(self.noise_seed.next(), tf.int64)
-        noise = tf.random.stateless_normal(tf.shape(images), seed)
+    def _noisy(self, images, key):
+        """images [B, M, H, W, C] + N(0, sigma_i^2) per member, drawn from `key`."""
+        noise = tf.random.stateless_normal(tf.shape(images), key)
         noisy = images + self.sigmas[None, :, None, None, None] * noise
         return tf.clip_by_value(noisy, 0.0, 1.0) if self.clip else noisy
 
@@ -379,7 +409,7 @@ class FusedEnsembleTrainer(keras.Model):
         from cear_tf.models.fused import stack_member_inputs
         images, labels = _unpack(data)
         images, teacher_logits = split_teacher_logits(images)
-        noisy = self._noisy(images)
+        noisy = self._noisy(images, self.noise_keys.train(self.optimizer.iterations))
         with tf.GradientTape() as tape:
             logits = self.network(stack_member_inputs(noisy), training=True)
             losses = self._member_losses(images, logits, labels, teacher_logits)
@@ -400,7 +430,8 @@ class FusedEnsembleTrainer(keras.Model):
         copies = tf.repeat(x[:, None], m, axis=1)  # [B, M, H, W, C]
         from cear_tf.models.fused import stack_member_inputs
         clean = self.network(stack_member_inputs(copies), training=False)
-        noisy = self.network(stack_member_inputs(self._noisy(copies)), training=False)
+        key = self.noise_keys.evaluation(self.optimizer.iterations, x)
+        noisy = self.network(stack_member_inputs(self._noisy(copies, key)), training=False)
         for i in range(m):
             self.accuracy_trackers[i].update_state(y, clean[i])
             self.noisy_trackers[i].update_state(y, noisy[i])

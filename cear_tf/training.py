@@ -209,7 +209,8 @@ def checkpoint_settings(cfg: MemberConfig, splits: Splits, teacher=None) -> dict
     """What a checkpoint's weights depend on: resuming under anything else is refused."""
     return dict(dataclasses.asdict(cfg), train_examples=int(len(splits.train[1])),
                 validation_size=splits.validation_size, split_seed=splits.split_seed,
-                teacher_dir=getattr(teacher, "path", None))
+                teacher_dir=getattr(teacher, "path", None),
+                training_draws=trainers.TRAINING_DRAWS)
 
 
 def _prepare_checkpoint(ckpt_dir: str, settings: dict, resume: bool) -> None:
@@ -231,6 +232,11 @@ def _prepare_checkpoint(ckpt_dir: str, settings: dict, resume: bool) -> None:
         # A setting added after the checkpoint was made matches when it has its default.
         old = {**{k: defaults[k] for k in settings if k not in old and k in defaults}, **old}
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if "training_draws" in diff:
+            raise ValueError(f"{ckpt_dir} was trained under another way of drawing batches and "
+                             f"noise ({old.get('training_draws') or 'an older cear_tf'}; now "
+                             f"{settings['training_draws']!r}), so it cannot be continued draw "
+                             f"for draw; pass --noresume to start the member over")
         if diff:
             details = ", ".join(f"--{k}: checkpoint {old.get(k)!r} vs now {settings.get(k)!r}"
                                 for k in diff)
@@ -350,9 +356,11 @@ def _train_and_export(cfg, splits, model_dir, teacher, resume, verbose, extra_ca
         # Each image travels with its one noisy copy: [N, 2, H, W, C].
         x_train = np.stack([x_train, trainers.fixed_noisy_copy(x_train, cfg.sigma, cfg.seed,
                                                                cfg.train_clip)], axis=1)
+    remaining = _remaining_epochs(ckpt_dir, cfg.epochs)
     train_ds = data.make_pipeline(x_train, y_train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                  augment=cfg.augment, teacher_logits=targets)
-    seconds, test = _fit_and_test(trainer, train_ds, cfg.epochs, splits, callbacks, verbose)
+                                  augment=cfg.augment, teacher_logits=targets, epochs=remaining)
+    seconds, test = _fit_and_test(trainer, train_ds, cfg.epochs, steps, splits, callbacks,
+                                  verbose)
     metadata = _member_metadata(
         cfg, splits, teacher, float(test["accuracy"]),
         float(test["noisy_accuracy"]) if cfg.role != "teacher" else None, seconds,
@@ -385,12 +393,23 @@ def _cached_teacher_logits(cfg: MemberConfig, teacher, images: np.ndarray):
     return logits
 
 
-def _fit_and_test(trainer, train_ds, epochs, splits, callbacks, verbose):
+def _remaining_epochs(ckpt_dir: str, epochs: int) -> range:
+    """The epochs a run still trains: from the checkpoint's (BackupAndRestore restores the
+    same epoch) to the last. The pipeline starts there, so its batches are the ones the
+    uninterrupted run would see (data.make_pipeline). With every epoch done, the last one
+    stands in for the empty rest (fit trains nothing then)."""
+    finished = min(_checkpoint_epochs(ckpt_dir), epochs)
+    return range(min(finished, epochs - 1), epochs)
+
+
+def _fit_and_test(trainer, train_ds, epochs, steps_per_epoch, splits, callbacks, verbose):
     """(training seconds, test metrics) of fitting `trainer` and evaluating it on the test
-    split."""
+    split. `train_ds` yields the batches of the remaining epochs back to back, so one iterator
+    serves every epoch (steps_per_epoch)."""
     start = time.time()
-    trainer.fit(train_ds, epochs=epochs, validation_data=_validation_pipeline(splits),
-                callbacks=callbacks, shuffle=False, verbose=verbose)
+    trainer.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                validation_data=_validation_pipeline(splits), callbacks=callbacks,
+                shuffle=False, verbose=verbose)
     seconds = time.time() - start
     test = trainer.evaluate(data.make_pipeline(*splits.test, batch_size=512, shuffle=False),
                             verbose=0, return_dict=True)
@@ -417,6 +436,7 @@ def _member_metadata(cfg: MemberConfig, splits: Splits, teacher, clean: float,
         and cfg.vga_mode == "per_model" else None,
         clean_test_accuracy=clean,
         noisy_test_accuracy=noisy,
+        training_draws=trainers.TRAINING_DRAWS,
         teacher_dir=getattr(teacher, "path", None),
         train_examples=int(len(splits.train[1])),
         validation_size=splits.validation_size,
@@ -567,8 +587,10 @@ def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_c
     os.makedirs(log_dir, exist_ok=True)
     align_train_log(log_dir, ckpt_dir)
     targets = _cached_teacher_logits(first, teacher, x_train)
+    remaining = _remaining_epochs(ckpt_dir, first.epochs)
     member_batches = [data.make_pipeline(x_train, y_train, cfg.batch_size, shuffle=True,
-                                         seed=cfg.seed, teacher_logits=targets)
+                                         seed=cfg.seed, teacher_logits=targets,
+                                         epochs=remaining)
                       for cfg in configs]
     train_ds = data.without_autotune(
         tf.data.Dataset.zip(tuple(member_batches)).map(stack_member_batches))
@@ -583,7 +605,8 @@ def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_c
     ]
     logging.info("training %d members as one fused network: %s", len(configs),
                  ", ".join(member_dirs))
-    seconds, test = _fit_and_test(trainer, train_ds, first.epochs, splits, callbacks, verbose)
+    seconds, test = _fit_and_test(trainer, train_ds, first.epochs, steps, splits, callbacks,
+                                  verbose)
     build = lambda: models.build_model(first.arch, info.image_shape, info.num_classes,  # noqa: E731
                                        normalization)
     exported, collapsed = [], []

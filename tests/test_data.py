@@ -157,10 +157,11 @@ def test_tinyimagenet_layout(tmp_path, archive):
 def test_pipeline_shuffles_batches_and_keeps_pairs(rng):
     images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
     labels = np.arange(10)
-    ds = data.make_pipeline(images, labels, batch_size=4, shuffle=True, seed=1)
-    epoch1 = [(x.numpy(), y.numpy()) for x, y in ds]
-    epoch2 = [(x.numpy(), y.numpy()) for x, y in ds]
-    assert [len(y) for _, y in epoch1] == [4, 4, 2]
+    ds = data.make_pipeline(images, labels, batch_size=4, shuffle=True, seed=1,
+                            epochs=range(2))
+    batches = [(x.numpy(), y.numpy()) for x, y in ds]
+    epoch1, epoch2 = batches[:3], batches[3:]
+    assert [len(y) for _, y in batches] == [4, 4, 2, 4, 4, 2]  # no batch spans two epochs
     for x, y in epoch1:
         np.testing.assert_array_equal(x.reshape(-1), y)
     order1 = np.concatenate([y for _, y in epoch1])
@@ -169,6 +170,26 @@ def test_pipeline_shuffles_batches_and_keeps_pairs(rng):
     assert not np.array_equal(order1, order2)  # reshuffled each epoch
     with pytest.raises(ValueError, match="batch_size"):
         data.make_pipeline(images, labels, batch_size=0, shuffle=False)
+
+
+@pytest.mark.parametrize("augment", ["none", "flip_crop"])
+def test_a_pipeline_started_at_epoch_k_yields_the_full_runs_batches_from_k(augment):
+    # What a resumed training run sees: epoch e's order and augmentation depend on (seed, e).
+    images = np.random.default_rng(0).random((11, 6, 6, 1)).astype(np.float32)
+    labels = np.arange(11)
+    full = [b for b in data.make_pipeline(images, labels, 4, shuffle=True, seed=3,
+                                          augment=augment, epochs=range(0, 4))]
+    resumed = [b for b in data.make_pipeline(images, labels, 4, shuffle=True, seed=3,
+                                             augment=augment, epochs=range(2, 4))]
+    assert len(full) == 12 and len(resumed) == 6
+    for (x, y), (rx, ry) in zip(full[6:], resumed):
+        np.testing.assert_array_equal(x, rx)
+        np.testing.assert_array_equal(y, ry)
+    other_seed = [b for b in data.make_pipeline(images, labels, 4, shuffle=True, seed=4,
+                                                augment=augment, epochs=range(2, 4))]
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(resumed, other_seed))
+    with pytest.raises(ValueError, match="epochs"):
+        data.make_pipeline(images, labels, 4, shuffle=True, epochs=range(3, 3))
 
 
 def test_pipelines_run_without_autotune_and_keep_seeded_order():

@@ -202,6 +202,22 @@ def test_3_checkpoint_of_other_settings_refused(tmp_path):
     assert _epochs_logged(model_dir) == [0, 1]
 
 
+def test_3_checkpoint_of_an_older_draw_scheme_refused(tmp_path):
+    # A checkpoint from before batches and noise were keyed by (seed, epoch, step) cannot be
+    # continued draw for draw: refused in one line that says how to start over.
+    model_dir = str(tmp_path / "m")
+    cfg = _cfg(role="gaussian", base_sigma=0.25, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny(cfg, tiny_splits(), model_dir, verbose=0,
+                   extra_callbacks=[_Interrupt(epoch=1, batch=0)])
+    settings = os.path.join(model_dir + ".ckpt", "cear_settings.json")
+    recorded = json.load(open(settings))
+    del recorded["training_draws"]
+    json.dump(recorded, open(settings, "w"))
+    with pytest.raises(ValueError, match="another way of drawing batches and noise.*--noresume"):
+        train_tiny(cfg, tiny_splits(), model_dir, verbose=0)
+
+
 # 4. The checkpoint outlives fit until the member is exported; a torn one is named.
 def test_4_kill_before_export_retrains_nothing(tmp_path, monkeypatch):
     model_dir = str(tmp_path / "m")

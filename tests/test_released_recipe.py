@@ -57,7 +57,7 @@ def test_trainer_uses_the_fixed_copy_and_clips_fresh_noise():
     net = keras.Sequential([keras.Input((3, 3, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
     trainer = trainers.NoisyInputTrainer(net, 1.0, clip=True)
     x = tf.fill((2, 3, 3, 1), 0.5)
-    noisy = trainer.add_noise(x)
+    noisy = trainer.add_noise(x, trainer.noise_keys.train(0))
     assert float(tf.reduce_min(noisy)) >= 0 and float(tf.reduce_max(noisy)) <= 1
     pair = tf.stack([x, x + 0.25], axis=1)  # [B, 2, H, W, C]
     clean, fixed = trainer.clean_and_noisy(pair)

@@ -52,8 +52,9 @@ def test_per_example_noise_scales_lie_in_range():
                                          sigma_range=(0.25, 0.75), seed=1)
     x = np.zeros((4, 28, 28, 1), np.float32)
     stds = []
-    for _ in range(20):
-        stds.extend(trainer.add_noise(x).numpy().reshape(4, -1).std(axis=1))
+    for step in range(20):
+        key = trainer.noise_keys.train(step)
+        stds.extend(trainer.add_noise(x, key).numpy().reshape(4, -1).std(axis=1))
     stds = np.asarray(stds)
     assert stds.min() > 0.25 * 0.93 and stds.max() < 0.75 * 1.07
     assert stds.std() > 0.08  # different inputs draw different scales
@@ -124,3 +125,25 @@ def test_distiller_rejects_bad_parameters(kwargs, match):
         trainers.Distiller(net, net, **kwargs)
     with pytest.raises(ValueError, match="sigma"):
         trainers.vga_sigma(0.0, 1)
+
+
+def test_training_noise_is_a_function_of_seed_and_step_only():
+    # The draws of step t do not depend on what ran before (a resumed run draws the same),
+    # differ between steps and seeds, and evaluation noise is keyed by the batch.
+    network, _ = _recording_network()
+    x = np.zeros((4, 28, 28, 1), np.float32)
+
+    def draw(seed, step):
+        trainer = trainers.NoisyInputTrainer(network, sigma=0.5, seed=seed)
+        return trainer.add_noise(x, trainer.noise_keys.train(step)).numpy()
+
+    first = draw(1, 7)
+    for step in range(3):  # other draws in between change nothing
+        draw(1, step)
+    np.testing.assert_array_equal(first, draw(1, 7))
+    assert not np.allclose(first, draw(1, 8)) and not np.allclose(first, draw(2, 7))
+    keys = trainers.StepNoiseKeys(1)
+    a, b = np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(keys.evaluation(5, a), keys.evaluation(5, a))
+    assert not np.array_equal(keys.evaluation(5, a), keys.evaluation(5, b))
+    assert not np.array_equal(keys.evaluation(5, a), keys.evaluation(6, a))
