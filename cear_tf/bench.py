@@ -75,6 +75,9 @@ def define_flags() -> None:
                       "their input gradient, as cear_tf.attack queries them) on --num_members "
                       "LeNet-5 members, fused vs one by one, at each of these logit noises "
                       "(one more table; empty: not measured).")
+    flags.DEFINE_integer("input_check_images", 0, "Also time certify_batch on this many "
+                         "images through LeNet-5 engines with the input contract's check on and "
+                         "off (0 = skip).")
     flags.DEFINE_string("outfile", None, "Also write the raw measurements as JSON.")
 
     flags.register_validator("num_members", lambda v: v >= 1,
@@ -484,6 +487,29 @@ def _interleaved_seconds(functions, x, repeats: int, calls: int) -> dict[str, li
     return seconds
 
 
+def measure_input_check(m: int, images: int, repeats: int, n: int = 10_000,
+                        batch: int = 1000) -> dict:
+    """Seconds of Smooth.certify_batch (n0 100, n draws) on `images` MNIST-sized images with the
+    input contract checked and not, LeNet-5 members fused as cear_tf fuses them; the two
+    engines run in turn within each repeat."""
+    shape = SETTINGS["lenet5"]["shape"]
+    networks = _members("lenet5", m, shape, 10)
+    x = np.random.default_rng(0).random((images, *shape)).astype(np.float32)
+    engines = {}
+    for check in (True, False):
+        engine = _fused_engine("lenet5", networks, 10, _aggregators(m))
+        engine.check_inputs = check
+        engine.certify_batch(x[:1], 10, batch, 0.001, batch)  # trace
+        engines["checked" if check else "unchecked"] = engine
+    seconds = {name: [] for name in engines}
+    for _ in range(repeats):
+        for name, engine in engines.items():
+            start = time.perf_counter()
+            engine.certify_batch(x, 100, n, 0.001, batch, image_ids=range(images))
+            seconds[name].append(time.perf_counter() - start)
+    return dict(images=images, n=n, members=m, seconds=seconds)
+
+
 def _student_configs(m: int, batch: int):
     """M CEAR students as cear_tf.train makes them (seeds 0..M-1, T = 2, 3, ..., VGA)."""
     base = training.MemberConfig(role="student", arch="lenet5", dataset="mnist", seed=0,
@@ -697,10 +723,23 @@ def main(argv):
             print(f"| {eps:g} | {_stats([row['calls'] / t for t in one], 1)} | "
                   f"{_stats([row['calls'] / t for t in fused], 1)} | "
                   f"{_stats([a / b for a, b in zip(one, fused)])}x |")
+    checked = {}
+    if FLAGS.input_check_images:
+        checked = measure_input_check(FLAGS.num_members, FLAGS.input_check_images,
+                                      FLAGS.repeats, n=FLAGS.draws or 10_000)
+        on, off = checked["seconds"]["checked"], checked["seconds"]["unchecked"]
+        print(f"\ninput contract check (cear_tf.input_contract): certify_batch of "
+              f"{checked['images']} images, N = {checked['n']}, {checked['members']} LeNet-5 "
+              f"members fused (median, min-max over repeats; interleaved)")
+        print("| images/s checked | images/s unchecked | checked vs unchecked time |")
+        print("|---|---|---|")
+        print(f"| {_stats([checked['images'] / t for t in on], 3)} | "
+              f"{_stats([checked['images'] / t for t in off], 3)} | "
+              f"{_stats([a / b for a, b in zip(on, off)], 4)}x |")
     if FLAGS.outfile:
         with open(FLAGS.outfile, "w") as f:
             json.dump(dict(results=results, batch_sweep=sweeps, training=trained,
-                           conv1=conv1, attack=attacked), f, indent=2)
+                           conv1=conv1, attack=attacked, input_check=checked), f, indent=2)
 
 
 if __name__ == "__main__":

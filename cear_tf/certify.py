@@ -27,6 +27,7 @@ aggregate = lazy_module("cear_tf.aggregate")
 data = lazy_module("cear_tf.data")
 distribute = lazy_module("cear_tf.distribute")
 smoothing = lazy_module("cear_tf.smoothing")
+input_contract = lazy_module("cear_tf.input_contract")
 
 FLAGS = flags.FLAGS
 
@@ -97,14 +98,6 @@ def image_indices(total: int, skip: int, max_index: int, shard: str = "0/1",
     stop = total if max_index < 0 else min(total, max_index)
     i, n = parse_shard(shard)
     return list(range(start, stop, skip))[i::n]
-
-
-def check_images(images: np.ndarray, where: str) -> None:
-    if not np.all(np.isfinite(images)):
-        raise ValueError(f"{where}: images contain NaN or Inf")
-    if images.min() < 0 or images.max() > 1:
-        raise ValueError(f"{where}: pixel values span [{images.min()}, {images.max()}], "
-                         f"expected [0, 1]")
 
 
 def run_certification(smooth: "smoothing.Smooth", images, labels, indices, logs: dict[str, CertifyLog],
@@ -183,7 +176,9 @@ def main(argv):
         logging.warning("--aggregation=single certifies only the first member, %s", member_dirs[0])
     images, labels = data.load_split(FLAGS.dataset, FLAGS.split, FLAGS.data_dir,
                                      FLAGS.validation_size, FLAGS.split_seed)
-    check_images(images, f"{FLAGS.dataset} {FLAGS.split}")
+    input_contract.check_images(images, members[0].input_shape,
+                                where=f"the {FLAGS.dataset} {FLAGS.split} images read from "
+                                      f"--data_dir={FLAGS.data_dir}")
     smooth = smoothing.Smooth(members, info.num_classes, FLAGS.sigma, aggregators,
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
                     strategy=strategy, consensus_k=FLAGS.consensus_k, jit_compile=FLAGS.xla,

@@ -4,7 +4,10 @@
       --sigma=1.0 --N=1000 --alpha=0.001 --export_dir=exported/mnist_cear_gm_sigma100
 
 The SavedModel needs TensorFlow only (no cear_tf), so TF Serving and `tf.saved_model.load`
-serve it. Its signatures take float32 images [B, H, W, C] with pixels in [0, 1]:
+serve it. Its signatures take float32 images [B, H, W, C] of the members' shape with every
+pixel finite and in [0, 1] (cear_tf.input_contract), and refuse any other batch with an
+InvalidArgumentError that names the rule, the image and the value (--nocheck_inputs: no
+check, for members made for another range; recorded in smoothed.json):
 
   serving_default(images)             fresh noise on every call;
   predict_keyed(images, image_ids)    the noise of cear_tf's PREDICT stream of each image id
@@ -29,6 +32,7 @@ from cear_tf.lazy import lazy_module
 # Loaded when main runs, so --help answers without TensorFlow.
 smoothing = lazy_module("cear_tf.smoothing")
 smoothed_model = lazy_module("cear_tf.smoothed_model")
+input_contract = lazy_module("cear_tf.input_contract")
 
 FLAGS = flags.FLAGS
 
@@ -40,6 +44,9 @@ def define_flags() -> None:
     common_flags.define_output_dir()
     smoothing_flags.define_ensemble()
     smoothing_flags.define_sampling(selection=False)
+    flags.DEFINE_bool("check_inputs", True, "Refuse images that break the input contract "
+                      "(float32, finite, in [0, 1], the members' shape) in both signatures; "
+                      "--nocheck_inputs only for members made for another range.")
     flags.DEFINE_string("export_dir", None, "Directory to write the smoothed ensemble's "
                         "SavedModel to ('{output_dir}' is replaced by --output_dir).")
 
@@ -56,7 +63,7 @@ def main(argv):
     members, member_dirs, aggregators = loaded.members, loaded.member_dirs, loaded.aggregators
     smooth = smoothing.Smooth(members, members[0].num_classes, FLAGS.sigma, aggregators,
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
-                    fused=loaded.fused)
+                    fused=loaded.fused, check_inputs=FLAGS.check_inputs)
     settings = dict(
         aggregation=aggregators[0].name,
         models=[os.path.relpath(os.path.abspath(d), os.path.abspath(export_dir))
@@ -65,6 +72,8 @@ def main(argv):
         sigma=FLAGS.sigma, logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, N=FLAGS.N,
         alpha=FLAGS.alpha, batch=FLAGS.batch, seed=FLAGS.seed, noise=smoothing.NOISE_SCHEME,
         input_shape=list(members[0].input_shape), num_classes=members[0].num_classes,
+        check_inputs=FLAGS.check_inputs,
+        input_contract=input_contract.RULE if FLAGS.check_inputs else None,
         signatures={"serving_default": "images -> prediction, counts, p_value (fresh noise)",
                     "predict_keyed": "images, image_ids -> the same, noise of cear_tf's "
                                      "PREDICT stream of each image id under seed"})

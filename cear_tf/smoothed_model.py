@@ -10,6 +10,7 @@ from __future__ import annotations
 import tensorflow as tf
 from absl import logging
 
+from cear_tf import input_contract
 from cear_tf import members as members_lib
 from cear_tf import smoothing
 from cear_tf.smoothing import NoiseDomain, Phase, Smooth
@@ -32,7 +33,9 @@ class SmoothedEnsemble(tf.Module):
 
     The engine's members, aggregator and noise are traced into the graph; `n`, `alpha` and
     `batch_size` are fixed at export. Each image's N draws are counted in batches of
-    `batch_size`, so memory does not grow with N.
+    `batch_size`, so memory does not grow with N. Unless the engine's check_inputs is off,
+    both signatures refuse images that break the input contract (cear_tf.input_contract)
+    with an InvalidArgumentError naming the rule, the image's index and the value.
     """
 
     def __init__(self, smooth: Smooth, n: int, alpha: float, batch_size: int,
@@ -52,20 +55,30 @@ class SmoothedEnsemble(tf.Module):
         self.num_classes = smooth.num_classes
 
     def signatures(self, image_shape):
-        images = tf.TensorSpec([None, *image_shape], tf.float32, name="images")
+        self._image_shape = tuple(int(d) for d in image_shape)
+        # Any shape is accepted at the signature, so a wrong one reaches the contract's check
+        # (and its message) instead of a bare shape error.
+        images = tf.TensorSpec(None, tf.float32, name="images")
         ids = tf.TensorSpec([None], tf.int64, name="image_ids")
         serving = tf.function(self._predict_fresh, input_signature=[images])
         keyed = tf.function(self._predict_keyed, input_signature=[images, ids])
         return {"serving_default": serving.get_concrete_function(),
                 "predict_keyed": keyed.get_concrete_function()}
 
+    def _checked(self, images):
+        if not self._smooth.check_inputs:
+            return tf.ensure_shape(images, [None, *self._image_shape])
+        return input_contract.graph_check(images, self._image_shape)
+
     def _predict_fresh(self, images):
+        images = self._checked(images)
         # Random stream keys per call: a stateful op, so every call draws new noise.
         keys = tf.random.uniform([tf.shape(images)[0], 2], minval=tf.int64.min,
                                  maxval=tf.int64.max, dtype=tf.int64)
         return self._predict(images, keys)
 
     def _predict_keyed(self, images, image_ids):
+        images = self._checked(images)
         tf.debugging.assert_equal(tf.shape(image_ids)[0], tf.shape(images)[0],
                                   message="one image id per image")
         tf.debugging.assert_non_negative(image_ids, message="image ids must be >= 0")

@@ -34,6 +34,7 @@ import tensorflow as tf
 from scipy.stats import binomtest, norm
 from statsmodels.stats.proportion import proportion_confint
 
+from cear_tf import input_contract
 from cear_tf.aggregate import Aggregator
 from cear_tf.deployed import DeployedEnsemble
 # The noise streams live in cear_tf.noise; these names stay importable from here.
@@ -184,6 +185,10 @@ class Smooth:
         (deterministic) base classifier, so every guarantee above holds for it. 0 = off.
       jit_compile: compile the sampling step with XLA (not with K-consensus, whose
         data-dependent shapes XLA cannot compile).
+      check_inputs: refuse images that break the input contract (cear_tf.input_contract:
+        [H, W, C] of the members' input shape, float32, finite, in [0, 1]) before any member
+        runs, with an InputContractError naming the rule, the image and the value. False
+        only for members made for another range.
       pooled_votes: also count the members' own votes pooled (the released code's counting,
         NOT a certificate; module docstring): `certify` then attaches each aggregator's
         certificate the pooled decision of the same draws. Needs every member on every draw,
@@ -205,6 +210,7 @@ class Smooth:
         noise_domain: NoiseDomain = NoiseDomain.CERTIFY,
         fused=None,
         pooled_votes: bool = False,
+        check_inputs: bool = True,
     ):
         if sigma <= 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
@@ -239,6 +245,8 @@ class Smooth:
             raise ValueError("pooled member votes need every member on every draw; they "
                              "cannot be combined with consensus_k")
         self.pooled_votes = bool(pooled_votes)
+        self.check_inputs = bool(check_inputs)
+        self.input_shape = _image_shape(members[0])
         self._draw_counts = tf.function(self._draw_counts_graph, reduce_retracing=True,
                                         jit_compile=jit_compile or None)
         self._replicated_counts = tf.function(self._replicated_counts_graph,
@@ -262,8 +270,9 @@ class Smooth:
         """
         _check_positive(n0=n0, n=n, batch_size=batch_size)
         _check_alpha(alpha)
-        selection = self.sample_counts(x, n0, batch_size, idx, Phase.SELECT)
-        estimation = self.sample_counts(x, n, batch_size, idx, Phase.ESTIMATE)
+        x = self._checked(x, idx)
+        selection = self._sample_counts(x, n0, batch_size, idx, Phase.SELECT)
+        estimation = self._sample_counts(x, n, batch_size, idx, Phase.ESTIMATE)
         pooled = None
         if self.pooled_votes:
             pooled = pooled_decision(selection[POOLED], estimation[POOLED], n,
@@ -280,7 +289,7 @@ class Smooth:
         from G(x) with probability at most alpha."""
         _check_positive(n=n, batch_size=batch_size)
         _check_alpha(alpha)
-        counts = self.sample_counts(x, n, batch_size, idx, Phase.PREDICT)
+        counts = self._sample_counts(self._checked(x, idx), n, batch_size, idx, Phase.PREDICT)
         out = {}
         for name in self.names:
             order = np.argsort(-counts[name], kind="stable")
@@ -301,7 +310,7 @@ class Smooth:
         derived from its pixels (`content_id`), so no two different images share draws and
         the same image always gets the same ones.
         """
-        ids = self._image_ids(images, image_ids)
+        images, ids = self._checked_batch(images, image_ids)
         results = [self.certify(x, n0, n, alpha, batch_size, idx=i) for x, i in zip(images, ids)]
         return {name: Certificates.stack([r[name] for r in results], ids)
                 for name in self.names}
@@ -311,9 +320,25 @@ class Smooth:
         """PREDICT on every image of `images`: per aggregator an int array of classes (-1 =
         abstain); each answer differs from the smoothed classifier's with probability at most
         alpha. Image ids as for `certify_batch`."""
-        ids = self._image_ids(images, image_ids)
+        images, ids = self._checked_batch(images, image_ids)
         results = [self.predict(x, n, alpha, batch_size, idx=i) for x, i in zip(images, ids)]
         return {name: np.array([r[name] for r in results], np.int64) for name in self.names}
+
+    def _checked(self, x, idx):
+        """One image after the input contract (unless check_inputs is off)."""
+        if not self.check_inputs:
+            return x
+        return input_contract.check_image(x, self.input_shape, idx)
+
+    def _checked_batch(self, images, image_ids):
+        """(images [B, H, W, C] float32, their ids) after the input contract: refused images
+        are named by their id where given, else by their position."""
+        if self.check_inputs:
+            ids = None if image_ids is None else [int(i) for i in image_ids]
+            if ids is not None and len(ids) != len(images):
+                raise ValueError(f"{len(ids)} image ids for {len(images)} images")
+            images = input_contract.check_images(images, self.input_shape, ids)
+        return images, self._image_ids(images, image_ids)
 
     @staticmethod
     def _image_ids(images, image_ids):
@@ -350,7 +375,8 @@ class Smooth:
             raise ValueError(f"stages must be increasing sample counts >= 1, got {stages}")
         level = alpha / len(stages)
         p_thr = float(norm.cdf(radius / self.sigma))
-        selection = self.sample_counts(x, n0, batch_size, idx, Phase.SELECT)
+        x = self._checked(x, idx)
+        selection = self._sample_counts(x, n0, batch_size, idx, Phase.SELECT)
         c_a = {name: int(np.argmax(selection[name])) for name in self.names}
         counts = {name: 0 for name in self.names}
         decided: dict[str, RadiusDecision] = {}
@@ -358,7 +384,7 @@ class Smooth:
         for j, total in enumerate(stages):
             # Stage j adds draws [drawn, total) of the estimation stream: the cumulative
             # sample is the first `total` draws, as a plain CERTIFY with N = total sees.
-            new = self.sample_counts(x, total - drawn, batch_size, idx, Phase.ESTIMATE, drawn)
+            new = self._sample_counts(x, total - drawn, batch_size, idx, Phase.ESTIMATE, drawn)
             drawn = total
             last = j == len(stages) - 1
             for name in self.names:
@@ -387,6 +413,10 @@ class Smooth:
         Draws stream in batches of `batch_size`, so memory does not grow with `num`; only
         the counts leave the graph. The counts do not depend on `batch_size`.
         """
+        return self._sample_counts(self._checked(x, idx), num, batch_size, idx, phase,
+                                   first_draw)
+
+    def _sample_counts(self, x, num, batch_size, idx, phase=Phase.ESTIMATE, first_draw=0):
         keys = self.names + ([POOLED] if self.pooled_votes else [])
         totals = np.zeros((len(keys), self.num_classes), np.int64)
         x = tf.convert_to_tensor(x, tf.float32)
@@ -416,7 +446,7 @@ class Smooth:
     def noisy_member_probabilities(self, x: np.ndarray, num: int, batch_size: int,
                                    idx: int) -> np.ndarray:
         """[M, num, K] member softmax outputs on `num` smoothing draws of x (SWEEN fitting)."""
-        x = tf.convert_to_tensor(x, tf.float32)
+        x = tf.convert_to_tensor(self._checked(x, idx), tf.float32)
         key = self.stream_key(idx, Phase.ESTIMATE)
         parts = []
         for first, this in _batch_plan(num, batch_size):
@@ -528,6 +558,18 @@ class Smooth:
         outputs = self.strategy.run(replica_fn)
         total = tf.distribute.ReduceOp.SUM
         return tuple(self.strategy.reduce(total, o, axis=None) for o in outputs)
+
+
+def _image_shape(member) -> tuple[int, ...] | None:
+    """(H, W, C) a member takes: a cear_tf member's input_shape, a Keras model's without its
+    batch axis; None when unknown (a plain callable), and then the contract checks no shape."""
+    shape = getattr(member, "input_shape", None)
+    if not shape:
+        return None
+    shape = tuple(shape)
+    if len(shape) == 4:
+        shape = shape[1:]
+    return shape if len(shape) == 3 and all(isinstance(d, int) for d in shape) else None
 
 
 def _batch_plan(num: int, batch_size: int, first_draw: int = 0) -> list[tuple[int, int]]:

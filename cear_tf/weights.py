@@ -32,6 +32,7 @@ ensemble = lazy_module("cear_tf.ensemble")
 members_lib = lazy_module("cear_tf.members")
 smoothing = lazy_module("cear_tf.smoothing")
 weighting = lazy_module("cear_tf.weighting")
+input_contract = lazy_module("cear_tf.input_contract")
 
 FLAGS = flags.FLAGS
 
@@ -89,6 +90,9 @@ def _compute_and_save(member_dirs, path):
     images, labels = data.load_split(FLAGS.dataset, split, FLAGS.data_dir,
                                      FLAGS.validation_size, FLAGS.split_seed)
     images, labels = images[:FLAGS.num_images], labels[:FLAGS.num_images]
+    input_contract.check_images(images, members[0].input_shape,
+                                where=f"the {FLAGS.dataset} {split} images read from "
+                                      f"--data_dir={FLAGS.data_dir}")
     details = dict(dataset=FLAGS.dataset, sigma=FLAGS.sigma, images=int(len(labels)),
                    validation_size=FLAGS.validation_size, split_seed=FLAGS.split_seed,
                    logit_noise=FLAGS.logit_noise, seed=FLAGS.seed, precision=FLAGS.precision,

@@ -21,7 +21,7 @@ def test_bench_cli_tiny(tmp_path):
         [sys.executable, "-m", "cear_tf.bench", "--archs=lenet5", "--num_members=2", "--repeats=1",
          "--draws=1500", "--compare_precision=mixed_bfloat16", "--sweep_batches=250,500",
          "--train_batches=16", "--train_steps=2", "--attack_logit_noise=0,0.3",
-         f"--outfile={out}"],
+         "--input_check_images=2", f"--outfile={out}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     main_table = proc.stdout.split("by certify batch size")[0]
@@ -52,6 +52,11 @@ def test_bench_cli_tiny(tmp_path):
     assert all(len(t) == 1 and t[0] > 0 for a in record["attack"] for t in a["seconds"].values())
     attack_table = proc.stdout.split("fused vs one by one (median")[1]
     assert "| 0 | " in attack_table and "| 0.3 | " in attack_table
+    # The input contract's cost: both engines timed in the one repeat.
+    check = record["input_check"]
+    assert check["images"] == 2 and check["n"] == 1500
+    assert all(len(v) == 1 and v[0] > 0 for v in check["seconds"].values())
+    assert "checked vs unchecked time" in proc.stdout
 
 
 def test_bench_rejects_bad_flags():

@@ -149,11 +149,30 @@ def test_flag_validation(flag, match):
         parse_flags([flag], certify)
 
 
-def test_images_checked():
-    with pytest.raises(ValueError, match="NaN"):
-        certify.check_images(np.array([np.nan], np.float32), "x")
-    with pytest.raises(ValueError, match=r"expected \[0, 1\]"):
-        certify.check_images(np.array([0.0, 255.0], np.float32), "x")
+def test_wrongly_scaled_or_damaged_data_are_refused_before_anything_is_written(
+        setup, tmp_path, monkeypatch):
+    # The tools read their images through cear_tf.data; a copy in 0-255 or with NaNs (here
+    # what a loader of such a copy would return) is named with the contract, and neither the
+    # log nor the weights file appears.
+    from cear_tf import data
+    real = data.load_split
+    for damage, match in ((lambda x: 255 * x, r"divide by 255"),
+                          (lambda x: np.where(x > 0.5, np.nan, x), r"not finite")):
+        monkeypatch.setattr(data, "load_split",
+                            lambda *a, **k: (damage(real(*a, **k)[0]).astype(np.float32),
+                                             real(*a, **k)[1]))
+        log = tmp_path / "c.tsv"
+        with pytest.raises(ValueError, match=r"input contract .*the mnist test images read "
+                                             r"from --data_dir=.*" + match):
+            _certify(setup, str(log), "--aggregation=mean")
+        assert not os.path.exists(log) and not os.path.exists(str(log) + ".json")
+        out = tmp_path / "w.json"
+        parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}",
+                     "--sigma=0.25", "--N0=20", "--N=200", "--batch=64", "--validation_size=10",
+                     "--aggregation=rw", "--num_images=5", f"--outfile={out}"], weights)
+        with pytest.raises(ValueError, match=r"input contract .*validation images read from"):
+            weights.main(["prog"])
+        assert not os.path.exists(out)
 
 
 def test_sween_weights_prefer_the_reliable_member():
