@@ -16,7 +16,7 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from cear_tf import choices, cli, common_flags, smoothing_flags, specs
+from cear_tf import choices, cli, common_flags, member_files, smoothing_flags, specs
 from cear_tf import certify_log
 from cear_tf.certify_log import CertifyLog
 from cear_tf.lazy import lazy_module
@@ -98,6 +98,69 @@ def image_indices(total: int, skip: int, max_index: int, shard: str = "0/1",
     stop = total if max_index < 0 else min(total, max_index)
     i, n = parse_shard(shard)
     return list(range(start, stop, skip))[i::n]
+
+
+def _log_covers(path: str, settings: dict, digests: list[str], weights) -> bool:
+    """Whether the log at `path` holds a row for every image selected now, made with these
+    members, weights and the settings that decide a row."""
+    import json
+    import math
+    if not (os.path.exists(path) and os.path.exists(path + ".json")):
+        return False
+    with open(path + ".json", encoding="utf-8") as f:
+        recorded = json.load(f)
+    fingerprint = recorded.get("fingerprint") or {}
+    if fingerprint.get("members") != digests:
+        return False
+    logged_weights = fingerprint.get("aggregator_weights")
+    if (weights is None) != (logged_weights is None) or (weights is not None and (
+            len(weights) != len(logged_weights) or not all(
+                math.isclose(a, b, rel_tol=1e-9) for a, b in zip(weights, logged_weights)))):
+        return False
+    if any(recorded.get(k) != v for k, v in settings.items()):
+        return False
+    if recorded.get("num_images") is None:
+        return False
+    wanted = image_indices(int(recorded["num_images"]), FLAGS.skip, FLAGS.max, FLAGS.shard,
+                           FLAGS.start)
+    done = {int(r["idx"]) for r in certify_log.read_rows(path)}
+    return bool(wanted) and set(wanted) <= done
+
+
+def is_done() -> bool:
+    """Every log this run writes already covers the images selected now, for these members,
+    weights and row-deciding settings (main would certify nothing)."""
+    import json
+    if not FLAGS.resume:
+        return False
+    member_dirs = member_files.resolve_member_dirs([common_flags.expand_path(p)
+                                                   for p in FLAGS.models])
+    digests = [member_files.content_digest(d) for d in member_dirs]
+    row_settings = dict(dataset=FLAGS.dataset, split=FLAGS.split, sigma=FLAGS.sigma,
+                        logit_noise=FLAGS.logit_noise, N0=FLAGS.N0, N=FLAGS.N,
+                        alpha=FLAGS.alpha, clip=FLAGS.clip, seed=FLAGS.seed,
+                        consensus_k=FLAGS.consensus_k,
+                        target_radius=FLAGS.target_radius if FLAGS.target_radius >= 0 else None,
+                        precision=FLAGS.precision if FLAGS.precision != "float32" else None,
+                        votes="pooled" if FLAGS.votes == "pooled" else None)
+    several = len(FLAGS.aggregation) > 1
+    for name in FLAGS.aggregation:
+        weights = None
+        kind = choices.parse_aggregation(name)[0]
+        if kind in ("rw", "sween"):
+            path = common_flags.expand_path({"rw": FLAGS.rw_weights,
+                                             "sween": FLAGS.sween_weights}[kind]) \
+                or member_files.default_weights_path(member_dirs, kind)
+            with open(path, encoding="utf-8") as f:
+                weights = list(json.load(f)["weights"])
+        settings = dict(row_settings, aggregation=name)
+        if kind == "gm":
+            settings.update(gm_tolerance=FLAGS.gm_tolerance,
+                            gm_max_iterations=FLAGS.gm_max_iterations)
+        log = outfile_for(common_flags.expand_path(FLAGS.outfile), name, several)
+        if not _log_covers(log, settings, digests, weights):
+            return False
+    return True
 
 
 def run_certification(smooth: "smoothing.Smooth", images, labels, indices, logs: dict[str, CertifyLog],
@@ -237,4 +300,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main, define_flags)
+    cli.run(main, define_flags, is_done)

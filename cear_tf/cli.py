@@ -116,14 +116,18 @@ def require(argv, *names: str) -> None:
 
 # Set to "1" in a program's environment: it parses its flags (unknown names and invalid
 # values end it with status 1, as always), prints the names of the flags it defines, one a
-# line, and exits 0 without running. cear_tf.run checks every stage of an experiment this way
-# before it starts the first.
+# line, then DONE_MARK when its `is_done` says its work is already on disk, and exits 0
+# without running. cear_tf.run checks every stage of an experiment this way before it starts
+# the first, and skips the finished ones without starting them (no TensorFlow start-up).
 CHECK_FLAGS_ONLY = "CEAR_TF_CHECK_FLAGS"
+DONE_MARK = "--stage-finished--"
 
 
-def run(main, define_flags=None) -> None:
+def run(main, define_flags=None, is_done=None) -> None:
     """Defines the entry point's flags (`define_flags()`, so importing an entry point defines
-    none), then app.run(main), with bad-input errors reported in one line."""
+    none), then app.run(main), with bad-input errors reported in one line. `is_done()` (no
+    TensorFlow; read files only) says whether running main would find nothing to do; it must
+    err on the side of False."""
     quiet_native_logs()
     if define_flags is not None:
         define_flags()
@@ -135,6 +139,8 @@ def run(main, define_flags=None) -> None:
             program = f"cear_tf.{program[:-3]}"
         if os.environ.get(CHECK_FLAGS_ONLY) == "1":
             sys.stdout.write("".join(f"{name}\n" for name in flags.FLAGS))
+            if is_done is not None and _finished(is_done):
+                sys.stdout.write(DONE_MARK + "\n")
             return 0
         try:
             return main(argv)
@@ -153,6 +159,13 @@ def run(main, define_flags=None) -> None:
         if e.code == 1 and any(a in _HELP for a in sys.argv[1:]):
             sys.exit(0)
         raise
+
+
+def _finished(is_done) -> bool:
+    try:
+        return bool(is_done())
+    except (ValueError, OSError, KeyError, TypeError):  # anything unreadable: run the stage
+        return False
 
 
 _HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")

@@ -6,7 +6,6 @@ import functools
 
 import json
 import os
-import re
 from typing import Sequence
 
 import numpy as np
@@ -14,31 +13,9 @@ import tensorflow as tf
 
 from cear_tf import aggregate, precision
 from cear_tf import members as members_lib
+from cear_tf.member_files import (WEIGHTS_FILE, default_weights_path,  # noqa: F401
+                                  resolve_member_dirs)
 
-WEIGHTS_FILE = "weights_{method}.json"
-_MEMBER = re.compile(r"member_(\d+)")
-
-
-def resolve_member_dirs(paths: Sequence[str]) -> list[str]:
-    """Member directories from --models: SavedModel dirs, or ensemble dirs of member_<i>/."""
-    dirs = []
-    for path in paths:
-        if not os.path.isdir(path):
-            raise ValueError(f"--models: {path} is not a directory")
-        if os.path.isfile(os.path.join(path, "saved_model.pb")):
-            dirs.append(path)
-            continue
-        # member_<i> only: a leftover member_<i>.partial (an export cut short) is not a member.
-        subs = sorted((d for d in os.listdir(path) if _MEMBER.fullmatch(d)
-                       and os.path.isfile(os.path.join(path, d, "saved_model.pb"))),
-                      key=lambda d: int(_MEMBER.fullmatch(d).group(1)))
-        if not subs:
-            raise ValueError(f"--models: {path} is neither a SavedModel (no saved_model.pb) nor "
-                             f"an ensemble directory with member_<i>/ SavedModels")
-        dirs.extend(os.path.join(path, d) for d in subs)
-    if not dirs:
-        raise ValueError("--models: no member given")
-    return dirs
 
 
 def load_ensemble(dirs: Sequence[str], frozen: bool = True) -> list[members_lib.Member]:
@@ -54,12 +31,6 @@ def load_ensemble(dirs: Sequence[str], frozen: bool = True) -> list[members_lib.
             raise ValueError(f"members disagree on class count: {first.path} has "
                              f"{first.num_classes}, {m.path} has {m.num_classes}")
     return loaded
-
-
-def default_weights_path(member_dirs: Sequence[str], method: str) -> str:
-    """weights_<method>.json in the folder holding the first member."""
-    parent = os.path.dirname(os.path.abspath(member_dirs[0]))
-    return os.path.join(parent, WEIGHTS_FILE.format(method=method))
 
 
 def _relative(member_dirs, weights_path):

@@ -27,7 +27,7 @@ import os
 import numpy as np
 from absl import flags, logging
 
-from cear_tf import cli, common_flags
+from cear_tf import cli, common_flags, member_files
 from cear_tf.lazy import lazy_module
 
 # Loaded when used, so --help answers without TensorFlow.
@@ -162,6 +162,22 @@ def _made_with(path: str, settings: dict) -> bool:
     return isinstance(old, dict) and all(old.get(k) == v for k, v in settings.items())
 
 
+def is_done() -> bool:
+    """The file holds these members' accuracy under these settings (main keeps it)."""
+    member_dirs = member_files.resolve_member_dirs([common_flags.expand_path(p)
+                                                   for p in FLAGS.models])
+    settings = dict(dataset=FLAGS.dataset, split="test", sigma=FLAGS.sigma, draws=FLAGS.draws,
+                    seed=FLAGS.seed, clip=False, noise="member_accuracy/per_image_stream",
+                    member_digests=[member_files.content_digest(d) for d in member_dirs])
+    if FLAGS.num_images:  # else every test image, as many as the file says
+        settings["images"] = FLAGS.num_images
+    out = common_flags.expand_path(FLAGS.outfile)
+    if not (FLAGS.resume and _made_with(out, settings)):
+        return False
+    with open(out) as f:
+        return FLAGS.num_images == 0 or json.load(f).get("images", 0) <= FLAGS.num_images
+
+
 def main(argv):
     cli.require(argv, "models", "outfile")
     out = common_flags.expand_path(FLAGS.outfile)
@@ -205,4 +221,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main, define_flags)
+    cli.run(main, define_flags, is_done)

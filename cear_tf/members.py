@@ -20,8 +20,9 @@ from absl import logging
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 import cear_tf
+from cear_tf.member_files import (METADATA_FILE, content_digest,  # noqa: F401
+                                  is_complete_member)
 
-METADATA_FILE = "cear.json"
 KERAS_FILE = "model.keras"
 SIGNATURE = "serving_default"
 
@@ -120,28 +121,6 @@ def freeze_fn(network: keras.Model, shape) -> Callable[[tf.Tensor], tf.Tensor]:
 def freeze_keras(network: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     """`freeze` for an in-memory Keras network (inference mode)."""
     return freeze_fn(network, (None, *network.input_shape[1:]))
-
-
-def content_digest(directory: str) -> str:
-    """SHA-256 of what defines a member's function: saved_model.pb and every file under
-    variables/ (names and bytes), not cear.json, whose metadata does not change a logit."""
-    import hashlib
-    digest = hashlib.sha256()
-    files = ["saved_model.pb"]
-    variables = os.path.join(directory, "variables")
-    if os.path.isdir(variables):
-        files += sorted(os.path.join("variables", f) for f in os.listdir(variables))
-    for name in files:
-        digest.update(name.encode() + b"\0")
-        with open(os.path.join(directory, name), "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def is_complete_member(directory: str) -> bool:
-    return (os.path.isfile(os.path.join(directory, "saved_model.pb"))
-            and os.path.isfile(os.path.join(directory, METADATA_FILE)))
 
 
 def read_metadata(directory: str) -> dict[str, Any]:

@@ -8,7 +8,8 @@ in the experiment file stops the run in seconds, with the stage named). Stages t
 order, each as its own process (`python -m cear_tf.<entry point> ...`, the command printed
 first); the run stops at the first that fails. Every stage skips finished
 work (exported members, existing weights, complete log rows), so a rerun continues where the
-last one stopped. Flags after `--` go to every stage (e.g. `-- --start=2160 --max=3500` to
+last one stopped; a stage whose whole output is already on disk is not even started (the
+flag check asks it, without TensorFlow), so a finished run costs no TensorFlow start-up. Flags after `--` go to every stage (e.g. `-- --start=2160 --max=3500` to
 certify a range of images first); a stage that does not read one ignores it. The experiment
 record (<output_dir>/experiment.json: methods, labels, logs) is written first; the report
 reads it. `--stages=record` writes only the record (e.g. for a copied run folder with
@@ -83,14 +84,16 @@ def _flag_names(extra: list[str]) -> list[str]:
     return sorted({a[2:].split("=", 1)[0] for a in extra if not a.startswith("--undefok=")})
 
 
-def _check_every_stage(plan, extra: list[str]) -> None:
+def _check_every_stage(plan, extra: list[str]) -> set[int]:
     """Parses every stage's flags with its entry point (cli.CHECK_FLAGS_ONLY: no work, no
     TensorFlow) and raises ValueError naming the first stage whose flags are refused, or a
     flag after '--' that no stage kind defines (undefok would otherwise drop a typo
-    silently)."""
+    silently). Returns the positions in `plan` of the stages whose work is already on disk
+    (cli.DONE_MARK), which the run then skips without starting them."""
     env = dict(os.environ, **{cli.CHECK_FLAGS_ONLY: "1"})
     defined: set[str] = set()
-    for stage, cmd in plan:
+    finished = set()
+    for position, (stage, cmd) in enumerate(plan):
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if out.returncode != 0:
             lines = [line for line in out.stderr.splitlines() if line.strip()]
@@ -98,7 +101,10 @@ def _check_every_stage(plan, extra: list[str]) -> None:
                        else f"status {out.returncode}")
             raise ValueError(f"{FLAGS.experiment}: stage '{stage.what}' ({stage.module}) "
                              f"refuses its flags: {why.strip()}")
-        defined.update(out.stdout.split())
+        names = out.stdout.split()
+        if cli.DONE_MARK in names:
+            finished.add(position)
+        defined.update(names)
     # A flag may be meant for a stage kind this experiment (or --stages) leaves out: a driver
     # passes one set of flags to many experiments. Only a name no stage kind defines is a typo.
     checked = {stage.module for stage, _ in plan}
@@ -112,6 +118,7 @@ def _check_every_stage(plan, extra: list[str]) -> None:
         raise ValueError(f"{FLAGS.experiment}: no stage kind defines "
                          f"{', '.join('--' + n for n in unknown)} (flags after '--' go to "
                          f"every stage; see python -m cear_tf.<stage> --helpfull)")
+    return finished
 
 
 def main(argv):
@@ -125,11 +132,16 @@ def main(argv):
         for stage, cmd in plan:
             print(f"# {stage.what}\n{shlex.join(['python', *cmd[1:]])}")
         return 0
-    _check_every_stage(plan, extra)  # a typo in the experiment stops it here, not hours later
+    # A typo in the experiment stops it here, not hours later.
+    finished = _check_every_stage(plan, extra)
     record = experiment.write_record(exp)
     logging.info("experiment %s: %d stages; record %s", exp.name, len(plan), record)
     start = time.time()
-    for stage, cmd in plan:
+    for position, (stage, cmd) in enumerate(plan):
+        if position in finished:
+            sys.stderr.write(f"== {time.strftime('%H:%M:%S')} {stage.what}: finished "
+                             f"(its output is on disk; skipped)\n")
+            continue
         sys.stderr.write(f"== {time.strftime('%H:%M:%S')} {stage.what}: "
                          f"{shlex.join(['python', *cmd[1:]])}\n")
         sys.stderr.flush()

@@ -15,7 +15,7 @@ import os
 
 from absl import app, flags, logging
 
-from cear_tf import choices, cli, common_flags
+from cear_tf import choices, cli, common_flags, member_files
 from cear_tf.lazy import lazy_module
 # The library this entry point configures (no TensorFlow until a member trains).
 from cear_tf.training import (DEFAULT_CLIPNORM, DEFAULT_LEARNING_RATE, ROLES,
@@ -157,6 +157,22 @@ def _config_from_flags(role: str) -> MemberConfig:
         vga_rule=FLAGS.vga_rule, student_loss=FLAGS.student_loss, train_clip=FLAGS.train_clip,
         fixed_noisy_copy=FLAGS.fixed_noisy_copy)
 
+def _member_dirs() -> list[str]:
+    """The folders this run exports members to (main's jobs, without building configs)."""
+    model_dir = common_flags.expand_path(FLAGS.model_dir) or os.path.join(FLAGS.output_dir,
+                                                                       FLAGS.role)
+    if FLAGS.role != "ensemble":
+        return [model_dir]
+    count = (len(FLAGS.temperatures) if FLAGS.member_role == "student"
+             else FLAGS.num_members or len(FLAGS.temperatures))
+    return [os.path.join(model_dir, f"member_{i}") for i in range(count)]
+
+
+def is_done() -> bool:
+    """Every member this run trains is exported (main would skip them all)."""
+    return FLAGS.resume and all(member_files.is_complete_member(d) for d in _member_dirs())
+
+
 def main(argv):
     cli.require(argv)
     role = FLAGS.role
@@ -216,4 +232,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main, define_flags)
+    cli.run(main, define_flags, is_done)

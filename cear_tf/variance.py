@@ -50,6 +50,11 @@ def define_flags() -> None:
     flags.register_validator("draws", lambda v: v >= 2, message="--draws must be >= 2")
 
 
+def is_done() -> bool:
+    """The statistics file exists (main keeps it unless --noresume)."""
+    return FLAGS.resume and os.path.exists(common_flags.expand_path(FLAGS.outfile))
+
+
 def main(argv):
     cli.require(argv, "models", "outfile")
     out = common_flags.expand_path(FLAGS.outfile)
@@ -91,4 +96,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main, define_flags)
+    cli.run(main, define_flags, is_done)

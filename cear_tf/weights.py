@@ -21,7 +21,7 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-from cear_tf import cli, common_flags, smoothing_flags
+from cear_tf import cli, common_flags, member_files, smoothing_flags
 from cear_tf.lazy import lazy_module
 from cear_tf.locking import OutputLock
 
@@ -62,6 +62,17 @@ def define_flags() -> None:
     flags.register_validator("sween_draws", lambda v: v >= 1, message="--sween_draws must be >= 1")
 
 
+def _outfile(member_dirs) -> str:
+    return (common_flags.expand_path(FLAGS.outfile)
+            or member_files.default_weights_path(member_dirs, FLAGS.aggregation))
+
+
+def is_done() -> bool:
+    """The weights file exists (main keeps it unless --noresume)."""
+    member_dirs = member_files.resolve_member_dirs(smoothing_flags.ensemble_spec().models)
+    return FLAGS.resume and os.path.exists(_outfile(member_dirs))
+
+
 def main(argv):
     cli.require(argv, "models")
     if FLAGS.validation_size < 1:
@@ -69,8 +80,7 @@ def main(argv):
     if FLAGS.aggregation == "rw":
         smoothing.check_sample_size(FLAGS.N, FLAGS.alpha)
     member_dirs = ensemble.resolve_member_dirs(smoothing_flags.ensemble_spec().models)
-    path = (common_flags.expand_path(FLAGS.outfile)
-            or ensemble.default_weights_path(member_dirs, FLAGS.aggregation))
+    path = _outfile(member_dirs)
     if os.path.isdir(path):
         raise ValueError(f"--outfile: {path} is a directory; give a file path")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -128,4 +138,4 @@ def _compute_and_save(member_dirs, path):
 
 
 if __name__ == "__main__":
-    cli.run(main, define_flags)
+    cli.run(main, define_flags, is_done)

@@ -310,3 +310,20 @@ def test_released_rw_weights_fit_on_one_noisy_test_copy(setup, tmp_path):
     np.testing.assert_allclose(record["weights"], [0.5, 0.5, 0.0])
     assert record["noisy_accuracy"] == [1.0, 1.0, 0.0] and record["images"] == 12
     assert (record["rw_fit"], record["split"], record["clip"]) == ("released", "test", True)
+
+
+def test_is_done_says_finished_only_for_the_same_images_members_and_settings(setup, tmp_path):
+    # cear_tf.run skips a stage whose is_done() is True without starting it.
+    out = str(tmp_path / "d_{aggregation}.tsv")
+    common = [f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.25",
+              "--N0=20", "--N=200", "--batch=64", "--alpha=0.01", "--validation_size=10",
+              f"--outfile={out}", "--aggregation=mean,mv"]
+    parse_flags(common + ["--max=6"], certify)
+    assert not certify.is_done()
+    certify.main(["prog"])
+    for extra, done in ((["--max=6"], True), (["--max=4"], True), (["--max=8"], False),
+                        (["--max=6", "--N=300"], False), (["--max=6", "--noresume"], False),
+                        (["--max=6", "--votes=pooled"], False),
+                        (["--max=6", "--seed=1"], False)):
+        parse_flags(common + extra, certify)
+        assert certify.is_done() is done, extra

@@ -368,6 +368,16 @@ radii = [0, 0.25]
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(log.read_text().splitlines()) == 1 + 8  # the 4 rows kept, 4 added
     assert "| RandSmooth" in again.stdout
+    assert "train rs: finished (its output is on disk; skipped)" in again.stderr
+    # A third run finds every stage but the table finished and starts none of them: no
+    # TensorFlow start-up per finished stage.
+    third = _run([f"--experiment={path}", f"--data_dir={data}"], env=env, timeout=600)
+    assert third.returncode == 0, third.stderr[-3000:]
+    for what in ("train rs", "member accuracy of rs", "certify RandSmooth"):
+        if what in third.stderr:
+            assert f"{what}: finished (its output is on disk; skipped)" in third.stderr, what
+    assert "python -m cear_tf.certify" not in third.stderr
+    assert "| RandSmooth" in third.stdout
 
 
 def test_runner_checks_every_stage_before_the_first_runs(tmp_path):
