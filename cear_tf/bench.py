@@ -657,7 +657,7 @@ def main(argv):
             runs = r["runs"]
             best = "fused_1agg_s" if r["fused"] else "engine_1agg_s"
 
-            def ratio(num, den):
+            def ratio(num, den, runs=runs):
                 if num not in runs[0] or den not in runs[0]:
                     return "-"
                 return _stats([x[num] / x[den] for x in runs]) + "x"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
 from absl import app, flags, logging
 
 from cear_tf import choices, cli, common_flags, member_files, smoothing_flags, specs

@@ -25,7 +25,7 @@ from cear_tf.locking import LockError
 def require_finite_floats() -> None:
     """Registers a validator on every float flag defined so far: nan and inf are refused at
     parse time, with the flag named. Call once after an entry point defines its flags."""
-    for name, flag in list(flags.FLAGS._flags().items()):
+    for flag in list(flags.FLAGS._flags().values()):
         # Marked on the flag object: a flag deleted and defined again (tests) needs its own.
         if flag.flag_type() != "float" or getattr(flag, "_cear_tf_finite", False):
             continue

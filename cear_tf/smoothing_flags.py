@@ -149,18 +149,3 @@ def selected_images(total: int) -> list[int]:
         raise ValueError(f"--start={f.start} --max={f.max} --skip={f.skip} select no image of "
                          f"the {total}")
     return indices
-
-
-def aggregators(member_dirs, names=None):
-    """The aggregators --aggregation names, with weights read for rw and sween."""
-    f = flags.FLAGS
-    out = []
-    for name in names or f.aggregation:
-        weights = None
-        if name in aggregate.WEIGHTED:
-            path = common_flags.expand_path({"rw": f.rw_weights, "sween": f.sween_weights}[name])
-            path = path or ensemble.default_weights_path(member_dirs, name)
-            weights = ensemble.load_weights(path, name, member_dirs)
-        out.append(aggregate.make_aggregator(name, len(member_dirs), weights, f.gm_tolerance,
-                                             f.gm_max_iterations))
-    return out

@@ -274,6 +274,8 @@ def test_attacked_ensemble_is_the_certified_one():
     clipped = attack_evaluation.AttackedEnsemble(DeployedEnsemble(members, clip=True), mean)
     plain = attack_evaluation.AttackedEnsemble(DeployedEnsemble(members), mean)
     assert (clipped.predict(outside) == clipped.predict(tf.clip_by_value(outside, 0, 1))).all()
-    scores = lambda model, v: model.ensemble_scores(v).numpy()
+    def scores(model, v):
+        return model.ensemble_scores(v).numpy()
+
     assert np.allclose(scores(clipped, outside), scores(clipped, tf.clip_by_value(outside, 0, 1)))
     assert not np.allclose(scores(plain, outside), scores(plain, tf.clip_by_value(outside, 0, 1)))

@@ -159,8 +159,8 @@ def test_wrongly_scaled_or_damaged_data_are_refused_before_anything_is_written(
     for damage, match in ((lambda x: 255 * x, r"divide by 255"),
                           (lambda x: np.where(x > 0.5, np.nan, x), r"not finite")):
         monkeypatch.setattr(data, "load_split",
-                            lambda *a, **k: (damage(real(*a, **k)[0]).astype(np.float32),
-                                             real(*a, **k)[1]))
+                            lambda *a, damage=damage, **k: (
+                                damage(real(*a, **k)[0]).astype(np.float32), real(*a, **k)[1]))
         log = tmp_path / "c.tsv"
         with pytest.raises(ValueError, match=r"input contract .*the mnist test images read "
                                              r"from --data_dir=.*" + match):

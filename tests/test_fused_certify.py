@@ -101,7 +101,7 @@ def test_fused_attack_scores_and_gradients_match_unfused(lenet_members, logit_no
         def scores_and_gradient(images):
             with tf.GradientTape() as tape:
                 tape.watch(images)
-                scores = model.ensemble_log_space_scores(images)
+                scores = model.ensemble_log_space_scores(images)  # noqa: B023
                 picked = tf.reduce_sum(scores[:, 0])
             return scores, tape.gradient(picked, images)
 

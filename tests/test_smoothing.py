@@ -333,7 +333,9 @@ def test_batch_api_reproduces_per_image_certify_and_derives_distinct_keys():
     from cear_tf import aggregate
     import tensorflow as tf
     w = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
-    member = lambda x: tf.matmul(tf.reshape(x, [tf.shape(x)[0], -1]), w)
+    def member(x):
+        return tf.matmul(tf.reshape(x, [tf.shape(x)[0], -1]), w)
+
     smooth = Smooth([member], 3, 0.5, [aggregate.make_aggregator("single", 1)], seed=2)
     images = np.random.default_rng(1).uniform(size=(4, 4, 4, 1)).astype(np.float32)
     got = smooth.certify_batch(images, 20, 300, 0.01, 64, image_ids=[7, 3, 100, 0])["single"]
