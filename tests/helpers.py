@@ -1,9 +1,14 @@
-"""Small helpers shared by tests: tiny splits and absl flag parsing."""
+"""Helpers shared by the tests (no test module imports another): tiny splits and members,
+absl flag parsing, tiny training and certification runs."""
 
+import csv
+
+import keras
 import numpy as np
 from absl import flags
 
-from cear_tf import data
+from cear_tf import certify, data, members, training
+from cear_tf.certify_log import read_rows
 from cear_tf.training import Splits
 
 
@@ -40,3 +45,82 @@ def parse_flags(argv, entry_point):
     from cear_tf import cli
     cli.require_finite_floats()
     values(["prog", *argv])
+
+
+# ---- members and runs shared by several test modules ----------------------------------
+
+HALVES_SHAPE = (6, 6, 1)
+HALVES_CLASSES = 3
+
+
+def train_tiny(*args, **kw):
+    """train_member on tiny random splits, where accuracy is not the point: export even at
+    chance level (the collapse check has tests of its own)."""
+    kw.setdefault("allow_collapsed", True)
+    return training.train_member(*args, **kw)
+
+
+def member_config(**kw):
+    base = dict(role="teacher", arch="lenet5", dataset="mnist", seed=0, epochs=1, batch_size=16,
+                learning_rate=0.05, lr_schedule="constant")
+    base.update(kw)
+    return training.MemberConfig(**base)
+
+
+class Interrupt(keras.callbacks.Callback):
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+        self.epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def epochs_logged(model_dir):
+    with open(model_dir + ".logs/train.csv") as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+def constant_member(path, cls, k=10, shape=(28, 28, 1), strength=4.0):
+    """A member whose logits favour `cls`, weakly modulated by the input."""
+    inputs = keras.Input(shape)
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    dense = keras.layers.Dense(k)
+    out = dense(x)
+    model = keras.Model(inputs, out)
+    kernel = np.zeros((shape[-1], k), np.float32)
+    kernel[:, (cls + 1) % k] = 1.0
+    bias = np.zeros(k, np.float32)
+    bias[cls] = strength
+    dense.set_weights([kernel, bias])
+    members.export_member(model, str(path), {"role": "test", "predicts": cls})
+    return str(path)
+
+
+def certify_tiny(setup, outfile, *extra):
+    parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.25",
+                 "--N0=20", "--N=200", "--batch=64", "--alpha=0.01", "--validation_size=10",
+                 f"--outfile={outfile}", *extra], certify)
+    certify.main(["prog"])
+
+
+def rows_without_time(path):
+    return [{k: v for k, v in r.items() if k != "time"} for r in read_rows(path)]
+
+
+def halves_member(path, gain):
+    """Class 0 scores the left half's brightness, class 1 the right half's, class 2 never
+    wins: images with balanced halves make PREDICT abstain, lopsided ones answer."""
+    h, w, _ = HALVES_SHAPE
+    net = keras.Sequential([keras.Input(HALVES_SHAPE), keras.layers.Flatten(),
+                            keras.layers.Dense(HALVES_CLASSES)])
+    left = (np.arange(h * w) % w < w // 2).astype(np.float32)
+    kernel = np.stack([gain * left, gain * (1 - left), np.zeros_like(left)], axis=1)
+    net.layers[-1].set_weights([kernel, np.array([0.0, 0.0, -100.0], np.float32)])
+    members.export_member(net, str(path), {"role": "test"})
+    return str(path)

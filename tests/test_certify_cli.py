@@ -1,31 +1,14 @@
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 from absl import flags
 
-from cear_tf import accuracy, analyze, certify, ensemble, members, weighting, weights
+from cear_tf import accuracy, analyze, certify, ensemble, weighting, weights
 from cear_tf.certify_log import LogError, read_rows
 from tests import data_fakes as fakes
-from tests.helpers import parse_flags
-
-
-def constant_member(path, cls, k=10, shape=(28, 28, 1), strength=4.0):
-    """A member whose logits favour `cls`, weakly modulated by the input."""
-    inputs = keras.Input(shape)
-    x = keras.layers.GlobalAveragePooling2D()(inputs)
-    dense = keras.layers.Dense(k)
-    out = dense(x)
-    model = keras.Model(inputs, out)
-    kernel = np.zeros((shape[-1], k), np.float32)
-    kernel[:, (cls + 1) % k] = 1.0
-    bias = np.zeros(k, np.float32)
-    bias[cls] = strength
-    dense.set_weights([kernel, bias])
-    members.export_member(model, str(path), {"role": "test", "predicts": cls})
-    return str(path)
+from tests.helpers import certify_tiny, constant_member, parse_flags, rows_without_time
 
 
 @pytest.fixture(scope="module")
@@ -41,17 +24,6 @@ def setup(tmp_path_factory):
     return dict(root=root, data_dir=str(data_dir), ens=str(ens), dirs=dirs, arrays=arrays)
 
 
-def _certify(setup, outfile, *extra):
-    parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.25",
-                 "--N0=20", "--N=200", "--batch=64", "--alpha=0.01", "--validation_size=10",
-                 f"--outfile={outfile}", *extra], certify)
-    certify.main(["prog"])
-
-
-def _rows(path):
-    return [{k: v for k, v in r.items() if k != "time"} for r in read_rows(path)]
-
-
 def test_rw_weights_known_answer_and_certify_all(setup):
     parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.25",
                  "--N0=20", "--N=200", "--batch=64", "--validation_size=10", "--aggregation=rw",
@@ -62,7 +34,7 @@ def test_rw_weights_known_answer_and_certify_all(setup):
     assert record["certified_accuracy"] == [1.0, 1.0, 0.0] and record["images"] == 5
 
     out = str(setup["root"] / "c_{aggregation}.tsv")
-    _certify(setup, out, "--aggregation=mean,mv,rw,gm,single")
+    certify_tiny(setup, out, "--aggregation=mean,mv,rw,gm,single")
     for name in ("mean", "mv", "rw", "gm", "single"):
         rows = read_rows(out.replace("{aggregation}", name))
         assert [int(r["idx"]) for r in rows] == list(range(12))
@@ -83,43 +55,43 @@ def test_sween_weights_cli_and_certify(setup):
     w = np.asarray(record["weights"])
     assert w.sum() == pytest.approx(1.0) and w[2] < 0.05  # member 2 predicts 5, labels are 3
     out = str(setup["root"] / "sween.tsv")
-    _certify(setup, out, "--aggregation=sween", "--max=3")
+    certify_tiny(setup, out, "--aggregation=sween", "--max=3")
     assert [r["predict"] for r in read_rows(out)] == ["3", "3", "3"]
 
 
 def test_resume_after_interruption_gives_the_same_rows(setup):
     full = str(setup["root"] / "full.tsv")
-    _certify(setup, full, "--aggregation=mean", "--max=8")
+    certify_tiny(setup, full, "--aggregation=mean", "--max=8")
     part = str(setup["root"] / "part.tsv")
-    _certify(setup, part, "--aggregation=mean", "--max=8")
+    certify_tiny(setup, part, "--aggregation=mean", "--max=8")
     # Simulate a kill mid-write: keep the header, 3 rows and half of the fourth.
     with open(part) as f:
         lines = f.read().split("\n")
     with open(part, "w") as f:
         f.write("\n".join(lines[:4]) + "\n" + lines[4][:5])
-    _certify(setup, part, "--aggregation=mean", "--max=8")
-    assert _rows(part) == _rows(full)
-    _certify(setup, part, "--aggregation=mean", "--max=8")  # complete: nothing added
-    assert _rows(part) == _rows(full)
+    certify_tiny(setup, part, "--aggregation=mean", "--max=8")
+    assert rows_without_time(part) == rows_without_time(full)
+    certify_tiny(setup, part, "--aggregation=mean", "--max=8")  # complete: nothing added
+    assert rows_without_time(part) == rows_without_time(full)
 
 
 def test_rows_depend_only_on_seed_and_index(setup):
     every = str(setup["root"] / "every.tsv")
     odd_schedule = str(setup["root"] / "skip3.tsv")
-    _certify(setup, every, "--aggregation=gm", "--seed=4")
-    _certify(setup, odd_schedule, "--aggregation=gm", "--seed=4", "--skip=3")
-    by_idx = {r["idx"]: r for r in _rows(every)}
-    rows = _rows(odd_schedule)
+    certify_tiny(setup, every, "--aggregation=gm", "--seed=4")
+    certify_tiny(setup, odd_schedule, "--aggregation=gm", "--seed=4", "--skip=3")
+    by_idx = {r["idx"]: r for r in rows_without_time(every)}
+    rows = rows_without_time(odd_schedule)
     assert [r["idx"] for r in rows] == ["0", "3", "6", "9"]
     assert all(by_idx[r["idx"]] == r for r in rows)
 
 
 def test_resume_refuses_other_settings(setup):
     path = str(setup["root"] / "settings.tsv")
-    _certify(setup, path, "--aggregation=mean", "--max=2")
+    certify_tiny(setup, path, "--aggregation=mean", "--max=2")
     with pytest.raises(LogError, match="--N: log 200 vs now 300"):
-        _certify(setup, path, "--aggregation=mean", "--max=2", "--N=300")
-    _certify(setup, path, "--aggregation=mean", "--max=2", "--N=300", "--noresume")
+        certify_tiny(setup, path, "--aggregation=mean", "--max=2", "--N=300")
+    certify_tiny(setup, path, "--aggregation=mean", "--max=2", "--N=300", "--noresume")
     assert os.path.exists(path + ".old1") and len(read_rows(path)) == 2
     assert os.path.exists(path + ".old1.json")
 
@@ -128,10 +100,10 @@ def test_bad_weights_and_members(setup, tmp_path):
     bad = tmp_path / "w.json"
     bad.write_text(json.dumps({"method": "rw", "weights": [1, 1]}))
     with pytest.raises(ValueError, match="2 weights but the ensemble has 3 members"):
-        _certify(setup, str(tmp_path / "x.tsv"), "--aggregation=rw", f"--rw_weights={bad}")
+        certify_tiny(setup, str(tmp_path / "x.tsv"), "--aggregation=rw", f"--rw_weights={bad}")
     assert not os.path.exists(tmp_path / "x.tsv")  # failed before any log was opened
     with pytest.raises(ValueError, match="no sween weights"):
-        _certify(setup, str(tmp_path / "x.tsv"), "--aggregation=sween",
+        certify_tiny(setup, str(tmp_path / "x.tsv"), "--aggregation=sween",
                  f"--sween_weights={tmp_path / 'missing.json'}")
     other = constant_member(tmp_path / "big", 1, shape=(32, 32, 3))
     with pytest.raises(ValueError, match="disagree on input shape"):
@@ -164,7 +136,7 @@ def test_wrongly_scaled_or_damaged_data_are_refused_before_anything_is_written(
         log = tmp_path / "c.tsv"
         with pytest.raises(ValueError, match=r"input contract .*the mnist test images read "
                                              r"from --data_dir=.*" + match):
-            _certify(setup, str(log), "--aggregation=mean")
+            certify_tiny(setup, str(log), "--aggregation=mean")
         assert not os.path.exists(log) and not os.path.exists(str(log) + ".json")
         out = tmp_path / "w.json"
         parse_flags([f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}",
@@ -205,7 +177,7 @@ def test_analyze_known_table(tmp_path, capsys):
 
 def test_adaptive_and_consensus_cli(setup):
     out = str(setup["root"] / "adaptive.tsv")
-    _certify(setup, out, "--aggregation=mean", "--max=4", "--target_radius=0.25",
+    certify_tiny(setup, out, "--aggregation=mean", "--max=4", "--target_radius=0.25",
              "--adaptive_stages=100,1000", "--consensus_k=2")
     rows = read_rows(out)
     assert [r["predict"] for r in rows] == ["3"] * 4
@@ -224,14 +196,14 @@ def test_precision_flag_recorded_and_binding(setup):
         pytest.skip("mixed_bfloat16 is a CPU rewrite")
     f32 = str(setup["root"] / "f32.tsv")
     bf16 = str(setup["root"] / "bf16.tsv")
-    _certify(setup, f32, "--aggregation=mean", "--max=3")
+    certify_tiny(setup, f32, "--aggregation=mean", "--max=3")
     try:
-        _certify(setup, bf16, "--aggregation=mean", "--max=3", "--precision=mixed_bfloat16")
+        certify_tiny(setup, bf16, "--aggregation=mean", "--max=3", "--precision=mixed_bfloat16")
         with pytest.raises(LogError, match="--precision: log None vs now 'mixed_bfloat16'"):
-            _certify(setup, f32, "--aggregation=mean", "--max=3", "--precision=mixed_bfloat16")
+            certify_tiny(setup, f32, "--aggregation=mean", "--max=3", "--precision=mixed_bfloat16")
     finally:
         precision.set_inference_precision("float32")
-    assert _rows(bf16) == _rows(f32) and len(_rows(f32)) == 3
+    assert rows_without_time(bf16) == rows_without_time(f32) and len(rows_without_time(f32)) == 3
     with open(bf16 + ".json") as f:
         assert json.load(f)["precision"] == "mixed_bfloat16"
 
@@ -265,9 +237,9 @@ def test_pooled_votes_logged_beside_the_certificate(setup):
     # (n_A = N = 200); pooled, class 3 has 400 of the 600 member votes.
     from scipy.stats import beta, norm
     out = str(setup["root"] / "pooled_{aggregation}.tsv")
-    _certify(setup, out, "--aggregation=mean,mv", "--votes=pooled")
+    certify_tiny(setup, out, "--aggregation=mean,mv", "--votes=pooled")
     sound_out = str(setup["root"] / "sound_{aggregation}.tsv")
-    _certify(setup, sound_out, "--aggregation=mean,mv")
+    certify_tiny(setup, sound_out, "--aggregation=mean,mv")
     p_lower = beta.ppf(0.01 / 2, 400, 600 - 400 + 1)
     for name in ("mean", "mv"):
         path = out.replace("{aggregation}", name)
@@ -278,8 +250,8 @@ def test_pooled_votes_logged_beside_the_certificate(setup):
         assert all(float(r["pooled_radius"]) == pytest.approx(0.25 * norm.ppf(p_lower), rel=1e-5)
                    for r in rows)
         # The certificate columns are those of a run without pooled votes.
-        sound = _rows(sound_out.replace("{aggregation}", name))
-        assert [{k: r[k] for k in s} for r, s in zip(_rows(path), sound)] == sound
+        sound = rows_without_time(sound_out.replace("{aggregation}", name))
+        assert [{k: r[k] for k in s} for r, s in zip(rows_without_time(path), sound)] == sound
         settings = json.load(open(path + ".json"))
         assert settings["votes"] == "pooled"
         assert settings["pooled_votes"]["valid_certificate"] is False
@@ -288,14 +260,14 @@ def test_pooled_votes_logged_beside_the_certificate(setup):
         assert correct.all() and radius == pytest.approx(0.25 * norm.ppf(p_lower), rel=1e-5)
     # A sound log cannot be resumed as a pooled one, nor read as one.
     with pytest.raises(LogError, match="votes"):
-        _certify(setup, sound_out, "--aggregation=mean,mv", "--votes=pooled")
+        certify_tiny(setup, sound_out, "--aggregation=mean,mv", "--votes=pooled")
     with pytest.raises(ValueError, match="no pooled member-vote columns"):
         accuracy.load_log(sound_out.replace("{aggregation}", "mv"), votes="pooled")
 
 
 def test_pooled_votes_refused_with_adaptive_sampling(setup):
     with pytest.raises(Exception, match="--votes=pooled"):
-        _certify(setup, str(setup["root"] / "x.tsv"), "--votes=pooled", "--target_radius=0.1")
+        certify_tiny(setup, str(setup["root"] / "x.tsv"), "--votes=pooled", "--target_radius=0.1")
 
 
 def test_released_rw_weights_fit_on_one_noisy_test_copy(setup, tmp_path):

@@ -8,7 +8,7 @@ import sys
 import threading
 
 from cear_tf import cli
-from tests.test_export import _member
+from tests.helpers import halves_member
 
 NATIVE = re.compile(r"^[IW]0000 00:00:|oneDNN custom operations|absl::InitializeLog", re.M)
 
@@ -38,7 +38,7 @@ def test_forward_stderr_drops_native_info_and_keeps_the_rest():
 def test_entry_point_output_has_no_tensorflow_log_lines(tmp_path):
     ens = tmp_path / "ens"
     for i in range(2):
-        _member(ens / f"member_{i}", 1.0 + i)
+        halves_member(ens / f"member_{i}", 1.0 + i)
     command = [sys.executable, "-m", "cear_tf.export", f"--models={ens}", "--N=50",
                "--alpha=0.01", f"--export_dir={tmp_path / 'smoothed'}"]
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

@@ -6,29 +6,17 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from scipy.stats import binomtest
 
-from cear_tf import aggregate, ensemble, export, members, smoothed_model
+from cear_tf import aggregate, ensemble, export, smoothed_model
 from cear_tf.smoothing import ABSTAIN, Phase, Smooth
-from tests.helpers import parse_flags
+from tests.helpers import HALVES_CLASSES as K
+from tests.helpers import HALVES_SHAPE as SHAPE
+from tests.helpers import halves_member, parse_flags
 
-SHAPE = (6, 6, 1)
-K = 3
-
-
-def _member(path, gain):
-    """Class 0 scores the left half's brightness, class 1 the right half's, class 2 never
-    wins: images with balanced halves make PREDICT abstain, lopsided ones answer."""
-    net = keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(K)])
-    left = (np.arange(SHAPE[0] * SHAPE[1]) % SHAPE[1] < SHAPE[1] // 2).astype(np.float32)
-    kernel = np.stack([gain * left, gain * (1 - left), np.zeros_like(left)], axis=1)
-    net.layers[-1].set_weights([kernel, np.array([0.0, 0.0, -100.0], np.float32)])
-    members.export_member(net, str(path), {"role": "test"})
-    return str(path)
 
 
 def _images():
@@ -45,7 +33,7 @@ def _images():
 def ensemble_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("export") / "ens"
     for i, gain in enumerate((1.0, 1.2, 0.8)):
-        _member(root / f"member_{i}", gain)
+        halves_member(root / f"member_{i}", gain)
     return str(root)
 
 

@@ -14,7 +14,7 @@ from cear_tf import models, training
 from cear_tf import members, train, trainers
 from cear_tf.models.fused import FusedLeNet5, stack_member_inputs
 from tests.helpers import parse_flags, tiny_splits
-from tests.test_train import _cfg, train_tiny
+from tests.helpers import member_config, train_tiny
 
 SHAPE = (28, 28, 1)
 NORM = ((0.13,), (0.31,))
@@ -74,7 +74,7 @@ def test_fused_steps_equal_separate_steps(role, tmp_path):
     teacher = None
     if role == "student":
         teacher_dir = str(tmp_path / "teacher")
-        train_tiny(_cfg(epochs=1), splits, teacher_dir, verbose=0)
+        train_tiny(member_config(epochs=1), splits, teacher_dir, verbose=0)
         teacher = members.load_member(teacher_dir)
     rng = np.random.default_rng(5)
     orders = [rng.permutation(len(y)) for _ in range(m)]
@@ -103,7 +103,7 @@ def test_fused_steps_equal_separate_steps(role, tmp_path):
 
 def test_fused_members_export_like_separate_ones(tmp_path):
     splits = tiny_splits()
-    configs = training.ensemble_configs(_cfg(role="gaussian", base_sigma=0.5, epochs=2), [None],
+    configs = training.ensemble_configs(member_config(role="gaussian", base_sigma=0.5, epochs=2), [None],
                                      "gaussian", num_members=3)
     dirs = [str(tmp_path / "ens" / f"member_{i}") for i in range(3)]
     metas = training.train_fused_members(configs, splits, dirs, verbose=0, allow_collapsed=True)
@@ -119,7 +119,7 @@ def test_fused_members_export_like_separate_ones(tmp_path):
 
 
 def test_fusion_needs_members_that_differ_only_by_seed_and_temperature():
-    base = _cfg(role="student", base_sigma=0.5, vga=True, temperature=2.0)
+    base = member_config(role="student", base_sigma=0.5, vga=True, temperature=2.0)
     configs = training.ensemble_configs(base, [2, 3], "student")
     assert training.fusion_problem(configs) is None
     assert "per_example" in training.fusion_problem(
@@ -146,7 +146,7 @@ def test_cli_ensemble_is_fused_by_default(tmp_path):
 
 def test_fused_collapse_guard_warns_per_member_and_stops_when_all_collapse(tmp_path):
     splits = tiny_splits()
-    cfg = _cfg(role="gaussian", base_sigma=0.5, epochs=20, learning_rate=1e4, clipnorm=0.0)
+    cfg = member_config(role="gaussian", base_sigma=0.5, epochs=20, learning_rate=1e4, clipnorm=0.0)
     configs = training.ensemble_configs(cfg, [None], "gaussian", num_members=2)
     dirs = [str(tmp_path / "ens" / f"member_{i}") for i in range(2)]
     with pytest.raises(training.CollapsedMemberError, match="2 of 2 members collapsed"):
@@ -164,7 +164,7 @@ def test_precomputed_teacher_logits_give_the_steps_of_calling_the_teacher(tmp_pa
     splits = tiny_splits(n_train=64)
     x, y = splits.train
     teacher_dir = str(tmp_path / "teacher")
-    train_tiny(_cfg(epochs=1), splits, teacher_dir, verbose=0)
+    train_tiny(member_config(epochs=1), splits, teacher_dir, verbose=0)
     teacher = members.load_member(teacher_dir)
     targets = training.teacher_logits(teacher, x, batch_size=24)  # batches unlike the steps'
     np.testing.assert_allclose(targets, teacher(tf.constant(x)).numpy(), rtol=1e-5, atol=1e-5)

@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from cear_tf import aggregate, ensemble, input_contract, smoothed_model
 from cear_tf.input_contract import InputContractError
 from cear_tf.smoothing import Smooth
-from tests.test_export import K, SHAPE, _member
+from tests.helpers import HALVES_CLASSES as K
+from tests.helpers import HALVES_SHAPE as SHAPE
+from tests.helpers import halves_member
 
 RULE = "input contract (images [B, H, W, C] of the members' input shape, float32"
 
@@ -26,7 +28,7 @@ RULE = "input contract (images [B, H, W, C] of the members' input shape, float32
 def members_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("contract") / "ens"
     for i, gain in enumerate((1.0, 1.2)):
-        _member(root / f"member_{i}", gain)
+        halves_member(root / f"member_{i}", gain)
     return str(root)
 
 

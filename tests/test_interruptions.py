@@ -17,8 +17,8 @@ from cear_tf.certify_log import CertifyLog, LogError, read_rows
 from cear_tf.locking import LockError, OutputLock
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags, tiny_splits
-from tests.test_certify_cli import _certify, _rows, constant_member
-from tests.test_train import _Interrupt, _cfg, _epochs_logged, train_tiny
+from tests.helpers import (Interrupt, certify_tiny, constant_member, epochs_logged,
+                           member_config, rows_without_time, train_tiny)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,11 +43,11 @@ def test_1_a_second_writer_is_refused_naming_the_first(setup):
     try:
         with pytest.raises(LockError, match=rf"locked.tsv is being written by another process "
                                             rf"\(pid {os.getpid()}"):
-            _certify(setup, path, "--aggregation=mean", "--max=2")
+            certify_tiny(setup, path, "--aggregation=mean", "--max=2")
         assert not os.path.exists(path)  # refused before anything was written
     finally:
         holder.release()
-    _certify(setup, path, "--aggregation=mean", "--max=2")  # free again
+    certify_tiny(setup, path, "--aggregation=mean", "--max=2")  # free again
     assert len(read_rows(path)) == 2
 
 
@@ -102,7 +102,7 @@ def test_1_locks_guard_weights_merge_and_training(setup, tmp_path):
         model_dir = str(tmp_path / "member")
         with OutputLock(model_dir):
             with pytest.raises(LockError):
-                train_tiny(_cfg(), tiny_splits(), model_dir, verbose=0)
+                train_tiny(member_config(), tiny_splits(), model_dir, verbose=0)
     finally:
         holder.release()
 
@@ -117,37 +117,37 @@ def test_2_replaced_member_or_edited_weights_refused(setup, tmp_path):
     weights.main(["prog"])
     path = str(tmp_path / "rw.tsv")
     run = dict(setup, ens=str(ens))
-    _certify(run, path, "--aggregation=rw", "--max=2")
+    certify_tiny(run, path, "--aggregation=rw", "--max=2")
     # Edit the weights: the aggregator's weights are part of the fingerprint.
     w = ens / "weights_rw.json"
     record = json.loads(w.read_text())
     record["weights"] = [0.4, 0.4, 0.2]
     w.write_text(json.dumps(record))
     with pytest.raises(LogError, match=r"another classifier \(aggregator weights"):
-        _certify(run, path, "--aggregation=rw", "--max=4")
+        certify_tiny(run, path, "--aggregation=rw", "--max=4")
     # Replace member 0 by a member of other weights.
     shutil.rmtree(ens / "member_0")
     constant_member(ens / "member_0", 3, strength=2.0)
     mean_path = str(tmp_path / "mean.tsv")
     with pytest.raises(ValueError, match="computed for other weights of .*member_0"):
-        _certify(run, path, "--aggregation=rw", "--max=4")  # stale weights file refused too
+        certify_tiny(run, path, "--aggregation=rw", "--max=4")  # stale weights file refused too
     shutil.rmtree(ens / "member_0")
     shutil.copytree(setup["ens"] + "/member_0", ens / "member_0")
-    _certify(run, mean_path, "--aggregation=mean", "--max=2")
+    certify_tiny(run, mean_path, "--aggregation=mean", "--max=2")
     shutil.rmtree(ens / "member_0")
     constant_member(ens / "member_0", 3, strength=2.0)
     with pytest.raises(LogError, match="member 0's weights differ"):
-        _certify(run, mean_path, "--aggregation=mean", "--max=4")
+        certify_tiny(run, mean_path, "--aggregation=mean", "--max=4")
     assert len(read_rows(mean_path)) == 2  # nothing appended
 
 
 def test_2_logs_without_fingerprint_adopt_it_once(setup, caplog):
     path = str(setup["root"] / "legacy.tsv")
-    _certify(setup, path, "--aggregation=mean", "--max=2")
+    certify_tiny(setup, path, "--aggregation=mean", "--max=2")
     settings = json.load(open(path + ".json"))
     del settings["fingerprint"]
     json.dump(settings, open(path + ".json", "w"))
-    _certify(setup, path, "--aggregation=mean", "--max=4")
+    certify_tiny(setup, path, "--aggregation=mean", "--max=4")
     assert "adopting that of the members it names now" in caplog.text
     assert "fingerprint" in json.load(open(path + ".json"))
     assert len(read_rows(path)) == 4
@@ -157,12 +157,12 @@ def test_2_image_order_recorded_adopted_once_and_binding(setup, caplog):
     # Rows index the test set; read in another order (an image-folder copy of the same data
     # set) index i is another image, so the log must not be continued.
     path = str(setup["root"] / "order.tsv")
-    _certify(setup, path, "--aggregation=mean", "--max=2")
+    certify_tiny(setup, path, "--aggregation=mean", "--max=2")
     settings = json.load(open(path + ".json"))
     assert settings["image_order"] == "original"  # MNIST idx files
     del settings["image_order"]
     json.dump(settings, open(path + ".json", "w"))
-    _certify(setup, path, "--aggregation=mean", "--max=3")
+    certify_tiny(setup, path, "--aggregation=mean", "--max=3")
     assert "no image order recorded" in caplog.text
     settings = json.load(open(path + ".json"))
     assert settings["image_order"] == "original" and len(read_rows(path)) == 3
@@ -170,46 +170,46 @@ def test_2_image_order_recorded_adopted_once_and_binding(setup, caplog):
     json.dump(settings, open(path + ".json", "w"))
     with pytest.raises(LogError, match="rows index test images in the 'by_class' order, the data read now "
                        r"\(--data_dir\) are in the 'original' order"):
-        _certify(setup, path, "--aggregation=mean", "--max=4")
+        certify_tiny(setup, path, "--aggregation=mean", "--max=4")
     assert len(read_rows(path)) == 3
 
 
 def test_2_batch_is_not_binding_and_old_noise_scheme_refused(setup):
     a, b = str(setup["root"] / "b64.tsv"), str(setup["root"] / "b_mixed.tsv")
-    _certify(setup, a, "--aggregation=gm", "--max=6")
-    _certify(setup, b, "--aggregation=gm", "--max=3", "--batch=64")
-    _certify(setup, b, "--aggregation=gm", "--max=6", "--batch=37")  # resume at another batch
-    assert _rows(a) == _rows(b)
+    certify_tiny(setup, a, "--aggregation=gm", "--max=6")
+    certify_tiny(setup, b, "--aggregation=gm", "--max=3", "--batch=64")
+    certify_tiny(setup, b, "--aggregation=gm", "--max=6", "--batch=37")  # resume at another batch
+    assert rows_without_time(a) == rows_without_time(b)
     settings = json.load(open(b + ".json"))
     del settings["noise"]
     json.dump(settings, open(b + ".json", "w"))
     with pytest.raises(LogError, match="older, batch-dependent one"):
-        _certify(setup, b, "--aggregation=gm", "--max=8")
+        certify_tiny(setup, b, "--aggregation=gm", "--max=8")
 
 
 # 3. Training resumes only the checkpoint of the same settings.
 def test_3_checkpoint_of_other_settings_refused(tmp_path):
     model_dir = str(tmp_path / "m")
-    cfg = _cfg(role="gaussian", base_sigma=0.25, epochs=2)
+    cfg = member_config(role="gaussian", base_sigma=0.25, epochs=2)
     with pytest.raises(KeyboardInterrupt):
         train_tiny(cfg, tiny_splits(), model_dir, verbose=0,
-                   extra_callbacks=[_Interrupt(epoch=1, batch=0)])
-    other = _cfg(role="gaussian", base_sigma=1.0, epochs=2, learning_rate=0.01)
+                   extra_callbacks=[Interrupt(epoch=1, batch=0)])
+    other = member_config(role="gaussian", base_sigma=1.0, epochs=2, learning_rate=0.01)
     with pytest.raises(ValueError, match=r"--base_sigma: checkpoint 0.25 vs now 1.0.*"
                                          r"--learning_rate: checkpoint 0.05 vs now 0.01"):
         train_tiny(other, tiny_splits(), model_dir, verbose=0)
     train_tiny(cfg, tiny_splits(), model_dir, verbose=0)  # the same settings resume
-    assert _epochs_logged(model_dir) == [0, 1]
+    assert epochs_logged(model_dir) == [0, 1]
 
 
 def test_3_checkpoint_of_an_older_draw_scheme_refused(tmp_path):
     # A checkpoint from before batches and noise were keyed by (seed, epoch, step) cannot be
     # continued draw for draw: refused in one line that says how to start over.
     model_dir = str(tmp_path / "m")
-    cfg = _cfg(role="gaussian", base_sigma=0.25, epochs=2)
+    cfg = member_config(role="gaussian", base_sigma=0.25, epochs=2)
     with pytest.raises(KeyboardInterrupt):
         train_tiny(cfg, tiny_splits(), model_dir, verbose=0,
-                   extra_callbacks=[_Interrupt(epoch=1, batch=0)])
+                   extra_callbacks=[Interrupt(epoch=1, batch=0)])
     settings = os.path.join(model_dir + ".ckpt", "cear_settings.json")
     recorded = json.load(open(settings))
     del recorded["training_draws"]
@@ -227,35 +227,35 @@ def test_4_kill_before_export_retrains_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(members, "export_member", killed)
     with pytest.raises(KeyboardInterrupt):
-        train_tiny(_cfg(epochs=2), tiny_splits(), model_dir, verbose=0)
+        train_tiny(member_config(epochs=2), tiny_splits(), model_dir, verbose=0)
     monkeypatch.undo()
     assert os.path.isdir(model_dir + ".ckpt")
-    train_tiny(_cfg(epochs=2), tiny_splits(), model_dir, verbose=0)
-    assert _epochs_logged(model_dir) == [0, 1]  # no epoch trained (or logged) twice
+    train_tiny(member_config(epochs=2), tiny_splits(), model_dir, verbose=0)
+    assert epochs_logged(model_dir) == [0, 1]  # no epoch trained (or logged) twice
     assert members.is_complete_member(model_dir) and not os.path.exists(model_dir + ".ckpt")
 
 
 def test_4_torn_checkpoint_names_the_file(tmp_path):
     model_dir = str(tmp_path / "m")
     with pytest.raises(KeyboardInterrupt):
-        train_tiny(_cfg(epochs=3), tiny_splits(), model_dir, verbose=0,
-                   extra_callbacks=[_Interrupt(epoch=1, batch=0)])
+        train_tiny(member_config(epochs=3), tiny_splits(), model_dir, verbose=0,
+                   extra_callbacks=[Interrupt(epoch=1, batch=0)])
     weights_file = os.path.join(model_dir + ".ckpt", "latest.weights.h5")
     with open(weights_file, "r+b") as f:
         f.truncate(100)
     with pytest.raises(ValueError, match=r"latest.weights.h5: the checkpoint cannot be read.*"
                                          r"--noresume"):
-        train_tiny(_cfg(epochs=3), tiny_splits(), model_dir, verbose=0)
-    train_tiny(_cfg(epochs=3), tiny_splits(), model_dir, resume=False, verbose=0)
+        train_tiny(member_config(epochs=3), tiny_splits(), model_dir, verbose=0)
+    train_tiny(member_config(epochs=3), tiny_splits(), model_dir, resume=False, verbose=0)
     assert members.is_complete_member(model_dir)
 
 
 # 5. Every --noresume keeps the previous log and its settings, numbered.
 def test_5_noresume_keeps_every_old_log(setup):
     path = str(setup["root"] / "again.tsv")
-    _certify(setup, path, "--aggregation=mean", "--max=1")
-    _certify(setup, path, "--aggregation=mean", "--max=2", "--noresume")
-    _certify(setup, path, "--aggregation=mean", "--max=3", "--noresume")
+    certify_tiny(setup, path, "--aggregation=mean", "--max=1")
+    certify_tiny(setup, path, "--aggregation=mean", "--max=2", "--noresume")
+    certify_tiny(setup, path, "--aggregation=mean", "--max=3", "--noresume")
     assert len(read_rows(path + ".old1")) == 1 and len(read_rows(path + ".old2")) == 2
     assert json.load(open(path + ".old1.json"))["max"] == 1
     assert json.load(open(path + ".old2.json"))["max"] == 2
@@ -290,22 +290,22 @@ def test_7_partial_export_folder_is_ignored(setup, tmp_path):
 # 8. Damaged files are named, with the line, and never truncated before the check.
 def test_8_damaged_logs_and_settings(setup, tmp_path):
     path = str(tmp_path / "log.tsv")
-    _certify(setup, path, "--aggregation=mean", "--max=3")
+    certify_tiny(setup, path, "--aggregation=mean", "--max=3")
     good = open(path, "rb").read()
     lines = good.decode().split("\n")
     bad_idx = "\n".join([lines[0], lines[1], "x" + lines[2]] + lines[3:])
     open(path, "w").write(bad_idx + "half a row")
     with pytest.raises(LogError, match=r"log.tsv:3: idx 'x1' is not an integer"):
-        _certify(setup, path, "--aggregation=mean", "--max=5")
+        certify_tiny(setup, path, "--aggregation=mean", "--max=5")
     assert open(path).read().endswith("half a row")  # not truncated
     second = len(lines[0]) + 1 + 3  # inside the first row
     open(path, "wb").write(good[:second] + b"\xff\xfe" + good[second + 2:])
     with pytest.raises(LogError, match=r"log.tsv:2: not UTF-8"):
-        _certify(setup, path, "--aggregation=mean", "--max=5")
+        certify_tiny(setup, path, "--aggregation=mean", "--max=5")
     open(path, "wb").write(good)
     open(path + ".json", "w").write("{not json")
     with pytest.raises(LogError, match=r"log.tsv.json: not valid JSON"):
-        _certify(setup, path, "--aggregation=mean", "--max=5")
+        certify_tiny(setup, path, "--aggregation=mean", "--max=5")
 
 
 @pytest.mark.parametrize("column,value,match", [
@@ -348,12 +348,12 @@ def test_10_odd_values_refused(setup, tmp_path):
     with pytest.raises(flags.IllegalFlagValueError, match="--max must be -1"):
         parse_flags(["--max=-2"], certify)
     with pytest.raises(ValueError, match="select no image"):
-        _certify(setup, str(tmp_path / "none.tsv"), "--max=0")
+        certify_tiny(setup, str(tmp_path / "none.tsv"), "--max=0")
     with pytest.raises(ValueError, match=r"--N=9 cannot certify any image at --alpha=0.001.*"
                                          r"--N >= 10"):
-        _certify(setup, str(tmp_path / "n.tsv"), "--N=9", "--alpha=0.001")
+        certify_tiny(setup, str(tmp_path / "n.tsv"), "--N=9", "--alpha=0.001")
     with pytest.raises(LogError, match="is a directory"):
-        _certify(setup, str(tmp_path), "--aggregation=mean")
+        certify_tiny(setup, str(tmp_path), "--aggregation=mean")
     dirs = ensemble.resolve_member_dirs([setup["ens"]])
     for bad in ([True, 1, 1], ["0.5", 1, 1], "0.3"):
         w = tmp_path / "w.json"
@@ -439,8 +439,8 @@ def test_soak_kill9_reruns_and_a_concurrent_writer(setup, tmp_path):
                               timeout=900)
     assert finished.returncode == 0, finished.stderr[-1000:]
     for name in ("mean", "gm"):
-        ref = _rows(reference.replace("{aggregation}", name))
-        got = _rows(soak.replace("{aggregation}", name))
+        ref = rows_without_time(reference.replace("{aggregation}", name))
+        got = rows_without_time(soak.replace("{aggregation}", name))
         assert len(ref) == images and got == ref, name
 
 
@@ -459,23 +459,23 @@ def test_missing_required_flag_is_one_line_not_a_page_of_help(tmp_path):
 def test_11_train_log_never_mixes_runs(tmp_path):
     model_dir = str(tmp_path / "m")
     with pytest.raises(KeyboardInterrupt):
-        train_tiny(_cfg(epochs=3), tiny_splits(), model_dir, verbose=0,
-                   extra_callbacks=[_Interrupt(epoch=2, batch=0)])
-    assert _epochs_logged(model_dir) == [0, 1]
+        train_tiny(member_config(epochs=3), tiny_splits(), model_dir, verbose=0,
+                   extra_callbacks=[Interrupt(epoch=2, batch=0)])
+    assert epochs_logged(model_dir) == [0, 1]
     shutil.rmtree(model_dir + ".ckpt")  # the checkpoint is lost: the next run starts over
     with pytest.raises(KeyboardInterrupt):
-        train_tiny(_cfg(epochs=3), tiny_splits(), model_dir, verbose=0,
-                   extra_callbacks=[_Interrupt(epoch=1, batch=0)])
-    assert _epochs_logged(model_dir) == [0]
+        train_tiny(member_config(epochs=3), tiny_splits(), model_dir, verbose=0,
+                   extra_callbacks=[Interrupt(epoch=1, batch=0)])
+    assert epochs_logged(model_dir) == [0]
     first = model_dir + ".logs/train.discarded.1.csv"
     with open(first) as f:
         assert [int(line.split(",")[0]) for line in f.read().splitlines()[1:]] == [0, 1]
-    train_tiny(_cfg(epochs=3), tiny_splits(), model_dir, verbose=0)  # resumes: nothing moved
-    assert _epochs_logged(model_dir) == [0, 1, 2]
+    train_tiny(member_config(epochs=3), tiny_splits(), model_dir, verbose=0)  # resumes: nothing moved
+    assert epochs_logged(model_dir) == [0, 1, 2]
     assert not os.path.exists(model_dir + ".logs/train.discarded.2.csv")
     shutil.rmtree(model_dir)
-    train_tiny(_cfg(epochs=1), tiny_splits(), model_dir, resume=False, verbose=0)
-    assert _epochs_logged(model_dir) == [0]
+    train_tiny(member_config(epochs=1), tiny_splits(), model_dir, resume=False, verbose=0)
+    assert epochs_logged(model_dir) == [0]
     with open(model_dir + ".logs/train.discarded.2.csv") as f:
         assert len(f.read().splitlines()) == 4  # the header and the finished run's 3 epochs
 

@@ -12,7 +12,7 @@ from scipy import stats
 from cear_tf import member_accuracy, members
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags
-from tests.test_certify_cli import constant_member
+from tests.helpers import constant_member
 
 
 def test_wilson_interval_known_values():

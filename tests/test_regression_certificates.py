@@ -91,17 +91,25 @@ def _record_or_compare(key, value):
         with open(FIXTURE, "w") as f:
             json.dump(recorded, f, indent=1, sort_keys=True)
             f.write("\n")
-        return
+        # Recording compares nothing: the test is skipped, never passed.
+        pytest.skip(f"recorded {key} in {FIXTURE} (CEAR_TF_RECORD_REGRESSION=1)")
     assert key in recorded, f"{FIXTURE} has no {key}: record it (see the module docstring)"
     assert value == recorded[key]
 
 
+def _fit_rw_weights(setup):
+    """The RW weights the plain case certifies with (weights_rw.json beside the members)."""
+    path = setup / "ens" / "weights_rw.json"
+    if not path.exists():
+        parse_flags([f"--data_dir={setup / 'mnist'}", f"--models={setup / 'ens'}",
+                     "--sigma=0.5", "--aggregation=rw", "--N0=50", "--N=300", "--num_images=8",
+                     "--validation_size=20"], weights)
+        weights.main(["prog"])
+    return json.load(open(path))
+
+
 def test_rw_weights_are_unchanged(setup):
-    parse_flags([f"--data_dir={setup / 'mnist'}", f"--models={setup / 'ens'}", "--sigma=0.5",
-                 "--aggregation=rw", "--N0=50", "--N=300", "--num_images=8",
-                 "--validation_size=20"], weights)
-    weights.main(["prog"])
-    record = json.load(open(setup / "ens" / "weights_rw.json"))
+    record = _fit_rw_weights(setup)
     _record_or_compare("rw_weights", [record["weights"], record["certified_accuracy"]])
 
 
@@ -117,8 +125,8 @@ def test_sween_weights_are_unchanged(setup, tmp_path):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_certify_rows_are_unchanged(setup, case):
-    if case == "plain" and not (setup / "ens" / "weights_rw.json").exists():
-        test_rw_weights_are_unchanged(setup)
+    if case == "plain":
+        _fit_rw_weights(setup)
     rows = _rows(setup, case)
     predictions = [r["predict"] for log in rows.values() for r in log]
     assert "-1" in predictions and any(p != "-1" for p in predictions)  # both outcomes

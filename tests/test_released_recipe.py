@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from cear_tf import trainers
 from tests.helpers import tiny_splits
-from tests.test_train import _cfg, train_tiny
+from tests.helpers import member_config, train_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,10 +86,10 @@ def test_options_reach_training_and_metadata(tmp_path):
             seen["clip"] = self.model.clip
 
     teacher_dir = str(tmp_path / "teacher")
-    train_tiny(_cfg(epochs=1), tiny_splits(), teacher_dir, verbose=0)
+    train_tiny(member_config(epochs=1), tiny_splits(), teacher_dir, verbose=0)
     from cear_tf import members
     teacher = members.load_member(teacher_dir)
-    cfg = _cfg(role="student", base_sigma=0.5, vga=True, temperature=3.0, optimizer="adam",
+    cfg = member_config(role="student", base_sigma=0.5, vga=True, temperature=3.0, optimizer="adam",
                learning_rate=1e-3, vga_rule="released_mnist", student_loss="released_mnist",
                train_clip=True, fixed_noisy_copy=True, arch="released_mnist_cnn")
     meta = train_tiny(cfg, tiny_splits(), str(tmp_path / "s"), teacher, verbose=0,
@@ -99,16 +99,16 @@ def test_options_reach_training_and_metadata(tmp_path):
     for key in ("optimizer", "vga_rule", "student_loss", "train_clip", "fixed_noisy_copy"):
         assert meta[key] == getattr(cfg, key)
     with pytest.raises(ValueError, match="--fixed_noisy_copy cannot be combined with --augment"):
-        train_tiny(_cfg(role="gaussian", base_sigma=0.5, fixed_noisy_copy=True,
+        train_tiny(member_config(role="gaussian", base_sigma=0.5, fixed_noisy_copy=True,
                         augment="flip_crop"), tiny_splits(), str(tmp_path / "g"), verbose=0)
 
 
 def test_nesterov_reaches_the_optimizer_and_the_record(tmp_path):
     from cear_tf import members, training
-    optimizer = training.build_optimizer(_cfg(momentum=0.8, nesterov=True), steps_per_epoch=10)
+    optimizer = training.build_optimizer(member_config(momentum=0.8, nesterov=True), steps_per_epoch=10)
     assert optimizer.nesterov and optimizer.momentum == 0.8
-    assert not training.build_optimizer(_cfg(), steps_per_epoch=10).nesterov
-    train_tiny(_cfg(epochs=1, nesterov=True), tiny_splits(), str(tmp_path / "t"), verbose=0)
+    assert not training.build_optimizer(member_config(), steps_per_epoch=10).nesterov
+    train_tiny(member_config(epochs=1, nesterov=True), tiny_splits(), str(tmp_path / "t"), verbose=0)
     assert members.load_member(str(tmp_path / "t")).metadata["nesterov"] is True
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from cear_tf import ensemble, members, smoothing
 from cear_tf.specs import EnsembleSpec, SamplingSpec
-from tests.test_certify_cli import constant_member
+from tests.helpers import constant_member
 
 
 def test_specs_are_frozen_and_take_sequences_as_tuples():

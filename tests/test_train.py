@@ -1,4 +1,3 @@
-import csv
 import json
 import os
 
@@ -9,28 +8,15 @@ import tensorflow as tf
 from absl import app
 
 from cear_tf import members, train, training
-from tests.helpers import parse_flags, tiny_splits
+from tests.helpers import (Interrupt, epochs_logged, member_config, parse_flags, tiny_splits,
+                           train_tiny)
 from tests import data_fakes as fakes
-
-
-def train_tiny(*args, **kw):
-    """train_member on tiny random splits, where accuracy is not the point: export even at
-    chance level (the collapse check has tests of its own)."""
-    kw.setdefault("allow_collapsed", True)
-    return training.train_member(*args, **kw)
-
-
-def _cfg(**kw):
-    base = dict(role="teacher", arch="lenet5", dataset="mnist", seed=0, epochs=1, batch_size=16,
-                learning_rate=0.05, lr_schedule="constant")
-    base.update(kw)
-    return training.MemberConfig(**base)
 
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("teacher") / "teacher")
-    train_tiny(_cfg(epochs=2), tiny_splits(), path, verbose=0)
+    train_tiny(member_config(epochs=2), tiny_splits(), path, verbose=0)
     return path
 
 
@@ -56,7 +42,7 @@ def test_export_round_trip_same_logits(teacher_dir):
 
 def test_exported_logits_equal_keras_logits(tmp_path):
     splits = tiny_splits()
-    cfg = _cfg()
+    cfg = member_config()
     trainer = training.build_trainer(cfg, splits.info)
     x = splits.test[0][:5]
     members.export_member(trainer.network, str(tmp_path / "m"), {"role": "teacher"})
@@ -67,7 +53,7 @@ def test_exported_logits_equal_keras_logits(tmp_path):
 
 def test_student_metadata_records_vga(teacher_dir, tmp_path):
     teacher = members.load_member(teacher_dir)
-    meta = train_tiny(_cfg(role="student", base_sigma=0.4, vga=True, temperature=3.0,
+    meta = train_tiny(member_config(role="student", base_sigma=0.4, vga=True, temperature=3.0,
                                    seed=5, learning_rate=0.01),
                               tiny_splits(), str(tmp_path / "s"), teacher, verbose=0)
     assert 0.2 <= meta["sigma"] <= 0.6 and meta["sigma"] != 0.4
@@ -76,37 +62,18 @@ def test_student_metadata_records_vga(teacher_dir, tmp_path):
     assert 0.0 <= meta["noisy_test_accuracy"] <= 1.0
 
 
-class _Interrupt(keras.callbacks.Callback):
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.at = (epoch, batch)
-        self.epoch = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if (self.epoch, batch) == self.at:
-            raise KeyboardInterrupt("simulated interruption")
-
-
-def _epochs_logged(model_dir):
-    with open(model_dir + ".logs/train.csv") as f:
-        return [int(r["epoch"]) for r in csv.DictReader(f)]
-
-
 def _train_until_interrupted(cfg, splits, model_dir, epoch, batch):
     with pytest.raises(KeyboardInterrupt):
         train_tiny(cfg, splits, model_dir, verbose=0,
-                   extra_callbacks=[_Interrupt(epoch=epoch, batch=batch)])
+                   extra_callbacks=[Interrupt(epoch=epoch, batch=batch)])
 
 
 def test_resume_after_interrupted_epoch_continues(tmp_path):
     splits = tiny_splits()
     model_dir = str(tmp_path / "m")
-    cfg = _cfg(epochs=3)
+    cfg = member_config(epochs=3)
     _train_until_interrupted(cfg, splits, model_dir, epoch=1, batch=1)
-    assert _epochs_logged(model_dir) == [0]
+    assert epochs_logged(model_dir) == [0]
     assert os.path.isdir(model_dir + ".ckpt") and not os.path.exists(model_dir)
     clock = os.path.join(model_dir + ".ckpt", "train_seconds.json")
     with open(clock) as f:
@@ -116,7 +83,7 @@ def test_resume_after_interrupted_epoch_continues(tmp_path):
     with open(clock, "w") as f:
         json.dump({"epochs": 1, "seconds": 1000.0}, f)
     meta = train_tiny(cfg, splits, model_dir, verbose=0)
-    assert _epochs_logged(model_dir) == [0, 1, 2]  # epoch 0 not trained again
+    assert epochs_logged(model_dir) == [0, 1, 2]  # epoch 0 not trained again
     assert members.is_complete_member(model_dir)
     assert not os.path.exists(model_dir + ".ckpt")  # removed once training finished
     assert 1000.0 < meta["train_seconds"] < 1000.0 + 600  # every run's seconds, summed
@@ -126,7 +93,7 @@ def test_resume_after_interrupted_epoch_continues(tmp_path):
 def test_train_seconds_unknown_before_the_clock_are_flagged(tmp_path):
     splits = tiny_splits()
     model_dir = str(tmp_path / "m")
-    cfg = _cfg(epochs=2)
+    cfg = member_config(epochs=2)
     _train_until_interrupted(cfg, splits, model_dir, epoch=1, batch=0)
     os.remove(os.path.join(model_dir + ".ckpt", "train_seconds.json"))  # an older checkpoint
     meta = train_tiny(cfg, splits, model_dir, verbose=0)
@@ -138,9 +105,9 @@ def test_train_seconds_unknown_before_the_clock_are_flagged(tmp_path):
 def test_noresume_restarts(tmp_path):
     splits = tiny_splits()
     model_dir = str(tmp_path / "m")
-    _train_until_interrupted(_cfg(epochs=2), splits, model_dir, epoch=1, batch=0)
-    train_tiny(_cfg(epochs=2), splits, model_dir, resume=False, verbose=0)
-    assert _epochs_logged(model_dir) == [0, 1]  # the discarded run's epoch moved aside
+    _train_until_interrupted(member_config(epochs=2), splits, model_dir, epoch=1, batch=0)
+    train_tiny(member_config(epochs=2), splits, model_dir, resume=False, verbose=0)
+    assert epochs_logged(model_dir) == [0, 1]  # the discarded run's epoch moved aside
     assert os.path.exists(model_dir + ".logs/train.discarded.1.csv")
 
 
@@ -148,14 +115,14 @@ def test_bad_inputs_fail_before_training(teacher_dir, tmp_path):
     splits = tiny_splits()
     model_dir = str(tmp_path / "bad")
     with pytest.raises(ValueError, match="teacher"):
-        train_tiny(_cfg(role="student", base_sigma=0.25, temperature=2.0), splits,
+        train_tiny(member_config(role="student", base_sigma=0.25, temperature=2.0), splits,
                            model_dir, teacher=None, verbose=0)
     with pytest.raises(ValueError, match="sigma"):
-        train_tiny(_cfg(role="gaussian", base_sigma=0.0), splits, model_dir, verbose=0)
+        train_tiny(member_config(role="gaussian", base_sigma=0.0), splits, model_dir, verbose=0)
     teacher = members.load_member(teacher_dir)
     cifar = tiny_splits(dataset="cifar10")
     with pytest.raises(ValueError, match=r"takes input \(28, 28, 1\).*\(32, 32, 3\)"):
-        train_tiny(_cfg(role="student", dataset="cifar10", base_sigma=0.25,
+        train_tiny(member_config(role="student", dataset="cifar10", base_sigma=0.25,
                                 temperature=2.0, arch="resnet20"), cifar, model_dir, teacher,
                            verbose=0)
     assert not os.path.exists(model_dir + ".logs")  # nothing started
@@ -209,7 +176,7 @@ def test_clipnorm_reaches_the_optimizer_and_metadata(tmp_path):
         def on_train_begin(self, logs=None):
             seen["clip"] = self.model.optimizer.global_clipnorm
 
-    meta = train_tiny(_cfg(clipnorm=1.0), tiny_splits(), str(tmp_path / "m"), verbose=0,
+    meta = train_tiny(member_config(clipnorm=1.0), tiny_splits(), str(tmp_path / "m"), verbose=0,
                               extra_callbacks=[Probe()])
     assert seen["clip"] == 1.0 and meta["clipnorm"] == 1.0
 
@@ -217,7 +184,7 @@ def test_clipnorm_reaches_the_optimizer_and_metadata(tmp_path):
 def test_literature_lenet_trains_with_the_literature_recipe(tmp_path):
     # The baseline of shared/literature_lenet.toml: unnormalised pixels, SGD with a step
     # schedule and no gradient clipping; its cear.json records the recipe.
-    cfg = _cfg(role="gaussian", arch="literature_lenet", base_sigma=0.5, normalize=False,
+    cfg = member_config(role="gaussian", arch="literature_lenet", base_sigma=0.5, normalize=False,
                epochs=2, learning_rate=0.01, lr_schedule="step", lr_step_epochs=1,
                lr_gamma=0.1, clipnorm=0.0, weight_decay=1e-3, batch_size=32)
     path = str(tmp_path / "literature_lenet")
