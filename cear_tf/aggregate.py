@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 # The names live in cear_tf.choices (no TensorFlow), re-exported here.
-from cear_tf.choices import (AGGREGATIONS, PREFIXABLE, WEIGHTED,  # noqa: E402,F401
+from cear_tf.choices import (AGGREGATIONS, PREFIXABLE, WEIGHTED,  # noqa: F401
                              parse_aggregation)
 
 GM_DISTANCE_FLOOR = 1e-12

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from cear_tf.choices import NORMS  # noqa: E402
+from cear_tf.choices import NORMS
 
 Target = Callable[[tf.Tensor], tf.Tensor]
 

@@ -37,7 +37,7 @@ from typing import Iterable
 import numpy as np
 import tensorflow as tf
 
-from cear_tf.choices import (AUGMENTATIONS, BY_CLASS_ORDER, DEFAULT_SPLIT_SEED,  # noqa: E402
+from cear_tf.choices import (AUGMENTATIONS, BY_CLASS_ORDER, DEFAULT_SPLIT_SEED,
                              DEFAULT_VALIDATION_SIZE, IMAGE_ORDERS, ORIGINAL_ORDER, SPLITS,
                              TFDS_ORDER)
 

@@ -15,7 +15,7 @@ import os
 
 import tensorflow as tf
 
-from cear_tf.choices import STRATEGIES  # noqa: E402
+from cear_tf.choices import STRATEGIES
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

@@ -79,10 +79,12 @@ def noisy_accuracy(fractions: np.ndarray) -> Accuracy:
     return Accuracy(mean, max(0.0, mean - Z95 * se), min(1.0, mean + Z95 * se), n)
 
 
-def noisy_images(images, indices, sigma: float, draws: int, seed: int,
-                 domain: int = noise.NoiseDomain.MEMBER_ACCURACY):
+def noisy_images(images, indices, sigma: float, draws: int, seed: int, domain=None):
     """[B * draws, H, W, C]: `draws` unclipped noisy copies of each image, the draws of image
-    i from the stream (seed, domain, i), the same however images are batched."""
+    i from the stream (seed, domain, i), the same however images are batched. The domain is
+    MEMBER_ACCURACY unless given."""
+    if domain is None:
+        domain = noise.NoiseDomain.MEMBER_ACCURACY
     images = tf.convert_to_tensor(images, tf.float32)
     shape = tf.concat([[draws], tf.shape(images)[1:]], axis=0)
 

@@ -26,7 +26,7 @@ import os
 import tensorflow as tf
 from absl import logging
 
-from cear_tf.choices import PRECISIONS  # noqa: E402
+from cear_tf.choices import PRECISIONS
 
 _REWRITERS = {
     "mixed_bfloat16": "auto_mixed_precision_onednn_bfloat16",

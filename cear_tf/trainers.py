@@ -23,7 +23,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from cear_tf.choices import NOISE_MODES, VGA_RULES
+from cear_tf.choices import NOISE_MODES, STUDENT_LOSSES, VGA_RULES
 from cear_tf.distribute import replica_seed, scale_for_replicas
 
 # Separate streams derived from a member's seed, so the VGA draw does not depend on how
@@ -243,9 +243,6 @@ def fixed_noisy_copy(images: np.ndarray, sigma: float, seed: int, clip: bool) ->
     rng = np.random.default_rng([_NOISE_STREAM, int(seed), 1])
     noisy = images + rng.standard_normal(images.shape, dtype=np.float32) * np.float32(sigma)
     return np.clip(noisy, 0.0, 1.0) if clip else noisy
-
-
-from cear_tf.choices import STUDENT_LOSSES  # noqa: E402
 
 
 def released_mnist_loss(teacher_logits, student_logits, temperature: float):

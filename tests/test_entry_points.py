@@ -10,6 +10,7 @@ from absl import flags
 
 from cear_tf import (analyze, attack, bench, certify, common_flags, export, member_accuracy,
                      merge, report, run, smoothing_flags, train, variance, weights)
+from tests.conftest import REPO
 from tests.helpers import cear_tf_flags, parse_flags
 
 ENTRY_POINTS = (analyze, attack, bench, certify, export, member_accuracy, merge, report, run,
@@ -157,3 +158,25 @@ def test_readme_flag_vocabulary_matches_the_entry_points():
             assert having == tools, (name, sorted(having), sorted(tools))
             checked += 1
     assert checked >= 15
+
+
+def test_importing_the_library_touches_no_file_descriptor_and_reads_no_argv():
+    # A notebook or another program imports cear_tf: nothing may depend on its argv, and
+    # stderr stays where it is (the quiet start-up belongs to the command-line runner).
+    code = r"""
+import os, sys
+calls = []
+real_dup2 = os.dup2
+os.dup2 = lambda *a, **k: (calls.append(a), real_dup2(*a, **k))[1]
+sys.argv = sys.argv[1:]
+before = list(sys.argv)
+import cear_tf, cear_tf.smoothing, cear_tf.training, cear_tf.certify, cear_tf.report
+assert "tensorflow" in sys.modules  # the library modules did load TensorFlow
+assert calls == [], calls
+assert sys.argv == before, sys.argv
+print("ok")
+"""
+    for argv in (["notebook"], ["notebook", "--help", "--verbosity=1"]):
+        out = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
