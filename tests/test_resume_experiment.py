@@ -142,6 +142,10 @@ def test_the_quick_job_killed_at_random_moments_ends_as_an_uninterrupted_run(tmp
     reference = subprocess.run(runs["uninterrupted"][1], cwd=REPO, env=_env(),
                                capture_output=True, text=True, timeout=3600)
     assert reference.returncode == 0, reference.stderr[-3000:]
+    # What the README shows is what the job prints today.
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    shown = readme.split("What the default job prints today", 1)[1].split("```")[1]
+    assert _table(reference.stdout) == _table(shown), "README's quick-run table is stale"
     moments = (time.time() - start) * np.random.default_rng(8).uniform(0.05, 0.3, size=8)
     kills = []
     resumed = _killed_then_finished(runs["killed"][1], REPO, moments, kills)
