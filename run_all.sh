@@ -3,10 +3,10 @@
 #   teacher -> students (ensembles) -> baselines -> weights -> certify (all aggregations) -> table.
 #
 # usage: ./run_all.sh [EXPERIMENT.toml | --full] [extra flags for every stage, e.g. --start=2160]
-#   EXPERIMENT.toml  an experiment file (experiments/*.toml: data set, sigma, output folder,
-#                    member groups, methods, stage settings); default experiments/mnist_quick.toml,
+#   EXPERIMENT.toml  an experiment file (flags/*.toml: data set, sigma, output folder,
+#                    member groups, methods, stage settings); default flags/mnist_quick.toml,
 #                    a real-data MNIST run of about 8 minutes on 2 CPU cores
-#   --full           the paper-scale MNIST experiment at sigma 0.25, experiments/mnist_sigma025.toml
+#   --full           the paper-scale MNIST experiment at sigma 0.25, flags/mnist_sigma025.toml
 #
 # Every stage is derived from the experiment file by `python -m cear_tf.run` (see its --help;
 # --dry_run prints the commands). Every stage skips finished work (exported members, existing
@@ -17,16 +17,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-experiment=experiments/mnist_quick.toml
+experiment=flags/mnist_quick.toml
 if [[ $# -gt 0 && $1 == --full ]]; then
-  experiment=experiments/mnist_sigma025.toml
+  experiment=flags/mnist_sigma025.toml
   shift
 elif [[ $# -gt 0 && $1 != --* ]]; then
   experiment=$1
   shift
 fi
 if [[ ! -f $experiment ]]; then
-  echo "run_all.sh: experiment file '$experiment' not found (see experiments/*.toml)" >&2
+  echo "run_all.sh: experiment file '$experiment' not found (see flags/*.toml)" >&2
   exit 2
 fi
 

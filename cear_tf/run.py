@@ -1,7 +1,8 @@
 """Runs an experiment: every stage derived from one experiment file (cear_tf.experiment).
 
-  python -m cear_tf.run --experiment=experiments/mnist_sigma100.toml [--data_dir=...] \
-      [--stages=train,weights,certify,variance,attack,table] [--dry_run] [-- extra stage flags]
+  python -m cear_tf.run --experiment=flags/mnist_sigma100.toml [--data_dir=...] \
+      [--stages=train,weights,certify,variance,attack,table] [--dry_run]
+      [--write_flagfiles=DIR] [-- extra stage flags]
 
 Before anything runs, every stage's flags are parsed by its entry point (a typo or a bad value
 in the experiment file stops the run in seconds, with the stage named). Stages then run in
@@ -33,7 +34,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """The flags this entry point reads, defined when it runs (cli.run), never on import."""
-    flags.DEFINE_string("experiment", None, "Experiment file (experiments/*.toml).")
+    flags.DEFINE_string("experiment", None, "Experiment file (flags/*.toml).")
     flags.DEFINE_list("stages", list(experiment.STAGE_KINDS),
                       f"Stage kinds to run, in pipeline order: "
                       f"{', '.join(experiment.STAGE_KINDS)}; 'record' writes only "
@@ -45,6 +46,10 @@ def define_flags() -> None:
                               "file, the key dotted as in the file, the value in TOML "
                               "(e.g. --set=certify.N=1000 --set=train.epochs=2); repeatable.")
     flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
+    flags.DEFINE_string("write_flagfiles", None, "Write each stage's flags to an absl flagfile "
+                        "in this folder (<NN>_<stage>.flags, one flag a line) and print the "
+                        "commands that run them alone (python -m cear_tf.<stage> "
+                        "--flagfile=...); run nothing.")
     flags.register_validator(
         "stages", lambda v: all(s in experiment.STAGE_KINDS + ("record",) for s in v),
         message=f"--stages must name stage kinds from "
@@ -78,6 +83,24 @@ def commands(exp: experiment.Experiment, kinds, data_dir: str | None,
             args.append("--verbose=2")
         out.append((stage, [sys.executable, "-m", stage.module, *args, *extra]))
     return out
+
+
+def write_flagfiles(plan, folder: str) -> list[tuple[str, "experiment.Stage"]]:
+    """One absl flagfile per stage, `<folder>/<NN>_<slug of the stage>.flags`, holding the
+    flags its command line would pass, one a line: `python -m <module> --flagfile=<file>`
+    runs the stage alone, as the original TensorFlow stack runs its programs."""
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for n, (stage, cmd) in enumerate(plan, start=1):
+        slug = "".join(c if c.isalnum() else "_" for c in stage.what.lower()).strip("_")
+        path = os.path.join(folder, f"{n:02d}_{slug[:60]}.flags")
+        flag_args = cmd[3:]  # after python -m <module>
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(f"# {stage.what}: python -m {stage.module} --flagfile={path}\n")
+            f.write("".join(f"{arg}\n" for arg in flag_args))
+        os.replace(path + ".tmp", path)
+        written.append((path, stage))
+    return written
 
 
 def _flag_names(extra: list[str]) -> list[str]:
@@ -123,7 +146,7 @@ def _check_every_stage(plan, extra: list[str]) -> set[int]:
 
 def main(argv):
     if not FLAGS.experiment:
-        raise app.UsageError("--experiment is required (an experiments/*.toml file)")
+        raise app.UsageError("--experiment is required (an flags/*.toml file)")
     exp = experiment.load(FLAGS.experiment, output_dir=FLAGS.output_dir, overrides=FLAGS.set)
     extra = _extra_args(argv)
     kinds = [k for k in experiment.STAGE_KINDS if k in FLAGS.stages]
@@ -131,6 +154,10 @@ def main(argv):
     if FLAGS.dry_run:
         for stage, cmd in plan:
             print(f"# {stage.what}\n{shlex.join(['python', *cmd[1:]])}")
+        return 0
+    if FLAGS.write_flagfiles:
+        for path, stage in write_flagfiles(plan, FLAGS.write_flagfiles):
+            print(f"# {stage.what}\npython -m {stage.module} --flagfile={path}")
         return 0
     # A typo in the experiment stops it here, not hours later.
     finished = _check_every_stage(plan, extra)

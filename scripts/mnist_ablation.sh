@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The released-recipe ablation at sigma = 1.0 on MNIST (docs/deviations.md): cear_tf's recipe,
 # then one released choice at a time, then all of them; RandSmooth, CEAR(RW) and CEAR-(RW)
-# certified for each. Each variant is an experiment file, experiments/mnist_ablation_sigma100
+# certified for each. Each variant is an experiment file, flags/mnist_ablation_sigma100
 # [_<variant>].toml (the base holds what every variant shares); a variant reuses the base's
 # members it does not change and certifies only the rows it changes (the report takes the
 # others from the base). Every stage resumes (members, weights, log rows), so rerun it after
@@ -32,8 +32,8 @@ IFS=';' read -r -a image_passes <<<"${ABLATION_IMAGE_PASSES:---start=2160 --max=
 variants=(base train_clip certify_clip clip fixed_copy network student_loss optimizer vga_rule all released_epochs
           all_released_rw all_80_epochs all_80_epochs_released_rw)
 experiment_file() {
-  if [[ $1 == base ]]; then echo experiments/mnist_ablation_sigma100.toml
-  else echo "experiments/mnist_ablation_sigma100_$1.toml"; fi
+  if [[ $1 == base ]]; then echo flags/mnist_ablation_sigma100.toml
+  else echo "flags/mnist_ablation_sigma100_$1.toml"; fi
 }
 
 todo=("$@")

@@ -64,4 +64,4 @@ def test_every_driver_variant_has_its_file_and_a_report_label():
     assert variants == [v for v, _ in report.ABLATION_VARIANTS]
     for v in variants:
         name = "mnist_ablation_sigma100" + ("" if v == "base" else f"_{v}") + ".toml"
-        assert os.path.isfile(os.path.join(REPO, "experiments", name)), name
+        assert os.path.isfile(os.path.join(REPO, "flags", name)), name

@@ -33,7 +33,7 @@ def test_run_all_quick_prints_table(mnist_dir, tmp_path):
     work = tmp_path / "repo"
     work.mkdir()
     shutil.copy(REPO / "run_all.sh", work)
-    shutil.copytree(REPO / "experiments", work / "experiments")
+    shutil.copytree(REPO / "flags", work / "flags")
     env = dict(os.environ, DATA_DIR=os.path.dirname(mnist_dir), PYTHON=sys.executable)
     out = subprocess.run(["bash", str(work / "run_all.sh")], env=env, capture_output=True,
                          text=True, check=True)

@@ -22,15 +22,19 @@ from tests import data_fakes as fakes
 from tests.helpers import parse_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.toml")))
-ALL_FILES = sorted(glob.glob(os.path.join(ROOT, "experiments", "**", "*.toml"), recursive=True))
+EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "flags", "*.toml")))
+ALL_FILES = sorted(glob.glob(os.path.join(ROOT, "flags", "**", "*.toml"), recursive=True))
 MODULES = {m.__name__: m for m in (train, member_accuracy, weights, certify, variance, attack,
                                     analyze)}
 
 
 def test_every_experiment_is_one_file_and_nothing_else_configures_a_stage():
     assert len(EXPERIMENTS) >= 30
-    assert not os.path.exists(os.path.join(ROOT, "flags")), "flags/ was replaced by experiments/"
+    # The design card's layout: the experiment files are flags/ (their keys are the entry
+    # points' flag names); no second folder of configuration beside it.
+    assert not os.path.exists(os.path.join(ROOT, "experiments")), "experiments/ moved to flags/"
+    for entry in ("setup.cfg", "cear_tf", "models", "flags", "tests", "run_all.sh", "README.md"):
+        assert os.path.exists(os.path.join(ROOT, entry)), entry
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
@@ -76,9 +80,9 @@ def test_no_file_repeats_a_setting_it_inherits(path):
 
 
 def test_paper_and_cpu_scales_differ_by_a_few_keys():
-    own, _ = _own_and_inherited(os.path.join(ROOT, "experiments", "mnist_sigma100_cpu.toml"))
+    own, _ = _own_and_inherited(os.path.join(ROOT, "flags", "mnist_sigma100_cpu.toml"))
     assert set(own) == {"title", "sigma", "output_dir"}
-    cpu, paper = (experiment.load(os.path.join(ROOT, "experiments", f"mnist_sigma025{s}.toml"))
+    cpu, paper = (experiment.load(os.path.join(ROOT, "flags", f"mnist_sigma025{s}.toml"))
                   for s in ("_cpu", ""))
     assert dict(cpu.tables["certify"])["N"] == 10000 and dict(paper.tables["certify"])["N"] == 100000
     # The paper scale adds only the literature's LeNet baseline (a 90-epoch network).
@@ -306,27 +310,27 @@ def _run(args, cwd=ROOT, **kw):
 
 
 def test_runner_dry_run_and_bad_input():
-    out = _run(["--experiment=experiments/mnist_sigma100.toml", "--dry_run",
+    out = _run(["--experiment=flags/mnist_sigma100.toml", "--dry_run",
                 "--stages=certify", "--", "--start=2160", "--max=3500"])
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("python")]
     assert len(lines) == 5 and all("cear_tf.certify" in line for line in lines)
     assert all(line.endswith("--start=2160 --max=3500 --undefok=max,start") for line in lines)
-    bad = _run(["--experiment=experiments/nope.toml"])
+    bad = _run(["--experiment=flags/nope.toml"])
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == (
-        "cear_tf.run: error: experiments/nope.toml: experiment file not found")
-    bad = _run(["--experiment=experiments/mnist_quick.toml", "--stages=tran"])
+        "cear_tf.run: error: flags/nope.toml: experiment file not found")
+    bad = _run(["--experiment=flags/mnist_quick.toml", "--stages=tran"])
     assert bad.returncode != 0 and "--stages must name stage kinds" in bad.stderr
-    bad = _run(["--experiment=experiments/mnist_quick.toml", "--dry_run", "--", "start=1"])
+    bad = _run(["--experiment=flags/mnist_quick.toml", "--dry_run", "--", "start=1"])
     assert bad.returncode == 2 and "stage flags go after '--'" in bad.stderr
     # undefok lets a stage skip a flag meant for another (here --epochs, for training, which
     # --stages leaves out); a flag no stage kind defines is a typo
-    bad = _run(["--experiment=experiments/mnist_quick.toml", "--stages=certify", "--",
+    bad = _run(["--experiment=flags/mnist_quick.toml", "--stages=certify", "--",
                 "--strat=5", "--nofuse_members", "--epochs=2"])
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith(
-        "cear_tf.run: error: experiments/mnist_quick.toml: no stage kind defines --strat (")
+        "cear_tf.run: error: flags/mnist_quick.toml: no stage kind defines --strat (")
 
 
 def test_runner_runs_a_tiny_experiment_and_resumes(tmp_path):
@@ -392,3 +396,39 @@ def test_runner_checks_every_stage_before_the_first_runs(tmp_path):
     bad = _run([f"--experiment={path}", "--set=train.epochs=-3"], timeout=120)
     assert bad.returncode == 2 and "stage 'train teacher'" in bad.stderr
     assert "--epochs must be >= 1" in bad.stderr and not out_dir.exists()
+
+
+def test_a_stage_runs_alone_from_the_flagfile_the_runner_writes(tmp_path):
+    data = tmp_path / "mnist"
+    fakes.write_mnist(data, n_train=60, n_test=8)
+    path = _write(tmp_path, "alone.toml", f"""
+title = "alone"
+dataset = "mnist"
+sigma = 0.25
+output_dir = "{tmp_path / 'out'}"
+validation_size = 20
+[train]
+epochs = 1
+batch_size = 32
+allow_collapsed = true
+[members.rs]
+role = "gaussian"
+[methods.rs]
+label = "RandSmooth"
+members = "rs"
+aggregation = "single"
+""")
+    folder = tmp_path / "flagfiles"
+    out = _run([f"--experiment={path}", f"--data_dir={data}",
+                f"--write_flagfiles={folder}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    files = sorted(os.listdir(folder))
+    assert files[0] == "01_train_rs.flags" and any("certify" in f for f in files)
+    assert f"python -m cear_tf.train --flagfile={folder / files[0]}" in out.stdout
+    assert not (tmp_path / "out" / "rs").exists()  # nothing ran
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    train = subprocess.run([sys.executable, "-m", "cear_tf.train",
+                            f"--flagfile={folder / files[0]}"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert os.path.exists(tmp_path / "out" / "rs" / "cear.json")

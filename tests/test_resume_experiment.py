@@ -2,7 +2,7 @@
 same members and prints the same table as a run that was never interrupted.
 
 The fast test runs a tiny experiment (fake MNIST, a Gaussian network and a fused ensemble of
-two, certification of both); the slow one runs the quick job (experiments/mnist_quick.toml,
+two, certification of both); the slow one runs the quick job (flags/mnist_quick.toml,
 real MNIST, ~8 minutes uninterrupted). Kill moments come from a seeded generator, so a
 failure reproduces.
 """
@@ -136,7 +136,7 @@ def test_the_quick_job_killed_at_random_moments_ends_as_an_uninterrupted_run(tmp
     for name in ("uninterrupted", "killed"):
         out = tmp_path / name
         runs[name] = (out, [sys.executable, "-m", "cear_tf.run",
-                            "--experiment=experiments/mnist_quick.toml",
+                            "--experiment=flags/mnist_quick.toml",
                             f"--data_dir={os.path.dirname(mnist_dir)}", f"--output_dir={out}"])
     start = time.time()
     reference = subprocess.run(runs["uninterrupted"][1], cwd=REPO, env=_env(),
