@@ -137,13 +137,15 @@ print("ok")
 
 
 def test_readme_flag_vocabulary_matches_the_entry_points():
-    """The README's table of flag names: each flag is defined by exactly the tools it lists."""
+    """docs/usage.md's table of flag names: each flag is defined by exactly the tools it
+    lists."""
     import os
     defined = {}
     for module in ENTRY_POINTS:
         parse_flags([], module)
         defined[module.__name__.split(".")[-1]] = set(cear_tf_flags())
-    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs",
+                               "usage.md")).read()
     rows = readme[readme.index("| flag | means | read by |"):].splitlines()[2:]
     checked = 0
     for line in rows:
