@@ -333,14 +333,12 @@ def test_runner_dry_run_and_bad_input():
         "cear_tf.run: error: flags/mnist_quick.toml: no stage kind defines --strat (")
 
 
-def test_runner_runs_a_tiny_experiment_and_resumes(tmp_path):
-    data = tmp_path / "mnist"
-    fakes.write_mnist(data, n_train=120, n_test=8)
-    path = _write(tmp_path, "tiny.toml", f"""
+# A Gaussian network on fake MNIST, certified on a few images: the smallest whole run.
+TINY_RS = """
 title = "tiny"
 dataset = "mnist"
 sigma = 0.25
-output_dir = "{tmp_path / 'out'}"
+output_dir = "{out}"
 validation_size = 20
 [train]
 epochs = 1
@@ -358,7 +356,13 @@ members = "rs"
 aggregation = "single"
 [table]
 radii = [0, 0.25]
-""")
+"""
+
+
+def test_runner_runs_a_tiny_experiment_and_resumes(tmp_path):
+    data = tmp_path / "mnist"
+    fakes.write_mnist(data, n_train=120, n_test=8)
+    path = _write(tmp_path, "tiny.toml", TINY_RS.format(out=tmp_path / "out"))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     first = _run([f"--experiment={path}", f"--data_dir={data}", "--", "--max=4"], env=env,
                  timeout=600)
@@ -401,23 +405,7 @@ def test_runner_checks_every_stage_before_the_first_runs(tmp_path):
 def test_a_stage_runs_alone_from_the_flagfile_the_runner_writes(tmp_path):
     data = tmp_path / "mnist"
     fakes.write_mnist(data, n_train=60, n_test=8)
-    path = _write(tmp_path, "alone.toml", f"""
-title = "alone"
-dataset = "mnist"
-sigma = 0.25
-output_dir = "{tmp_path / 'out'}"
-validation_size = 20
-[train]
-epochs = 1
-batch_size = 32
-allow_collapsed = true
-[members.rs]
-role = "gaussian"
-[methods.rs]
-label = "RandSmooth"
-members = "rs"
-aggregation = "single"
-""")
+    path = _write(tmp_path, "alone.toml", TINY_RS.format(out=tmp_path / "out"))
     folder = tmp_path / "flagfiles"
     out = _run([f"--experiment={path}", f"--data_dir={data}",
                 f"--write_flagfiles={folder}"])

@@ -188,12 +188,18 @@ def test_2_batch_is_not_binding_and_old_noise_scheme_refused(setup):
 
 
 # 3. Training resumes only the checkpoint of the same settings.
-def test_3_checkpoint_of_other_settings_refused(tmp_path):
+def _interrupted_member(tmp_path):
+    """(model dir, config) of a Gaussian member stopped in its second epoch."""
     model_dir = str(tmp_path / "m")
     cfg = member_config(role="gaussian", base_sigma=0.25, epochs=2)
     with pytest.raises(KeyboardInterrupt):
         train_tiny(cfg, tiny_splits(), model_dir, verbose=0,
                    extra_callbacks=[Interrupt(epoch=1, batch=0)])
+    return model_dir, cfg
+
+
+def test_3_checkpoint_of_other_settings_refused(tmp_path):
+    model_dir, cfg = _interrupted_member(tmp_path)
     other = member_config(role="gaussian", base_sigma=1.0, epochs=2, learning_rate=0.01)
     with pytest.raises(ValueError, match=r"--base_sigma: checkpoint 0.25 vs now 1.0.*"
                                          r"--learning_rate: checkpoint 0.05 vs now 0.01"):
@@ -205,11 +211,7 @@ def test_3_checkpoint_of_other_settings_refused(tmp_path):
 def test_3_checkpoint_of_an_older_draw_scheme_refused(tmp_path):
     # A checkpoint from before batches and noise were keyed by (seed, epoch, step) cannot be
     # continued draw for draw: refused in one line that says how to start over.
-    model_dir = str(tmp_path / "m")
-    cfg = member_config(role="gaussian", base_sigma=0.25, epochs=2)
-    with pytest.raises(KeyboardInterrupt):
-        train_tiny(cfg, tiny_splits(), model_dir, verbose=0,
-                   extra_callbacks=[Interrupt(epoch=1, batch=0)])
+    model_dir, cfg = _interrupted_member(tmp_path)
     settings = os.path.join(model_dir + ".ckpt", "cear_settings.json")
     recorded = json.load(open(settings))
     del recorded["training_draws"]
