@@ -477,14 +477,28 @@ class CollapseGuard(keras.callbacks.Callback):
     paper-scale member costs an hour. `members` names the members of a fused run, whose
     metrics end in _<i>; None means one network."""
 
+    FILE = "collapse_streaks.json"
+
     def __init__(self, name: str, chance: float, patience: int, members=None,
-                 factor: float = 1.5):
+                 factor: float = 1.5, ckpt_dir: str | None = None, finished_epochs: int = 0):
         super().__init__()
         self.factor = factor  # accuracy below factor x chance counts as collapsed
         self.groups = [(name, "")] if members is None else \
             [(m, f"_{i}") for i, m in enumerate(members)]
         self.chance, self.patience = chance, patience
         self.streaks = [0] * len(self.groups)
+        # The streaks travel with the checkpoint (written after it, like the TrainingClock),
+        # so a resumed run stops at the epoch the uninterrupted one would.
+        self._path = os.path.join(ckpt_dir, self.FILE) if ckpt_dir else None
+        if self._path and finished_epochs:
+            try:
+                with open(self._path, encoding="utf-8") as f:
+                    recorded = json.load(f)
+                if int(recorded["epochs"]) == finished_epochs and \
+                        len(recorded["streaks"]) == len(self.streaks):
+                    self.streaks = [int(v) for v in recorded["streaks"]]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -501,6 +515,10 @@ class CollapseGuard(keras.callbacks.Callback):
                                 name, epoch + 1,
                                 ", ".join(f"{k} {100 * v:.2f}%" for k, v in sorted(low.items())),
                                 100 * self.chance)
+        if self._path:
+            with open(self._path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump({"epochs": epoch + 1, "streaks": self.streaks}, f)
+            os.replace(self._path + ".tmp", self._path)
         if self.patience and min(self.streaks) >= self.patience:
             logging.warning("%s: at chance level for %d epochs in a row: training stopped",
                             ", ".join(n for n, _ in self.groups), min(self.streaks))

@@ -348,7 +348,8 @@ def _train_and_export(cfg, splits, model_dir, teacher, resume, verbose, extra_ca
         keras.callbacks.CSVLogger(os.path.join(log_dir, "train.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(log_dir, "tensorboard"), write_graph=False),
         trainers.CollapseGuard(model_dir, chance_accuracy(
-            (splits.validation or splits.train)[1]), collapse_patience, factor=CHANCE_FACTOR),
+            (splits.validation or splits.train)[1]), collapse_patience, factor=CHANCE_FACTOR,
+            ckpt_dir=ckpt_dir, finished_epochs=_checkpoint_epochs(ckpt_dir)),
         *extra_callbacks,
     ]
     targets = _cached_teacher_logits(cfg, teacher, x_train)
@@ -600,7 +601,8 @@ def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_c
         clock,
         keras.callbacks.CSVLogger(os.path.join(log_dir, "train.csv"), append=True),
         trainers.CollapseGuard(parent, chance_accuracy((splits.validation or splits.train)[1]),
-                                collapse_patience, members=member_dirs, factor=CHANCE_FACTOR),
+                                collapse_patience, members=member_dirs, factor=CHANCE_FACTOR,
+                                ckpt_dir=ckpt_dir, finished_epochs=_checkpoint_epochs(ckpt_dir)),
         *extra_callbacks,
     ]
     logging.info("training %d members as one fused network: %s", len(configs),

@@ -147,3 +147,27 @@ def test_training_noise_is_a_function_of_seed_and_step_only():
     np.testing.assert_array_equal(keys.evaluation(5, a), keys.evaluation(5, a))
     assert not np.array_equal(keys.evaluation(5, a), keys.evaluation(5, b))
     assert not np.array_equal(keys.evaluation(5, a), keys.evaluation(6, a))
+
+
+def test_collapse_streaks_travel_with_the_checkpoint(tmp_path):
+    # A run killed after two epochs at chance level and resumed stops where the
+    # uninterrupted run would: after the third (patience 3), not after the fifth.
+    class Model:
+        stop_training = False
+
+    low = {"val_accuracy": 0.1, "val_noisy_accuracy": 0.1}
+    first = trainers.CollapseGuard("m", 0.1, patience=3, ckpt_dir=str(tmp_path))
+    first.set_model(Model())
+    for epoch in range(2):
+        first.on_epoch_end(epoch, low)
+    assert first.streaks == [2] and not first.model.stop_training
+    resumed = trainers.CollapseGuard("m", 0.1, patience=3, ckpt_dir=str(tmp_path),
+                                     finished_epochs=2)
+    resumed.set_model(Model())
+    assert resumed.streaks == [2]
+    resumed.on_epoch_end(2, low)
+    assert resumed.model.stop_training
+    # A checkpoint of another epoch count (the streaks file outran it) starts from zero.
+    other = trainers.CollapseGuard("m", 0.1, patience=3, ckpt_dir=str(tmp_path),
+                                   finished_epochs=1)
+    assert other.streaks == [0]
