@@ -21,7 +21,7 @@ from cear_tf.lazy import lazy_module
 from cear_tf.training import (DEFAULT_CLIPNORM, DEFAULT_LEARNING_RATE, ROLES,
                               CollapsedMemberError, MemberConfig, check_teacher,
                               ensemble_configs, fusion_problem, load_splits,
-                              train_fused_members, train_member)
+                              fused_checkpoint_dir, train_fused_members, train_member)
 
 # Loaded when used, so --help answers without TensorFlow.
 data = lazy_module("cear_tf.data")
@@ -191,6 +191,14 @@ def main(argv):
             todo.append((cfg, member_dir))
     if not todo:
         return
+    if (role == "ensemble" and FLAGS.fuse_members and FLAGS.resume and len(todo) < len(jobs)
+            and os.path.isdir(fused_checkpoint_dir([d for _, d in jobs]))):
+        # A fused run of the whole group was cut while it exported its members: finish that
+        # run from its checkpoint (its last epoch), which exports the rest as it would have,
+        # rather than train the rest again as another group (other noise, other weights).
+        logging.info("finishing the fused run of %d members that was cut during its exports",
+                     len(jobs))
+        todo = jobs
     strategy = distribute.make_strategy(FLAGS.strategy)
     teacher = None
     if any(cfg.role == "student" for cfg, _ in todo):

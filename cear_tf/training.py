@@ -568,6 +568,13 @@ def stack_member_batches(*batches):
     return stack([b[0] for b in batches]), labels
 
 
+def fused_checkpoint_dir(member_dirs) -> str:
+    """Where the fused run of exactly these members keeps its checkpoint."""
+    parent = os.path.dirname(os.path.abspath(member_dirs[0]))
+    tag = "fused_" + "_".join(os.path.basename(os.path.normpath(d)) for d in member_dirs)
+    return os.path.join(parent, tag + ".ckpt")
+
+
 def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_collapsed,
                  extra_callbacks, fused_class, collapse_patience) -> list[dict]:
     first = configs[0]
@@ -580,9 +587,8 @@ def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_c
     trainer.compile(optimizer=build_optimizer(first, steps, global_clipnorm=False))
 
     parent = os.path.dirname(os.path.abspath(member_dirs[0]))
-    tag = "fused_" + "_".join(os.path.basename(os.path.normpath(d)) for d in member_dirs)
-    ckpt_dir = os.path.join(parent, tag + ".ckpt")
-    log_dir = os.path.join(parent, tag + ".logs")
+    ckpt_dir = fused_checkpoint_dir(member_dirs)
+    log_dir = ckpt_dir[:-len(".ckpt")] + ".logs"
     settings = {"members": [checkpoint_settings(cfg, splits, teacher) for cfg in configs]}
     _prepare_fused_checkpoint(ckpt_dir, settings, resume)
     os.makedirs(log_dir, exist_ok=True)
@@ -619,6 +625,10 @@ def _train_fused(configs, splits, member_dirs, teacher, resume, verbose, allow_c
             fused_with=[os.path.basename(os.path.normpath(d)) for d in member_dirs],
             train_log=os.path.relpath(os.path.join(log_dir, "train.csv"),
                                       os.path.dirname(os.path.abspath(member_dir))))
+        if members.is_complete_member(member_dir):
+            # Exported before a kill cut this run's exports: the same weights, kept.
+            logging.info("%s already exported by this run: kept", member_dir)
+            continue
         try:
             _refuse_collapsed(cfg, member_dir, metadata, splits, allow_collapsed)
         except CollapsedMemberError as e:

@@ -110,3 +110,46 @@ def test_a_killed_and_resumed_run_trains_the_uninterrupted_members(reference, tm
     resumed = _run(kind, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     _assert_same(_members(str(tmp_path)), reference[kind])
+
+
+TRAIN_CLI = r"""
+import os, signal, sys
+from cear_tf import cli, members, train
+if sys.argv[1] == "kill_after_first_export":
+    export = members.export_member
+
+    def export_then_die(*args, **kwargs):
+        export(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    members.export_member = export_then_die
+sys.argv = ["cear_tf.train", *sys.argv[2:]]
+cli.run(train.main, train.define_flags, train.is_done)
+"""
+
+
+def test_a_fused_run_killed_between_its_exports_finishes_as_one_group(tmp_path):
+    # The fused group exports its members one by one; a kill after the first must not make
+    # the resume train the second alone (another group: other noise, other weights).
+    from tests import data_fakes as fakes
+    data = tmp_path / "mnist"
+    fakes.write_mnist(data, n_train=80, n_test=8)
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+
+    def train(out, mode="plain"):
+        return subprocess.run(
+            [sys.executable, "-c", TRAIN_CLI, mode, "--dataset=mnist", f"--data_dir={data}",
+             "--validation_size=16", "--role=ensemble", "--member_role=gaussian",
+             "--num_members=2", "--sigma=0.5", "--epochs=2", "--batch_size=16",
+             "--allow_collapsed", "--collapse_patience=0", f"--model_dir={out}",
+             "--verbose=0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+    reference = train(tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    killed = train(tmp_path / "killed", "kill_after_first_export")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert sorted(_members(str(tmp_path / "killed"))) == ["member_0"]
+    resumed = train(tmp_path / "killed")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "finishing the fused run" in resumed.stderr
+    _assert_same(_members(str(tmp_path / "killed")), _members(str(tmp_path / "reference")))
