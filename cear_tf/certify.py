@@ -22,7 +22,6 @@ from cear_tf.lazy import lazy_module
 from cear_tf.progress import Progress
 
 # Loaded when main runs, so --help answers without TensorFlow.
-aggregate = lazy_module("cear_tf.aggregate")
 data = lazy_module("cear_tf.data")
 distribute = lazy_module("cear_tf.distribute")
 smoothing = lazy_module("cear_tf.smoothing")
@@ -99,26 +98,37 @@ def image_indices(total: int, skip: int, max_index: int, shard: str = "0/1",
     return list(range(start, stop, skip))[i::n]
 
 
-def _log_covers(path: str, settings: dict, digests: list[str], weights) -> bool:
+def _row_settings(name: str) -> dict:
+    """The flag-derived settings of aggregation `name`'s log that decide what a row holds
+    (main records them with the rest; is_done compares them without loading anything)."""
+    settings = dict(
+        dataset=FLAGS.dataset, split=FLAGS.split, aggregation=name,
+        sigma=FLAGS.sigma, logit_noise=FLAGS.logit_noise, N0=FLAGS.N0, N=FLAGS.N,
+        alpha=FLAGS.alpha, clip=FLAGS.clip, seed=FLAGS.seed,
+        validation_size=FLAGS.validation_size if FLAGS.split != "test" else None,
+        split_seed=FLAGS.split_seed if FLAGS.split != "test" else None,
+        consensus_k=FLAGS.consensus_k,
+        target_radius=FLAGS.target_radius if FLAGS.target_radius >= 0 else None,
+        stages=[int(v) for v in FLAGS.adaptive_stages] if FLAGS.target_radius >= 0 else None,
+        # Recorded only when reduced, so float32 logs made before the flag resume.
+        precision=FLAGS.precision if FLAGS.precision != "float32" else None)
+    if choices.parse_aggregation(name)[0] == "gm":
+        settings.update(gm_tolerance=FLAGS.gm_tolerance,
+                        gm_max_iterations=FLAGS.gm_max_iterations)
+    return settings
+
+
+def _log_covers(path: str, settings: dict, fingerprint: dict) -> bool:
     """Whether the log at `path` holds a row for every image selected now, made with these
-    members, weights and the settings that decide a row."""
+    row settings and this fingerprint (members' digests, aggregator weights)."""
     import json
-    import math
     if not (os.path.exists(path) and os.path.exists(path + ".json")):
         return False
     with open(path + ".json", encoding="utf-8") as f:
         recorded = json.load(f)
-    fingerprint = recorded.get("fingerprint") or {}
-    if fingerprint.get("members") != digests:
-        return False
-    logged_weights = fingerprint.get("aggregator_weights")
-    if (weights is None) != (logged_weights is None) or (weights is not None and (
-            len(weights) != len(logged_weights) or not all(
-                math.isclose(a, b, rel_tol=1e-9) for a, b in zip(weights, logged_weights)))):
+    if recorded.get("fingerprint") != fingerprint or recorded.get("num_images") is None:
         return False
     if any(recorded.get(k) != v for k, v in settings.items()):
-        return False
-    if recorded.get("num_images") is None:
         return False
     wanted = image_indices(int(recorded["num_images"]), FLAGS.skip, FLAGS.max, FLAGS.shard,
                            FLAGS.start)
@@ -129,35 +139,24 @@ def _log_covers(path: str, settings: dict, digests: list[str], weights) -> bool:
 def is_done() -> bool:
     """Every log this run writes already covers the images selected now, for these members,
     weights and row-deciding settings (main would certify nothing)."""
-    import json
     if not FLAGS.resume:
         return False
     member_dirs = member_files.resolve_member_dirs([common_flags.expand_path(p)
                                                    for p in FLAGS.models])
     digests = [member_files.content_digest(d) for d in member_dirs]
-    row_settings = dict(dataset=FLAGS.dataset, split=FLAGS.split, sigma=FLAGS.sigma,
-                        logit_noise=FLAGS.logit_noise, N0=FLAGS.N0, N=FLAGS.N,
-                        alpha=FLAGS.alpha, clip=FLAGS.clip, seed=FLAGS.seed,
-                        consensus_k=FLAGS.consensus_k,
-                        target_radius=FLAGS.target_radius if FLAGS.target_radius >= 0 else None,
-                        precision=FLAGS.precision if FLAGS.precision != "float32" else None,
-                        votes="pooled" if FLAGS.votes == "pooled" else None)
     several = len(FLAGS.aggregation) > 1
     for name in FLAGS.aggregation:
-        weights = None
         kind = choices.parse_aggregation(name)[0]
+        weights = None
         if kind in ("rw", "sween"):
             path = common_flags.expand_path({"rw": FLAGS.rw_weights,
                                              "sween": FLAGS.sween_weights}[kind]) \
                 or member_files.default_weights_path(member_dirs, kind)
-            with open(path, encoding="utf-8") as f:
-                weights = list(json.load(f)["weights"])
-        settings = dict(row_settings, aggregation=name)
-        if kind == "gm":
-            settings.update(gm_tolerance=FLAGS.gm_tolerance,
-                            gm_max_iterations=FLAGS.gm_max_iterations)
+            weights = member_files.load_weights(path, kind, member_dirs)
+        settings = dict(_row_settings(name),
+                        votes="pooled" if FLAGS.votes == "pooled" else None)
         log = outfile_for(common_flags.expand_path(FLAGS.outfile), name, several)
-        if not _log_covers(log, settings, digests, weights):
+        if not _log_covers(log, settings, {"members": digests, "aggregator_weights": weights}):
             return False
     return True
 
@@ -257,33 +256,22 @@ def main(argv):
     try:
         for a in aggregators:
             settings = dict(
-                dataset=FLAGS.dataset, split=FLAGS.split, aggregation=a.name,
+                _row_settings(a.name),
                 models=[os.path.relpath(os.path.abspath(d)) for d in member_dirs],
-                sigma=FLAGS.sigma, logit_noise=FLAGS.logit_noise, N0=FLAGS.N0, N=FLAGS.N,
-                alpha=FLAGS.alpha, clip=FLAGS.clip, seed=FLAGS.seed, noise=smoothing.NOISE_SCHEME,
+                noise=smoothing.NOISE_SCHEME,
                 fingerprint=dict(fingerprint, aggregator_weights=fingerprint.get(
                     "aggregator_weights", {}).get(a.name)),
-                validation_size=FLAGS.validation_size if FLAGS.split != "test" else None,
-                split_seed=FLAGS.split_seed if FLAGS.split != "test" else None,
-                consensus_k=FLAGS.consensus_k,
-                target_radius=FLAGS.target_radius if FLAGS.target_radius >= 0 else None,
-                stages=[int(v) for v in FLAGS.adaptive_stages] if FLAGS.target_radius >= 0 else None,
                 skip=FLAGS.skip, start=FLAGS.start, max=FLAGS.max, shard=FLAGS.shard,
                 num_images=len(labels),
                 # Index i is the official test image i only in the original order.
                 image_order=(data.image_order(FLAGS.dataset, FLAGS.data_dir)
                              if FLAGS.split == "test" else None),
-                strategy=FLAGS.strategy,
-                # Recorded only when reduced, so float32 logs made before the flag resume.
-                precision=FLAGS.precision if FLAGS.precision != "float32" else None)
+                strategy=FLAGS.strategy)
             if pooled:  # recorded only when asked, so logs made before the flag resume
                 settings.update(votes="pooled", pooled_votes=dict(
                     valid_certificate=False, warning=certify_log.POOLED_WARNING,
                     trials="N * number of members", level=smoothing.POOLED_LEVEL,
                     abstains="when pooled_p_lower < 0.5"))
-            if aggregate.parse_aggregation(a.name)[0] == "gm":
-                settings.update(gm_tolerance=FLAGS.gm_tolerance,
-                                gm_max_iterations=FLAGS.gm_max_iterations)
             path = outfile_for(common_flags.expand_path(FLAGS.outfile), a.name, several)
             logs[a.name] = CertifyLog(path, settings, resume=FLAGS.resume)
         target = FLAGS.target_radius if FLAGS.target_radius >= 0 else None

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 
-import json
-import os
 from typing import Sequence
 
 import numpy as np
@@ -14,7 +12,7 @@ import tensorflow as tf
 from cear_tf import aggregate, precision
 from cear_tf import members as members_lib
 from cear_tf.member_files import (WEIGHTS_FILE, default_weights_path,  # noqa: F401
-                                  resolve_member_dirs)
+                                  load_weights, resolve_member_dirs, save_weights)
 
 
 
@@ -31,58 +29,6 @@ def load_ensemble(dirs: Sequence[str], frozen: bool = True) -> list[members_lib.
             raise ValueError(f"members disagree on class count: {first.path} has "
                              f"{first.num_classes}, {m.path} has {m.num_classes}")
     return loaded
-
-
-def _relative(member_dirs, weights_path):
-    # Relative to the weights file, so an ensemble folder can be moved or copied whole.
-    base = os.path.dirname(os.path.abspath(weights_path))
-    return [os.path.relpath(os.path.abspath(d), base) for d in member_dirs]
-
-
-def save_weights(path: str, method: str, member_dirs: Sequence[str], weights: Sequence[float],
-                 details: dict) -> None:
-    record = {"method": method, "members": _relative(member_dirs, path),
-              "weights": [float(w) for w in weights], **details}
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def load_weights(path: str, method: str, member_dirs: Sequence[str]) -> list[float]:
-    """Weights for `method` from `path`, checked against the ensemble's members."""
-    if not os.path.exists(path):
-        raise ValueError(f"no {method} weights at {path}: run python -m cear_tf.weights "
-                         f"--aggregation={method} first, or pass --{method}_weights")
-    try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-        raw = record["weights"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a weights file ({e})") from e
-    bad = [w for w in raw if isinstance(w, bool) or not isinstance(w, (int, float))] \
-        if isinstance(raw, list) else [raw]
-    if bad:
-        raise ValueError(f"{path}: weights must be a list of numbers, found {bad[0]!r}")
-    weights = [float(w) for w in raw]
-    if record.get("method", method) != method:
-        raise ValueError(f"{path} holds {record.get('method')} weights, not {method}")
-    if len(weights) != len(member_dirs):
-        raise ValueError(f"{path} has {len(weights)} weights but the ensemble has "
-                         f"{len(member_dirs)} members")
-    saved = record.get("members")
-    if saved and _relative(member_dirs, path) != saved:
-        raise ValueError(f"{path} was computed for members {saved}, not for {list(member_dirs)}")
-    digests = record.get("member_digests")
-    if digests:
-        changed = [d for d, old in zip(member_dirs, digests)
-                   if members_lib.content_digest(d) != old]
-        if changed:
-            raise ValueError(f"{path} was computed for other weights of {', '.join(changed)} "
-                             f"(the member changed since); recompute it with cear_tf.weights "
-                             f"--noresume")
-    return weights
 
 
 FUSABLE_ARCHS = ("lenet5",)

@@ -164,20 +164,23 @@ def _made_with(path: str, settings: dict) -> bool:
     return isinstance(old, dict) and all(old.get(k) == v for k, v in settings.items())
 
 
+def _settings(member_dirs, count: int | None) -> dict:
+    """What a measurement depends on (recorded in the file); `count` None leaves the number
+    of images out (every test image, whose count only the data tell)."""
+    settings = dict(dataset=FLAGS.dataset, split="test", sigma=FLAGS.sigma, draws=FLAGS.draws,
+                    seed=FLAGS.seed, clip=False, noise="member_accuracy/per_image_stream",
+                    member_digests=[member_files.content_digest(d) for d in member_dirs])
+    if count is not None:
+        settings["images"] = count
+    return settings
+
+
 def is_done() -> bool:
     """The file holds these members' accuracy under these settings (main keeps it)."""
     member_dirs = member_files.resolve_member_dirs([common_flags.expand_path(p)
                                                    for p in FLAGS.models])
-    settings = dict(dataset=FLAGS.dataset, split="test", sigma=FLAGS.sigma, draws=FLAGS.draws,
-                    seed=FLAGS.seed, clip=False, noise="member_accuracy/per_image_stream",
-                    member_digests=[member_files.content_digest(d) for d in member_dirs])
-    if FLAGS.num_images:  # else every test image, as many as the file says
-        settings["images"] = FLAGS.num_images
     out = common_flags.expand_path(FLAGS.outfile)
-    if not (FLAGS.resume and _made_with(out, settings)):
-        return False
-    with open(out) as f:
-        return FLAGS.num_images == 0 or json.load(f).get("images", 0) <= FLAGS.num_images
+    return FLAGS.resume and _made_with(out, _settings(member_dirs, FLAGS.num_images or None))
 
 
 def main(argv):
@@ -192,10 +195,7 @@ def main(argv):
                          f"--dataset={FLAGS.dataset} has {tuple(images.shape[1:])}")
     count = len(labels) if FLAGS.num_images == 0 else min(FLAGS.num_images, len(labels))
     indices = np.arange(count)
-    settings = dict(dataset=FLAGS.dataset, split="test", images=count, sigma=FLAGS.sigma,
-                    draws=FLAGS.draws, seed=FLAGS.seed, clip=False,
-                    noise="member_accuracy/per_image_stream",
-                    member_digests=[members_lib.content_digest(d) for d in member_dirs])
+    settings = _settings(member_dirs, count)
     if FLAGS.resume and _made_with(out, settings):
         logging.info("%s exists with these members and settings: kept (--noresume measures "
                      "again)", out)

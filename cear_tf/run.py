@@ -10,7 +10,8 @@ order, each as its own process (`python -m cear_tf.<entry point> ...`, the comma
 first); the run stops at the first that fails. Every stage skips finished
 work (exported members, existing weights, complete log rows), so a rerun continues where the
 last one stopped; a stage whose whole output is already on disk is not even started (the
-flag check asks it, without TensorFlow), so a finished run costs no TensorFlow start-up. Flags after `--` go to every stage (e.g. `-- --start=2160 --max=3500` to
+flag check asks it, without TensorFlow), so a finished run costs no TensorFlow start-up.
+Flags after `--` go to every stage (e.g. `-- --start=2160 --max=3500` to
 certify a range of images first); a stage that does not read one ignores it. The experiment
 record (<output_dir>/experiment.json: methods, labels, logs) is written first; the report
 reads it. `--stages=record` writes only the record (e.g. for a copied run folder with
@@ -146,7 +147,7 @@ def _check_every_stage(plan, extra: list[str]) -> set[int]:
 
 def main(argv):
     if not FLAGS.experiment:
-        raise app.UsageError("--experiment is required (an flags/*.toml file)")
+        raise app.UsageError("--experiment is required (a flags/*.toml file)")
     exp = experiment.load(FLAGS.experiment, output_dir=FLAGS.output_dir, overrides=FLAGS.set)
     extra = _extra_args(argv)
     kinds = [k for k in experiment.STAGE_KINDS if k in FLAGS.stages]

@@ -11,8 +11,9 @@ sum_i lambda_i p_i(x + eps) on noisy validation images. The command line is cear
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 
-from cear_tf import aggregate, smoothing
+from cear_tf import aggregate, member_accuracy, smoothing
 from cear_tf.progress import Progress
 
 
@@ -45,10 +46,6 @@ def released_robust_weights(members, images, labels, sigma, clip, seed, batch_si
     member i's accuracy on one noisy copy x + sigma * eps of each image (the test set there;
     its own noise stream here, RW_WEIGHTS_RELEASED, seeded where the released one is not),
     clipped to [0, 1] when `clip`; lambda = a / sum(a)."""
-    import tensorflow as tf
-
-    from cear_tf import member_accuracy
-
     hits = np.zeros(len(members))
     for start in range(0, len(labels), batch_size):
         idx = np.arange(start, min(start + batch_size, len(labels)))
