@@ -8,7 +8,7 @@
 #                    a real-data MNIST run of about 8 minutes on 2 CPU cores
 #   --full           the paper-scale MNIST experiment at sigma 0.25, flags/mnist_sigma025.toml
 #
-# Every stage is derived from the experiment file by `python -m cear_tf.run` (see its --help;
+# Every stage is derived from the experiment file by `python -m cear_tf.cli.run` (see its --help;
 # --dry_run prints the commands). Every stage skips finished work (exported members, existing
 # weights, complete log rows), so a rerun continues where the last one stopped.
 #
@@ -43,4 +43,4 @@ elif [[ -d ../shared/datasets ]]; then
 fi
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 
-exec "$python" -m cear_tf.run --experiment="$experiment" "${data[@]}" -- "$@"
+exec "$python" -m cear_tf.cli.run --experiment="$experiment" "${data[@]}" -- "$@"

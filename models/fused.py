@@ -10,7 +10,7 @@ so members are copied in with `from_networks` and out with `member_network`.
 
 Grouped convolutions are called through `tf.nn.conv2d` directly: Keras'
 `Conv2D(groups=...)` routes them through XLA on CPU, which was 2x (inference) to 20x
-(training) slower on this machine (measured with cear_tf.bench).
+(training) slower on this machine (measured with cear_tf.cli.bench).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ for v in "${todo[@]}"; do
   [[ -n ${ABLATION_TEACHER:-} ]] && args+=(--set="members.teacher.model_dir=\"$ABLATION_TEACHER\"")
   for pass in "${image_passes[@]}"; do
     # shellcheck disable=SC2086
-    "$python" -m cear_tf.run "${args[@]}" -- $pass "${stage_extra[@]}"
+    "$python" -m cear_tf.cli.run "${args[@]}" -- $pass "${stage_extra[@]}"
   done
   echo "== $(date +%H:%M:%S) variant $v done" >&2
 done

@@ -27,6 +27,6 @@ done
 for s in 100 050 025; do
   DATA_DIR=$data ./run_all.sh "flags/mnist_sigma$s.toml"
 done
-"$PYTHON" -m cear_tf.run --experiment=flags/mnist_attacks.toml --data_dir="$data" \
+"$PYTHON" -m cear_tf.cli.run --experiment=flags/mnist_attacks.toml --data_dir="$data" \
   --set=attack.num_images=100
 echo "== $(date +%H:%M:%S) all pending MNIST runs done" >&2

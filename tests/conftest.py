@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Decoded-archive cache of cear_tf.data: a fresh folder per test session, not ~/.cache.
+# Decoded-archive cache of cear_tf.data.datasets: a fresh folder per test session, not ~/.cache.
 os.environ["CEAR_TF_CACHE"] = tempfile.mkdtemp(prefix="cear_tf_cache_")
 
 import tensorflow as tf  # noqa: E402

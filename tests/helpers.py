@@ -7,14 +7,17 @@ import keras
 import numpy as np
 from absl import flags
 
-from cear_tf import certify, data, members, training
-from cear_tf.certify_log import read_rows
-from cear_tf.training import Splits
+from cear_tf.cli import certify
+from cear_tf.data import datasets
+from cear_tf.ensemble import members
+from cear_tf.training import recipe
+from cear_tf.reporting.log_files import read_rows
+from cear_tf.training.recipe import Splits
 
 
 def tiny_splits(n_train=64, n_val=16, n_test=32, seed=0, dataset="mnist"):
     """Random images whose class is readable from the mean brightness (learnable fast)."""
-    info = data.dataset_info(dataset)
+    info = datasets.dataset_info(dataset)
     rng = np.random.default_rng(seed)
 
     def make(n):
@@ -42,8 +45,8 @@ def parse_flags(argv, entry_point):
         if name in values:
             delattr(values, name)
     entry_point.define_flags()
-    from cear_tf import cli
-    cli.require_finite_floats()
+    from cear_tf.cli import runner
+    runner.require_finite_floats()
     values(["prog", *argv])
 
 
@@ -57,14 +60,14 @@ def train_tiny(*args, **kw):
     """train_member on tiny random splits, where accuracy is not the point: export even at
     chance level (the collapse check has tests of its own)."""
     kw.setdefault("allow_collapsed", True)
-    return training.train_member(*args, **kw)
+    return recipe.train_member(*args, **kw)
 
 
 def member_config(**kw):
     base = dict(role="teacher", arch="lenet5", dataset="mnist", seed=0, epochs=1, batch_size=16,
                 learning_rate=0.05, lr_schedule="constant")
     base.update(kw)
-    return training.MemberConfig(**base)
+    return recipe.MemberConfig(**base)
 
 
 class Interrupt(keras.callbacks.Callback):

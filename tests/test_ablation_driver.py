@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from cear_tf import report
+from cear_tf.cli import report
 from tests import data_fakes as fakes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +33,7 @@ def test_ablation_driver_runs_every_kind_of_variant(tmp_path):
                               "--undefok=epochs,learning_rate,N,N0,num_images,"
                               "allow_collapsed,batch_size")
     python = os.path.join(REPO, ".venv", "bin", "python")
-    subprocess.run([python if os.path.exists(python) else "python3", "-m", "cear_tf.train",
+    subprocess.run([python if os.path.exists(python) else "python3", "-m", "cear_tf.cli.train",
                     f"--data_dir={data_dir}", "--role=teacher", "--epochs=1",
                     f"--model_dir={teacher}", "--validation_size=50", "--allow_collapsed",
                     "--verbose=0"], cwd=REPO, env=env, check=True, capture_output=True)

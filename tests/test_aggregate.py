@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cear_tf import aggregate
+from cear_tf.smoothing import aggregate
 
 
 def _simplex(rng, m, b, k, concentration=1.0):

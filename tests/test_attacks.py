@@ -4,8 +4,11 @@ import keras
 import tensorflow as tf
 
 from cear_tf import models
-from cear_tf import aggregate, attack, attack_evaluation, attacks
-from cear_tf.deployed import DeployedEnsemble
+from cear_tf.smoothing import aggregate
+from cear_tf.cli import attack
+from cear_tf.attacks import evaluation
+from cear_tf.attacks import white_box
+from cear_tf.ensemble.deployed import DeployedEnsemble
 from tests.helpers import parse_flags
 
 
@@ -13,12 +16,12 @@ from tests.helpers import parse_flags
 def trained(tmp_path_factory):
     """A LeNet-5 trained briefly: on real MNIST if present, else on learnable synthetic data."""
     from tests.conftest import SHARED_DATASETS
-    from cear_tf import data
+    from cear_tf.data import datasets
     keras.utils.set_random_seed(0)
     if (SHARED_DATASETS / "mnist").exists():
-        x, y = data.load_split("mnist", "train", str(SHARED_DATASETS), validation_size=0)
+        x, y = datasets.load_split("mnist", "train", str(SHARED_DATASETS), validation_size=0)
         x, y = x[:8000], y[:8000]
-        xt, yt = data.load_split("mnist", "test", str(SHARED_DATASETS))
+        xt, yt = datasets.load_split("mnist", "test", str(SHARED_DATASETS))
         xt, yt = xt[:64], yt[:64]
     else:
         from tests.helpers import tiny_splits
@@ -49,7 +52,7 @@ def test_apgd_agrees_with_art(trained, norm, eps, loss):
         nb_random_init=1, batch_size=64, verbose=False,
         loss_type={"ce": "cross_entropy", "dlr": "difference_logits_ratio"}[loss])
     theirs = _acc(net, ref.generate(x=x, y=y), y)
-    adv = attacks.apgd(lambda z: net(z), x, y, eps, norm, loss, n_iter=30)
+    adv = white_box.apgd(lambda z: net(z), x, y, eps, norm, loss, n_iter=30)
     ours = _acc(net, adv.numpy(), y)
     assert abs(ours - theirs) <= 0.08, (ours, theirs)  # 64 images: a few points
     assert ours < _acc(net, x, y)  # the attack does something
@@ -59,10 +62,10 @@ def test_attacks_respect_budget_and_box(trained):
     net, x, y = trained
     for norm, eps in (("inf", 0.05), ("2", 0.5)):
         for loss in ("ce", "dlr"):
-            adv = attacks.apgd(lambda z: net(z), x, y, eps, norm, loss, n_iter=10,
+            adv = white_box.apgd(lambda z: net(z), x, y, eps, norm, loss, n_iter=10,
                                n_restarts=2).numpy()
             assert adv.min() >= 0 and adv.max() <= 1
-            assert attacks.lp_norm(adv - x, norm).numpy().max() <= eps * (1 + 1e-6)
+            assert white_box.lp_norm(adv - x, norm).numpy().max() <= eps * (1 + 1e-6)
 
 
 def _min_eps_by_bisection(net, x, y, norm, hi, steps=6):
@@ -73,7 +76,7 @@ def _min_eps_by_bisection(net, x, y, norm, hi, steps=6):
         found = np.zeros(len(y), bool)
         for e in np.unique(mid):
             sel = mid == e
-            adv = attacks.apgd(lambda z: net(z), x[sel], y[sel], float(e), norm, "ce", n_iter=15)
+            adv = white_box.apgd(lambda z: net(z), x[sel], y[sel], float(e), norm, "ce", n_iter=15)
             found[sel] = net(adv).numpy().argmax(1) != y[sel]
         hi_b = np.where(found, mid, hi_b)
         lo_b = np.where(found, lo_b, mid)
@@ -84,7 +87,7 @@ def _min_eps_by_bisection(net, x, y, norm, hi, steps=6):
 def test_fab_finds_small_verified_adversarials(trained, norm, hi):
     net, x, y = trained
     x, y = x[:16], y[:16]
-    adv, norms = attacks.fab(lambda z: net(z), x, y, norm, n_iter=30, n_restarts=1)
+    adv, norms = white_box.fab(lambda z: net(z), x, y, norm, n_iter=30, n_restarts=1)
     adv, norms = adv.numpy(), norms.numpy()
     clean_correct = net(x).numpy().argmax(1) == y
     assert (norms[~clean_correct] == 0).all()  # already wrong: norm 0
@@ -92,7 +95,7 @@ def test_fab_finds_small_verified_adversarials(trained, norm, hi):
     assert found.sum() >= 0.9 * clean_correct.sum()
     pred = net(adv).numpy().argmax(1)
     assert (pred[found] != y[found]).all()  # every returned adversarial changes the prediction
-    np.testing.assert_allclose(attacks.lp_norm(adv - x, norm).numpy()[found], norms[found],
+    np.testing.assert_allclose(white_box.lp_norm(adv - x, norm).numpy()[found], norms[found],
                                rtol=1e-5)
     assert adv.min() >= 0 and adv.max() <= 1
     baseline = _min_eps_by_bisection(net, x, y, norm, hi)
@@ -110,10 +113,10 @@ def test_eot_averages_losses_and_gradients():
         return tf.stack([tf.zeros_like(s), s], axis=1)
 
     x = tf.fill([1, 2, 2, 1], 0.5)
-    _, _, scores = attacks.loss_and_gradient(target, x, tf.constant([0]), "ce", eot=4)
+    _, _, scores = white_box.loss_and_gradient(target, x, tf.constant([0]), "ce", eot=4)
     # Draws 1..4: the averaged score is mean(1..4) * w.x = 2.5 * 0.
     np.testing.assert_allclose(scores.numpy()[0, 1], 2.5 * float(tf.reduce_sum(x * w)))
-    _, grad, _ = attacks.loss_and_gradient(
+    _, grad, _ = white_box.loss_and_gradient(
         lambda z: tf.stack([tf.zeros([1]), tf.reduce_sum(z * w, axis=[1, 2, 3])], axis=1),
         x, tf.constant([0]), "ce", eot=3)
     # d CE / d x for class 0 with scores [0, s]: sigmoid(s) * w, here s = 0.
@@ -122,7 +125,7 @@ def test_eot_averages_losses_and_gradients():
 
 def test_checkpoints_follow_the_paper():
     # p = 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99 (then 1.05 > 1).
-    assert attacks.apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert white_box.apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -131,7 +134,7 @@ def test_checkpoints_follow_the_paper():
 ])
 def test_bad_attack_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        attacks.check_attack_arguments(**kwargs)
+        white_box.check_attack_arguments(**kwargs)
 
 
 def test_attack_cli_on_an_unbreakable_ensemble(tmp_path):
@@ -147,7 +150,7 @@ def test_attack_cli_on_an_unbreakable_ensemble(tmp_path):
                  "--num_images=6", "--num_iterations=5", f"--outfile={out}"], attack)
     attack.main(["prog"])
     rows = [line.split("\t") for line in out.read_text().splitlines()]
-    assert rows[0] == list(attack_evaluation.COLUMNS)
+    assert rows[0] == list(evaluation.COLUMNS)
     body = {(r[0], r[1]): r for r in rows[1:]}
     assert set(body) >= {("member:0", "apgd-ce"), ("member:1", "fab"), ("mean", "all")}
     for r in rows[1:]:
@@ -164,7 +167,7 @@ def test_attack_cli_on_an_unbreakable_ensemble(tmp_path):
                                     "apgd-dlr/mean-surrogate", "all"]
     assert all(r[0] == "ensemble" and float(r[8]) == 0.0 for r in rows)
     with pytest.raises(ValueError, match="member:i"):
-        attack_evaluation.parse_source("member:5", 2)
+        evaluation.parse_source("member:5", 2)
     from absl import flags
     with pytest.raises(flags.IllegalFlagValueError):
         parse_flags(["--attacks=cw"], attack)
@@ -183,7 +186,7 @@ def _saturated_members(scale=100.0, m=3):
 
 @pytest.mark.parametrize("name", ["mean", "rw", "gm", "mv", "single", "sween"])
 def test_log_space_aggregation_matches_and_keeps_gradients(name):
-    from cear_tf import aggregate
+    from cear_tf.smoothing import aggregate
     m = 3
     agg = aggregate.make_aggregator(name, m, weights=[0.5, 0.3, 0.2]
                                     if name in aggregate.WEIGHTED else None)
@@ -203,7 +206,7 @@ def test_log_space_aggregation_matches_and_keeps_gradients(name):
         lp = tf.stack([tf.nn.log_softmax(f(x)) for f in members])
         naive = tf.math.log(tf.maximum(agg(tf.exp(lp)), 1e-12))
         stable = agg.log_scores(lp)
-        losses = [attacks.cross_entropy(s, tf.constant([1])) for s in (naive, stable)]
+        losses = [white_box.cross_entropy(s, tf.constant([1])) for s in (naive, stable)]
     naive_grad = tape.gradient(losses[0], x)  # None for mv: votes are not differentiable
     assert naive_grad is None or float(tf.reduce_max(tf.abs(naive_grad))) == 0.0
     assert float(tf.reduce_max(tf.abs(tape.gradient(losses[1], x)))) > 0.0
@@ -212,17 +215,17 @@ def test_log_space_aggregation_matches_and_keeps_gradients(name):
 def test_ensemble_attack_breaks_saturated_members():
     """The whole-ensemble APGD on the log-space form finds the adversarials that exist (the
     boundary is 0.2 away in L-inf) although every member's softmax is saturated."""
-    from cear_tf import aggregate
+    from cear_tf.smoothing import aggregate
     members = _saturated_members()
-    model = attack_evaluation.AttackedEnsemble(DeployedEnsemble(members), aggregate.make_aggregator("gm", 3))
+    model = evaluation.AttackedEnsemble(DeployedEnsemble(members), aggregate.make_aggregator("gm", 3))
     x = tf.fill([8, 2, 2, 1], 0.65)
     y = tf.ones([8], tf.int32)
     assert (model.predict(x) == 1).all()
-    adv = attacks.apgd(model.ensemble_log_space_scores, x, y, 0.2, "inf", "ce", n_iter=20)
+    adv = white_box.apgd(model.ensemble_log_space_scores, x, y, 0.2, "inf", "ce", n_iter=20)
     assert (model.predict(adv) == 0).all()
     assert float(tf.reduce_max(tf.abs(adv - x))) <= 0.2 + 1e-6
     # The direct form log(max(A(p), 1e-12)) has no gradient at the start: why both run.
-    masked = attacks.apgd(model.ensemble_scores, x, y, 0.2, "inf", "ce", n_iter=20)
+    masked = white_box.apgd(model.ensemble_scores, x, y, 0.2, "inf", "ce", n_iter=20)
     assert (model.predict(masked) == 0).mean() < 1
 
 
@@ -230,7 +233,7 @@ def test_geometric_median_gradient_is_finite_on_a_member_point():
     """Members whose float32 softmax is exactly the same one-hot vector: the median starts
     on their common point, where the distance has no derivative; the gradient must stay
     finite, NaN would poison the attack."""
-    from cear_tf import aggregate
+    from cear_tf.smoothing import aggregate
     agg = aggregate.make_aggregator("gm", 3)
     logits = tf.Variable(np.array([[[60.0, 0.0, -1.0]], [[70.0, 2.0, 0.0]], [[80.0, 0.0, 1.0]]],
                                   np.float32))
@@ -238,7 +241,7 @@ def test_geometric_median_gradient_is_finite_on_a_member_point():
         log_probs = tf.nn.log_softmax(logits)
         stable = agg.log_scores(log_probs)
         plain = tf.math.log(agg(tf.exp(log_probs)))
-        losses = [attacks.cross_entropy(s, tf.constant([0])) for s in (stable, plain)]
+        losses = [white_box.cross_entropy(s, tf.constant([0])) for s in (stable, plain)]
     for loss in losses:
         assert np.all(np.isfinite(tape.gradient(loss, logits).numpy()))
     assert np.abs(tape.gradient(losses[0], logits).numpy()).max() > 0
@@ -256,12 +259,12 @@ def test_attacked_ensemble_is_the_certified_one():
     """The attack queries the certify engine's own DeployedEnsemble: the same member noise
     streams (a query's key, an ATTACK-domain stream), the same clipping, fresh noise per
     query."""
-    from cear_tf.noise import NoiseDomain, Phase, stream_key
-    from cear_tf.smoothing import Smooth
+    from cear_tf.smoothing.noise import NoiseDomain, Phase, stream_key
+    from cear_tf.smoothing.core import Smooth
     members = _linear_members()
     mean = aggregate.make_aggregator("mean", 2)
     smooth = Smooth(members, 3, 0.5, [mean], logit_noise=0.3, clip=True, seed=4)
-    target = attack_evaluation.AttackedEnsemble(smooth.ensemble, mean, seed=4)
+    target = evaluation.AttackedEnsemble(smooth.ensemble, mean, seed=4)
     x = tf.constant(np.random.default_rng(2).uniform(size=(5, 6, 6, 1)).astype(np.float32))
     first_query = tf.exp(target._member_log_probs(x)).numpy()
     key = stream_key(4, NoiseDomain.ATTACK, 1, Phase.PREDICT)
@@ -271,8 +274,8 @@ def test_attacked_ensemble_is_the_certified_one():
     assert np.abs(second_query - first_query).max() > 1e-3  # fresh noise per query
     # Clipping is part of the attacked classifier as of the certified one.
     outside = x * 3.0 - 1.0
-    clipped = attack_evaluation.AttackedEnsemble(DeployedEnsemble(members, clip=True), mean)
-    plain = attack_evaluation.AttackedEnsemble(DeployedEnsemble(members), mean)
+    clipped = evaluation.AttackedEnsemble(DeployedEnsemble(members, clip=True), mean)
+    plain = evaluation.AttackedEnsemble(DeployedEnsemble(members), mean)
     assert (clipped.predict(outside) == clipped.predict(tf.clip_by_value(outside, 0, 1))).all()
     def scores(model, v):
         return model.ensemble_scores(v).numpy()

@@ -1,4 +1,4 @@
-"""cear_tf.bench runs end to end on a tiny workload and reports what it measured."""
+"""cear_tf.cli.bench runs end to end on a tiny workload and reports what it measured."""
 
 import json
 import os
@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# cear_tf.bench runs in a subprocess: its absl flags (--xla, ...) share names with
-# cear_tf.certify's, which other tests import in this process.
+# cear_tf.cli.bench runs in a subprocess: its absl flags (--xla, ...) share names with
+# cear_tf.cli.certify's, which other tests import in this process.
 
 # LeNet-5 by hand: c1 28*28*6*25, c3 10*10*16*150, dense 400*120 + 120*84 + 84*10
 # multiply-adds, x2.
@@ -18,7 +18,7 @@ def test_bench_cli_tiny(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
-        [sys.executable, "-m", "cear_tf.bench", "--archs=lenet5", "--num_members=2", "--repeats=1",
+        [sys.executable, "-m", "cear_tf.cli.bench", "--archs=lenet5", "--num_members=2", "--repeats=1",
          "--draws=1500", "--compare_precision=mixed_bfloat16", "--sweep_batches=250,500",
          "--train_batches=16", "--train_steps=2", "--attack_logit_noise=0,0.3",
          "--input_check_images=2", f"--outfile={out}"],
@@ -60,16 +60,16 @@ def test_bench_cli_tiny(tmp_path):
 
 
 def test_bench_rejects_bad_flags():
-    proc = subprocess.run([sys.executable, "-m", "cear_tf.bench", "--archs=vgg"], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "cear_tf.cli.bench", "--archs=vgg"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--archs: unknown ['vgg']" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "cear_tf.bench", "--attack_logit_noise=-1"],
+    proc = subprocess.run([sys.executable, "-m", "cear_tf.cli.bench", "--attack_logit_noise=-1"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--attack_logit_noise must be numbers >= 0" in proc.stderr
 
 
 def test_conv1_formulations_compute_the_same_layer():
-    from cear_tf import bench
+    from cear_tf.cli import bench
     out = bench.conv1_formulations(m=2, batch=4, repeats=1, calls=1)
     assert out["outputs"] == 12
     assert set(out["seconds"]) == {"conv2d", "extract_patches + matmul",

@@ -5,8 +5,13 @@ import numpy as np
 import pytest
 from absl import flags
 
-from cear_tf import accuracy, analyze, certify, ensemble, weighting, weights
-from cear_tf.certify_log import LogError, read_rows
+from cear_tf.reporting import certified_accuracy
+from cear_tf.cli import analyze
+from cear_tf.cli import certify
+from cear_tf.ensemble import loading
+from cear_tf.ensemble import fitting
+from cear_tf.cli import weights
+from cear_tf.reporting.log_files import LogError, read_rows
 from tests import data_fakes as fakes
 from tests.helpers import certify_tiny, constant_member, parse_flags, rows_without_time
 
@@ -41,7 +46,7 @@ def test_rw_weights_known_answer_and_certify_all(setup):
         assert all(r["predict"] == "3" and r["correct"] == "1" for r in rows), name
         assert all(float(r["radius"]) > 0.3 for r in rows)
     # The analysis reads the logs: everything certified at 0 and 0.25.
-    table = accuracy.summarize([("gm", out.replace("{aggregation}", "gm"))], [0.0, 0.25, 5.0])
+    table = certified_accuracy.summarize([("gm", out.replace("{aggregation}", "gm"))], [0.0, 0.25, 5.0])
     assert table[0][1:5] == [12, 100.0, 100.0, 0.0]
 
 
@@ -107,9 +112,9 @@ def test_bad_weights_and_members(setup, tmp_path):
                  f"--sween_weights={tmp_path / 'missing.json'}")
     other = constant_member(tmp_path / "big", 1, shape=(32, 32, 3))
     with pytest.raises(ValueError, match="disagree on input shape"):
-        ensemble.load_ensemble([setup["dirs"][0], other])
+        loading.load_ensemble([setup["dirs"][0], other])
     with pytest.raises(ValueError, match="neither a SavedModel"):
-        ensemble.resolve_member_dirs([str(tmp_path)])
+        loading.resolve_member_dirs([str(tmp_path)])
 
 
 @pytest.mark.parametrize("flag,match", [
@@ -123,14 +128,14 @@ def test_flag_validation(flag, match):
 
 def test_wrongly_scaled_or_damaged_data_are_refused_before_anything_is_written(
         setup, tmp_path, monkeypatch):
-    # The tools read their images through cear_tf.data; a copy in 0-255 or with NaNs (here
+    # The tools read their images through cear_tf.data.datasets; a copy in 0-255 or with NaNs (here
     # what a loader of such a copy would return) is named with the contract, and neither the
     # log nor the weights file appears.
-    from cear_tf import data
-    real = data.load_split
+    from cear_tf.data import datasets
+    real = datasets.load_split
     for damage, match in ((lambda x: 255 * x, r"divide by 255"),
                           (lambda x: np.where(x > 0.5, np.nan, x), r"not finite")):
-        monkeypatch.setattr(data, "load_split",
+        monkeypatch.setattr(datasets, "load_split",
                             lambda *a, damage=damage, **k: (
                                 damage(real(*a, **k)[0]).astype(np.float32), real(*a, **k)[1]))
         log = tmp_path / "c.tsv"
@@ -151,7 +156,7 @@ def test_sween_weights_prefer_the_reliable_member():
     labels = np.zeros(200, np.int64)
     good = np.tile([0.9, 0.1], (200, 1))
     bad = np.tile([0.1, 0.9], (200, 1))
-    lam, nll = weighting.fit_sween_weights(np.stack([good, bad, good]), labels)
+    lam, nll = fitting.fit_sween_weights(np.stack([good, bad, good]), labels)
     assert lam[1] < 1e-3 and abs(lam[0] - lam[2]) < 1e-6
     assert nll == pytest.approx(-np.log(0.9), abs=1e-3)
 
@@ -191,7 +196,7 @@ def test_adaptive_and_consensus_cli(setup):
 def test_precision_flag_recorded_and_binding(setup):
     """--precision=mixed_bfloat16 certifies these large-margin members exactly as float32,
     records itself in the settings, and a float32 log is not resumed under it."""
-    from cear_tf import precision
+    from cear_tf.ensemble import precision
     if tf_gpu():
         pytest.skip("mixed_bfloat16 is a CPU rewrite")
     f32 = str(setup["root"] / "f32.tsv")
@@ -214,7 +219,7 @@ def tf_gpu():
 
 
 def test_analyze_writes_the_table_to_a_file(tmp_path, capsys):
-    from cear_tf.certify_log import CertifyLog
+    from cear_tf.reporting.log_files import CertifyLog
     path = str(tmp_path / "a.tsv")
     log = CertifyLog(path, {"x": 1})
     log.write(0, 1, 1, 0.6, True, 0.1, 90, 100, 0.9)
@@ -256,13 +261,13 @@ def test_pooled_votes_logged_beside_the_certificate(setup):
         assert settings["votes"] == "pooled"
         assert settings["pooled_votes"]["valid_certificate"] is False
         assert "NOT a valid certificate" in settings["pooled_votes"]["warning"]
-        correct, radius = accuracy.load_log(path, votes="pooled")
+        correct, radius = certified_accuracy.load_log(path, votes="pooled")
         assert correct.all() and radius == pytest.approx(0.25 * norm.ppf(p_lower), rel=1e-5)
     # A sound log cannot be resumed as a pooled one, nor read as one.
     with pytest.raises(LogError, match="votes"):
         certify_tiny(setup, sound_out, "--aggregation=mean,mv", "--votes=pooled")
     with pytest.raises(ValueError, match="no pooled member-vote columns"):
-        accuracy.load_log(sound_out.replace("{aggregation}", "mv"), votes="pooled")
+        certified_accuracy.load_log(sound_out.replace("{aggregation}", "mv"), votes="pooled")
 
 
 def test_pooled_votes_refused_with_adaptive_sampling(setup):
@@ -285,7 +290,7 @@ def test_released_rw_weights_fit_on_one_noisy_test_copy(setup, tmp_path):
 
 
 def test_is_done_says_finished_only_for_the_same_images_members_and_settings(setup, tmp_path):
-    # cear_tf.run skips a stage whose is_done() is True without starting it.
+    # cear_tf.cli.run skips a stage whose is_done() is True without starting it.
     out = str(tmp_path / "d_{aggregation}.tsv")
     common = [f"--data_dir={setup['data_dir']}", f"--models={setup['ens']}", "--sigma=0.25",
               "--N0=20", "--N=200", "--batch=64", "--alpha=0.01", "--validation_size=10",

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 
-from cear_tf import cli
+from cear_tf.cli import runner
 from tests.helpers import halves_member
 
 NATIVE = re.compile(r"^[IW]0000 00:00:|oneDNN custom operations|absl::InitializeLog", re.M)
@@ -16,7 +16,7 @@ NATIVE = re.compile(r"^[IW]0000 00:00:|oneDNN custom operations|absl::Initialize
 def test_forward_stderr_drops_native_info_and_keeps_the_rest():
     source_r, source_w = os.pipe()
     target_r, target_w = os.pipe()
-    thread = threading.Thread(target=cli._forward_stderr, args=(source_r, target_w))
+    thread = threading.Thread(target=runner._forward_stderr, args=(source_r, target_w))
     thread.start()
     text = (b"WARNING: All log messages before absl::InitializeLog() is called are written\n"
             b"I0000 00:00:1795473286.990760    3569 devices.cc:76] Number of eligible GPUs\n"
@@ -39,7 +39,7 @@ def test_entry_point_output_has_no_tensorflow_log_lines(tmp_path):
     ens = tmp_path / "ens"
     for i in range(2):
         halves_member(ens / f"member_{i}", 1.0 + i)
-    command = [sys.executable, "-m", "cear_tf.export", f"--models={ens}", "--N=50",
+    command = [sys.executable, "-m", "cear_tf.cli.export", f"--models={ens}", "--N=50",
                "--alpha=0.01", f"--export_dir={tmp_path / 'smoothed'}"]
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     quiet = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -54,7 +54,7 @@ def test_entry_point_output_has_no_tensorflow_log_lines(tmp_path):
 
 
 def test_help_exits_zero():
-    out = subprocess.run([sys.executable, "-m", "cear_tf.export", "--help"],
+    out = subprocess.run([sys.executable, "-m", "cear_tf.cli.export", "--help"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--export_dir" in out.stdout + out.stderr
     assert not NATIVE.search(out.stderr)

@@ -6,9 +6,12 @@ import keras
 import tensorflow as tf
 
 from cear_tf import models
-from cear_tf import aggregate, certify, certify_log, trainers
-from cear_tf.certify_log import read_rows
-from cear_tf.smoothing import Smooth
+from cear_tf.smoothing import aggregate
+from cear_tf.cli import certify
+from cear_tf.reporting import log_files
+from cear_tf.training import trainers
+from cear_tf.reporting.log_files import read_rows
+from cear_tf.smoothing.core import Smooth
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags
 
@@ -104,9 +107,9 @@ def test_shards_merge_into_the_unsharded_log(tmp_path):
         certify.main(["prog"])
     assert sorted(int(r["idx"]) for s in shards for r in read_rows(s)) == list(range(0, 15, 2))
     merged = str(tmp_path / "merged.tsv")
-    with pytest.raises(certify_log.MergeError, match="in no shard"):
-        certify_log.merge_logs(shards[:2], merged)
-    assert certify_log.merge_logs(shards, merged) == 8
+    with pytest.raises(log_files.MergeError, match="in no shard"):
+        log_files.merge_logs(shards[:2], merged)
+    assert log_files.merge_logs(shards, merged) == 8
 
     def strip(rows):
         return [{k: v for k, v in r.items() if k != "time"} for r in rows]
@@ -114,8 +117,8 @@ def test_shards_merge_into_the_unsharded_log(tmp_path):
     assert strip(read_rows(merged)) == strip(read_rows(str(tmp_path / "all.tsv")))
     parse_flags(common + [f"--outfile={tmp_path / 'other.tsv'}", "--N=120", "--shard=0/3"], certify)
     certify.main(["prog"])
-    with pytest.raises(certify_log.MergeError, match="differs .* in N"):
-        certify_log.merge_logs([str(tmp_path / "other.tsv"), shards[1], shards[2]],
+    with pytest.raises(log_files.MergeError, match="differs .* in N"):
+        log_files.merge_logs([str(tmp_path / "other.tsv"), shards[1], shards[2]],
                          str(tmp_path / "m2.tsv"))
 
 

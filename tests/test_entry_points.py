@@ -8,8 +8,20 @@ import sys
 
 from absl import flags
 
-from cear_tf import (analyze, attack, bench, certify, common_flags, export, member_accuracy,
-                     merge, report, run, smoothing_flags, train, variance, weights)
+from cear_tf.cli import analyze
+from cear_tf.cli import attack
+from cear_tf.cli import bench
+from cear_tf.cli import certify
+from cear_tf.cli import common_flags
+from cear_tf.cli import export
+from cear_tf.cli import member_accuracy
+from cear_tf.cli import merge
+from cear_tf.cli import report
+from cear_tf.cli import run
+from cear_tf.cli import ensemble_flags
+from cear_tf.cli import train
+from cear_tf.cli import variance
+from cear_tf.cli import weights
 from tests.conftest import REPO
 from tests.helpers import cear_tf_flags, parse_flags
 
@@ -21,7 +33,7 @@ def test_importing_every_entry_point_defines_no_flag():
     # This module imported all of them at the top; the pytest process may have defined flags
     # since (parse_flags), so check in a fresh interpreter.
     script = ("from absl import flags\n"
-              "from cear_tf import " + ", ".join(m.__name__.split(".")[-1] for m in ENTRY_POINTS)
+              "from cear_tf.cli import " + ", ".join(m.__name__.split(".")[-1] for m in ENTRY_POINTS)
               + "\nours = [m for m in flags.FLAGS.flags_by_module_dict() if 'cear_tf' in m]"
               "\nassert not ours, ours\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -34,7 +46,8 @@ def test_a_users_absl_program_imports_the_library():
 from absl import app, flags
 flags.DEFINE_string("model_dir", "mine", "the user's own flag")
 flags.DEFINE_bool("xla", True, "the user's own flag")
-from cear_tf import certify, train  # defines nothing: no DuplicateFlagError
+from cear_tf.cli import certify
+from cear_tf.cli import train
 def main(argv):
     assert flags.FLAGS.model_dir == "x" and flags.FLAGS.xla is False
     print("ok")
@@ -58,7 +71,7 @@ def _reads(source: str) -> set[str]:
 def _helper_reads() -> dict[str, set[str]]:
     """{qualified helper name: flags it reads} for the helpers of the flag-group modules."""
     out = {}
-    for module in (common_flags, smoothing_flags):
+    for module in (common_flags, ensemble_flags):
         source = inspect.getsource(module)
         helpers = {node.name: ast.get_source_segment(source, node)
                    for node in ast.parse(source).body
@@ -98,20 +111,22 @@ def test_every_entry_point_defines_only_flags_it_reads():
 
 
 def test_help_lists_the_entry_points_flags_and_exits_zero():
-    out = subprocess.run([sys.executable, "-m", "cear_tf.analyze", "--helpfull"],
+    out = subprocess.run([sys.executable, "-m", "cear_tf.cli.analyze", "--helpfull"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0
     text = out.stdout + out.stderr
     assert "--logs" in text and "--outfile" in text
-    short = subprocess.run([sys.executable, "-m", "cear_tf.analyze", "--help"], capture_output=True,
+    short = subprocess.run([sys.executable, "-m", "cear_tf.cli.analyze", "--help"], capture_output=True,
                            text=True, timeout=300)
     assert short.returncode == 0 and "--output_dir" in short.stdout  # shared groups listed too
     assert "--sigma" not in text and "--models" not in text  # not analyze's
 
 
 def test_flag_choices_match_the_library():
-    from cear_tf import choices, data, models
-    assert tuple(data.DATASETS) == choices.DATASET_NAMES
+    from cear_tf.config import choices
+    from cear_tf.data import datasets
+    from cear_tf import models
+    assert tuple(datasets.DATASETS) == choices.DATASET_NAMES
     assert tuple(models.MODEL_NAMES) == choices.MODEL_NAMES
 
 
@@ -172,7 +187,7 @@ real_dup2 = os.dup2
 os.dup2 = lambda *a, **k: (calls.append(a), real_dup2(*a, **k))[1]
 sys.argv = sys.argv[1:]
 before = list(sys.argv)
-import cear_tf, cear_tf.smoothing, cear_tf.training, cear_tf.certify, cear_tf.report
+import cear_tf, cear_tf.smoothing.core, cear_tf.training.recipe, cear_tf.cli.certify, cear_tf.cli.report
 assert "tensorflow" in sys.modules  # the library modules did load TensorFlow
 assert calls == [], calls
 assert sys.argv == before, sys.argv

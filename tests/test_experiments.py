@@ -16,8 +16,14 @@ except ModuleNotFoundError:  # Python 3.10
 import pytest
 from absl import flags
 
-from cear_tf import (analyze, attack, certify, experiment, member_accuracy, train, variance,
-                     weights)
+from cear_tf.cli import analyze
+from cear_tf.cli import attack
+from cear_tf.cli import certify
+from cear_tf.config import experiment
+from cear_tf.cli import member_accuracy
+from cear_tf.cli import train
+from cear_tf.cli import variance
+from cear_tf.cli import weights
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags
 
@@ -305,7 +311,7 @@ source = "members"
 
 
 def _run(args, cwd=ROOT, **kw):
-    return subprocess.run([sys.executable, "-m", "cear_tf.run", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "cear_tf.cli.run", *args], cwd=cwd,
                           capture_output=True, text=True, **kw)
 
 
@@ -314,12 +320,12 @@ def test_runner_dry_run_and_bad_input():
                 "--stages=certify", "--", "--start=2160", "--max=3500"])
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("python")]
-    assert len(lines) == 5 and all("cear_tf.certify" in line for line in lines)
+    assert len(lines) == 5 and all("cear_tf.cli.certify" in line for line in lines)
     assert all(line.endswith("--start=2160 --max=3500 --undefok=max,start") for line in lines)
     bad = _run(["--experiment=flags/nope.toml"])
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == (
-        "cear_tf.run: error: flags/nope.toml: experiment file not found")
+        "cear_tf.cli.run: error: flags/nope.toml: experiment file not found")
     bad = _run(["--experiment=flags/mnist_quick.toml", "--stages=tran"])
     assert bad.returncode != 0 and "--stages must name stage kinds" in bad.stderr
     bad = _run(["--experiment=flags/mnist_quick.toml", "--dry_run", "--", "start=1"])
@@ -330,7 +336,7 @@ def test_runner_dry_run_and_bad_input():
                 "--strat=5", "--nofuse_members", "--epochs=2"])
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith(
-        "cear_tf.run: error: flags/mnist_quick.toml: no stage kind defines --strat (")
+        "cear_tf.cli.run: error: flags/mnist_quick.toml: no stage kind defines --strat (")
 
 
 # A Gaussian network on fake MNIST, certified on a few images: the smallest whole run.
@@ -384,7 +390,7 @@ def test_runner_runs_a_tiny_experiment_and_resumes(tmp_path):
     for what in ("train rs", "member accuracy of rs", "certify RandSmooth"):
         if what in third.stderr:
             assert f"{what}: finished (its output is on disk; skipped)" in third.stderr, what
-    assert "python -m cear_tf.certify" not in third.stderr
+    assert "python -m cear_tf.cli.certify" not in third.stderr
     assert "| RandSmooth" in third.stdout
 
 
@@ -394,7 +400,7 @@ def test_runner_checks_every_stage_before_the_first_runs(tmp_path):
     bad = _run([f"--experiment={path}", "--set=certify.N00=5"], timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith(
-        f"cear_tf.run: error: {path}: stage 'certify RandSmooth' (cear_tf.certify) "
+        f"cear_tf.cli.run: error: {path}: stage 'certify RandSmooth' (cear_tf.cli.certify) "
         f"refuses its flags: FATAL Flags parsing error: Unknown command line flag 'N00'")
     assert not out_dir.exists()  # nothing ran, nothing was written
     bad = _run([f"--experiment={path}", "--set=train.epochs=-3"], timeout=120)
@@ -412,10 +418,10 @@ def test_a_stage_runs_alone_from_the_flagfile_the_runner_writes(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     files = sorted(os.listdir(folder))
     assert files[0] == "01_train_rs.flags" and any("certify" in f for f in files)
-    assert f"python -m cear_tf.train --flagfile={folder / files[0]}" in out.stdout
+    assert f"python -m cear_tf.cli.train --flagfile={folder / files[0]}" in out.stdout
     assert not (tmp_path / "out" / "rs").exists()  # nothing ran
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    train = subprocess.run([sys.executable, "-m", "cear_tf.train",
+    train = subprocess.run([sys.executable, "-m", "cear_tf.cli.train",
                             f"--flagfile={folder / files[0]}"], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""The smoothed ensemble as one SavedModel (cear_tf.export): served without cear_tf, it
+"""The smoothed ensemble as one SavedModel (cear_tf.cli.export): served without cear_tf, it
 gives the same PREDICT answers and vote counts as cear_tf's engine on the same noise."""
 
 import json
@@ -11,8 +11,11 @@ import pytest
 import tensorflow as tf
 from scipy.stats import binomtest
 
-from cear_tf import aggregate, ensemble, export, smoothed_model
-from cear_tf.smoothing import ABSTAIN, Phase, Smooth
+from cear_tf.smoothing import aggregate
+from cear_tf.ensemble import loading
+from cear_tf.cli import export
+from cear_tf.smoothing import served
+from cear_tf.smoothing.core import ABSTAIN, Phase, Smooth
 from tests.helpers import HALVES_CLASSES as K
 from tests.helpers import HALVES_SHAPE as SHAPE
 from tests.helpers import halves_member, parse_flags
@@ -67,37 +70,37 @@ def _serve(directory, images, ids, tmp_path):
                                                           ("mv", True, 0.2)])
 def test_exported_predict_equals_engine_predict(ensemble_dir, tmp_path, aggregation, clip,
                                                 logit_noise):
-    loaded = ensemble.load_ensemble(ensemble.resolve_member_dirs([ensemble_dir]))
+    loaded = loading.load_ensemble(loading.resolve_member_dirs([ensemble_dir]))
     smooth = Smooth(loaded, K, 0.5, [aggregate.make_aggregator(aggregation, 3)], clip=clip,
                     logit_noise=logit_noise, seed=7)
     n, alpha, batch = 250, 0.01, 64  # 250 = 3 full batches and one of 58
     directory = str(tmp_path / "smoothed")
-    smoothed_model.export_smoothed(smooth, SHAPE, directory, n, alpha, batch, {"test": True},
+    served.export_smoothed(smooth, SHAPE, directory, n, alpha, batch, {"test": True},
                            tracked=[m.saved_model for m in loaded])
     images = _images()
     ids = [0, 1, 2, 3, 4, 5, 2160, 2**40]
-    served = _serve(directory, images, ids, tmp_path)
+    answers = _serve(directory, images, ids, tmp_path)
 
     want_pred = [smooth.predict(x, n, alpha, 100, idx=i)[aggregation] for x, i in zip(images, ids)]
     want_counts = [smooth.sample_counts(x, n, 100, i, Phase.PREDICT)[aggregation].tolist()
                    for x, i in zip(images, ids)]
-    assert served["keyed"]["counts"] == want_counts
-    assert served["keyed"]["prediction"] == want_pred
+    assert answers["keyed"]["counts"] == want_counts
+    assert answers["keyed"]["prediction"] == want_pred
     # The test means something only if both answers occur.
     assert ABSTAIN in want_pred and any(p != ABSTAIN for p in want_pred), want_pred
-    for counts, p in zip(want_counts, served["keyed"]["p_value"]):
+    for counts, p in zip(want_counts, answers["keyed"]["p_value"]):
         top = sorted(counts, reverse=True)
         assert p == pytest.approx(binomtest(top[0], top[0] + top[1], 0.5).pvalue, rel=1e-9)
 
-    fresh = served["fresh"]
+    fresh = answers["fresh"]
     assert all(sum(c) == n for c in fresh["counts"])
     assert all(p == ABSTAIN or 0 <= p < K for p in fresh["prediction"])
-    assert fresh["counts"] != served["keyed"]["counts"]  # other noise than the keyed streams
+    assert fresh["counts"] != answers["keyed"]["counts"]  # other noise than the keyed streams
 
 
 def test_binomial_p_value_matches_scipy():
     pairs = [(1, 0), (5, 5), (6, 4), (10, 0), (60, 40), (520, 480), (999, 1), (50, 49), (3, 2)]
-    got = smoothed_model.binomial_test_p_value(tf.constant([a for a, _ in pairs]),
+    got = served.binomial_test_p_value(tf.constant([a for a, _ in pairs]),
                                        tf.constant([b for _, b in pairs])).numpy()
     for (a, b), p in zip(pairs, got):
         assert p == pytest.approx(binomtest(a, a + b, 0.5).pvalue, rel=1e-9, abs=1e-300), (a, b)
@@ -109,7 +112,7 @@ def test_export_cli_writes_settings_and_refuses_several_aggregations(ensemble_di
     parse_flags([f"--models={ensemble_dir}", "--aggregation=gm", "--sigma=0.25", "--N=100",
                  "--alpha=0.01", "--batch=50", f"--export_dir={out}"], export)
     export.main(["export"])
-    with open(out / smoothed_model.SETTINGS_FILE) as f:
+    with open(out / served.SETTINGS_FILE) as f:
         settings = json.load(f)
     assert settings["aggregation"] == "gm" and settings["N"] == 100
     # Relative to the export, so the pair can be moved together.

@@ -1,5 +1,5 @@
 """Fused training and evaluation of LeNet-5 ensembles (models.fused,
-trainers.FusedEnsembleTrainer, training.train_fused_members): member i of the fused network is
+trainers.FusedEnsembleTrainer, recipe.train_fused_members): member i of the fused network is
 member i of separate training, step for step."""
 
 import json
@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cear_tf import models, training
-from cear_tf import members, train, trainers
+from cear_tf import models
+from cear_tf.training import recipe
+from cear_tf.ensemble import members
+from cear_tf.cli import train
+from cear_tf.training import trainers
 from cear_tf.models.fused import FusedLeNet5, stack_member_inputs
 from tests.helpers import parse_flags, tiny_splits
 from tests.helpers import member_config, train_tiny
@@ -103,10 +106,10 @@ def test_fused_steps_equal_separate_steps(role, tmp_path):
 
 def test_fused_members_export_like_separate_ones(tmp_path):
     splits = tiny_splits()
-    configs = training.ensemble_configs(member_config(role="gaussian", base_sigma=0.5, epochs=2), [None],
+    configs = recipe.ensemble_configs(member_config(role="gaussian", base_sigma=0.5, epochs=2), [None],
                                      "gaussian", num_members=3)
     dirs = [str(tmp_path / "ens" / f"member_{i}") for i in range(3)]
-    metas = training.train_fused_members(configs, splits, dirs, verbose=0, allow_collapsed=True)
+    metas = recipe.train_fused_members(configs, splits, dirs, verbose=0, allow_collapsed=True)
     assert [m["seed"] for m in metas] == [0, 1, 2]
     for d, meta in zip(dirs, metas):
         assert members.is_complete_member(d)
@@ -120,14 +123,14 @@ def test_fused_members_export_like_separate_ones(tmp_path):
 
 def test_fusion_needs_members_that_differ_only_by_seed_and_temperature():
     base = member_config(role="student", base_sigma=0.5, vga=True, temperature=2.0)
-    configs = training.ensemble_configs(base, [2, 3], "student")
-    assert training.fusion_problem(configs) is None
-    assert "per_example" in training.fusion_problem(
+    configs = recipe.ensemble_configs(base, [2, 3], "student")
+    assert recipe.fusion_problem(configs) is None
+    assert "per_example" in recipe.fusion_problem(
         [c.__class__(**{**c.__dict__, "vga_mode": "per_example"}) for c in configs])
-    assert "resnet20" in training.fusion_problem(
+    assert "resnet20" in recipe.fusion_problem(
         [c.__class__(**{**c.__dict__, "arch": "resnet20"}) for c in configs])
     mixed = [configs[0], configs[1].__class__(**{**configs[1].__dict__, "learning_rate": 0.1})]
-    assert "more than seed and temperature" in training.fusion_problem(mixed)
+    assert "more than seed and temperature" in recipe.fusion_problem(mixed)
 
 
 def test_cli_ensemble_is_fused_by_default(tmp_path):
@@ -147,10 +150,10 @@ def test_cli_ensemble_is_fused_by_default(tmp_path):
 def test_fused_collapse_guard_warns_per_member_and_stops_when_all_collapse(tmp_path):
     splits = tiny_splits()
     cfg = member_config(role="gaussian", base_sigma=0.5, epochs=20, learning_rate=1e4, clipnorm=0.0)
-    configs = training.ensemble_configs(cfg, [None], "gaussian", num_members=2)
+    configs = recipe.ensemble_configs(cfg, [None], "gaussian", num_members=2)
     dirs = [str(tmp_path / "ens" / f"member_{i}") for i in range(2)]
-    with pytest.raises(training.CollapsedMemberError, match="2 of 2 members collapsed"):
-        training.train_fused_members(configs, splits, dirs, verbose=0, collapse_patience=2)
+    with pytest.raises(recipe.CollapsedMemberError, match="2 of 2 members collapsed"):
+        recipe.train_fused_members(configs, splits, dirs, verbose=0, collapse_patience=2)
     with open(tmp_path / "ens" / "fused_member_0_member_1.logs" / "train.csv") as f:
         assert len(f.read().strip().split("\n")) - 1 == 2  # stopped after two epochs
     assert not os.path.exists(dirs[0]) and not os.path.exists(dirs[1])
@@ -158,7 +161,7 @@ def test_fused_collapse_guard_warns_per_member_and_stops_when_all_collapse(tmp_p
 
 def test_precomputed_teacher_logits_give_the_steps_of_calling_the_teacher(tmp_path):
     """A student trained on batches that carry its teacher's logits (computed once, as
-    cear_tf.train does without augmentation) takes the steps of one calling the teacher,
+    cear_tf.cli.train does without augmentation) takes the steps of one calling the teacher,
     noise included, separately and fused."""
     m, steps, batch = 3, 3, 16
     splits = tiny_splits(n_train=64)
@@ -166,7 +169,7 @@ def test_precomputed_teacher_logits_give_the_steps_of_calling_the_teacher(tmp_pa
     teacher_dir = str(tmp_path / "teacher")
     train_tiny(member_config(epochs=1), splits, teacher_dir, verbose=0)
     teacher = members.load_member(teacher_dir)
-    targets = training.teacher_logits(teacher, x, batch_size=24)  # batches unlike the steps'
+    targets = recipe.teacher_logits(teacher, x, batch_size=24)  # batches unlike the steps'
     np.testing.assert_allclose(targets, teacher(tf.constant(x)).numpy(), rtol=1e-5, atol=1e-5)
     temps = [2.0, 4.0, 6.0]
 
@@ -201,15 +204,15 @@ def test_teacher_logits_are_cached_only_for_students_without_augmentation():
     splits = tiny_splits(n_train=8)
     x = splits.train[0]
     teacher = _networks(1)[0]
-    cfg = training.MemberConfig(role="student", arch="lenet5", dataset="mnist", seed=0,
+    cfg = recipe.MemberConfig(role="student", arch="lenet5", dataset="mnist", seed=0,
                                 base_sigma=0.5, temperature=2.0)
-    np.testing.assert_allclose(training._cached_teacher_logits(cfg, teacher, x),
+    np.testing.assert_allclose(recipe._cached_teacher_logits(cfg, teacher, x),
                                teacher(x).numpy(), rtol=1e-5, atol=1e-6)
-    flip = training.dataclasses.replace(cfg, augment="flip_crop")
-    assert training._cached_teacher_logits(flip, teacher, x) is None
-    gaussian = training.dataclasses.replace(cfg, role="gaussian", temperature=None)
-    assert training._cached_teacher_logits(gaussian, teacher, None) is None
+    flip = recipe.dataclasses.replace(cfg, augment="flip_crop")
+    assert recipe._cached_teacher_logits(flip, teacher, x) is None
+    gaussian = recipe.dataclasses.replace(cfg, role="gaussian", temperature=None)
+    assert recipe._cached_teacher_logits(gaussian, teacher, None) is None
     with pytest.raises(ValueError, match="augmentation"):
-        from cear_tf import data
-        data.make_pipeline(x, splits.train[1], 4, shuffle=False, augment="flip_crop",
+        from cear_tf.data import datasets
+        datasets.make_pipeline(x, splits.train[1], 4, shuffle=False, augment="flip_crop",
                            teacher_logits=teacher(x).numpy())

@@ -1,12 +1,14 @@
-"""Certification with the members fused into one network (ensemble.fuse): the same
+"""Certification with the members fused into one network (loading.fuse): the same
 counts as running them one by one, up to a handful of draws flipped by float rounding."""
 
 import numpy as np
 import pytest
 
 from cear_tf import models
-from cear_tf import aggregate, ensemble, members
-from cear_tf.smoothing import Smooth
+from cear_tf.smoothing import aggregate
+from cear_tf.ensemble import loading
+from cear_tf.ensemble import members
+from cear_tf.smoothing.core import Smooth
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +22,14 @@ def lenet_members(tmp_path_factory):
         d = str(root / f"member_{i}")
         members.export_member(net, d, {"arch": "lenet5", "dataset": "mnist", "normalize": True})
         dirs.append(d)
-    return ensemble.load_ensemble(dirs)
+    return loading.load_ensemble(dirs)
 
 
 # With logit noise the engine runs the members one by one (fused was slower there); the
 # case checks that the fused object does not change what such an engine computes.
 @pytest.mark.parametrize("logit_noise,clip", [(0.0, False), (0.3, False), (0.0, True)])
 def test_fused_counts_match_unfused(lenet_members, logit_noise, clip):
-    fused, why = ensemble.fuse(lenet_members)
+    fused, why = loading.fuse(lenet_members)
     assert fused is not None, why
     aggs = [aggregate.make_aggregator(a, 3) for a in ("mean", "mv", "gm")]
     x = np.random.default_rng(2).uniform(size=(28, 28, 1)).astype(np.float32)
@@ -46,15 +48,15 @@ def test_only_cear_lenet_members_fuse(lenet_members, tmp_path):
     net = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
     members.export_member(net, str(tmp_path / "foreign"), {})
     foreign = members.load_member(str(tmp_path / "foreign"))
-    fused, why = ensemble.fuse([lenet_members[0], foreign])
+    fused, why = loading.fuse([lenet_members[0], foreign])
     assert fused is None and "LeNet-5" in why
-    assert ensemble.fuse(lenet_members[:1])[0] is None
+    assert loading.fuse(lenet_members[:1])[0] is None
 
 
 def test_certify_cli_fused_and_not_give_the_same_rows(lenet_members, tmp_path):
     import os
-    from cear_tf import certify
-    from cear_tf.certify_log import read_rows
+    from cear_tf.cli import certify
+    from cear_tf.reporting.log_files import read_rows
     from tests import data_fakes as fakes
     from tests.helpers import parse_flags
     data_dir = tmp_path / "mnist"
@@ -79,9 +81,9 @@ def test_fused_attack_scores_and_gradients_match_unfused(lenet_members, logit_no
     scores, gradients and predictions as the members one by one, queries with the same keys,
     also from inside a tf.function (the grouped network is frozen at first use)."""
     import tensorflow as tf
-    from cear_tf import attack_evaluation
-    from cear_tf.deployed import DeployedEnsemble
-    fused, why = ensemble.fuse(lenet_members)
+    from cear_tf.attacks import evaluation
+    from cear_tf.ensemble.deployed import DeployedEnsemble
+    fused, why = loading.fuse(lenet_members)
     assert fused is not None, why
     x = tf.constant(np.random.default_rng(3).uniform(size=(6, 28, 28, 1)).astype(np.float32))
     gm = aggregate.make_aggregator("gm", 3)
@@ -94,7 +96,7 @@ def test_fused_attack_scores_and_gradients_match_unfused(lenet_members, logit_no
 
     results = []
     for f in (None, Counted()):
-        model = attack_evaluation.AttackedEnsemble(
+        model = evaluation.AttackedEnsemble(
             DeployedEnsemble(lenet_members, logit_noise, fused=f), gm, seed=5)
 
         @tf.function

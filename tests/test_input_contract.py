@@ -14,9 +14,12 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cear_tf import aggregate, ensemble, input_contract, smoothed_model
-from cear_tf.input_contract import InputContractError
-from cear_tf.smoothing import Smooth
+from cear_tf.smoothing import aggregate
+from cear_tf.ensemble import loading
+from cear_tf.smoothing import input_contract
+from cear_tf.smoothing import served
+from cear_tf.smoothing.input_contract import InputContractError
+from cear_tf.smoothing.core import Smooth
 from tests.helpers import HALVES_CLASSES as K
 from tests.helpers import HALVES_SHAPE as SHAPE
 from tests.helpers import halves_member
@@ -34,7 +37,7 @@ def members_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(members_dir):
-    return ensemble.load_ensemble(ensemble.resolve_member_dirs([members_dir]))
+    return loading.load_ensemble(loading.resolve_member_dirs([members_dir]))
 
 
 def _smooth(loaded, check=True):
@@ -45,7 +48,7 @@ def _smooth(loaded, check=True):
 @pytest.fixture(scope="module")
 def exported(loaded, tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("served") / "smoothed")
-    smoothed_model.export_smoothed(_smooth(loaded), SHAPE, directory, 60, 0.01, 30,
+    served.export_smoothed(_smooth(loaded), SHAPE, directory, 60, 0.01, 30,
                                    {"test": True}, tracked=[m.saved_model for m in loaded])
     return directory
 
@@ -148,7 +151,7 @@ def test_the_exported_model_refuses_them_without_cear_tf(exported, tmp_path):
 
 
 def test_the_exported_settings_record_the_contract(members_dir, tmp_path):
-    from cear_tf import export
+    from cear_tf.cli import export
     from tests.helpers import parse_flags
     for check in (True, False):
         out = tmp_path / f"export_{check}"
@@ -156,7 +159,7 @@ def test_the_exported_settings_record_the_contract(members_dir, tmp_path):
                      "--alpha=0.01", "--batch=50", f"--export_dir={out}",
                      "--check_inputs" if check else "--nocheck_inputs"], export)
         export.main(["export"])
-        recorded = json.load(open(out / smoothed_model.SETTINGS_FILE))
+        recorded = json.load(open(out / served.SETTINGS_FILE))
         assert recorded["check_inputs"] is check
         assert (recorded["input_contract"] == input_contract.RULE) is check
         model = tf.saved_model.load(str(out))

@@ -12,9 +12,13 @@ import numpy as np
 import pytest
 from absl import flags
 
-from cear_tf import accuracy, certify, ensemble, members, weights
-from cear_tf.certify_log import CertifyLog, LogError, read_rows
-from cear_tf.locking import LockError, OutputLock
+from cear_tf.reporting import certified_accuracy
+from cear_tf.cli import certify
+from cear_tf.ensemble import loading
+from cear_tf.ensemble import members
+from cear_tf.cli import weights
+from cear_tf.reporting.log_files import CertifyLog, LogError, read_rows
+from cear_tf.common.locking import LockError, OutputLock
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags, tiny_splits
 from tests.helpers import (Interrupt, certify_tiny, constant_member, epochs_logged,
@@ -66,7 +70,7 @@ def test_1_a_released_lock_leaves_no_file_and_a_stale_one_does_not_block(tmp_pat
 
 def test_1_a_lock_on_a_deleted_file_is_taken_again_at_the_path(tmp_path, monkeypatch):
     import fcntl
-    from cear_tf import locking
+    from cear_tf.common import locking
     path = str(tmp_path / "out.tsv")
     real_flock, calls = fcntl.flock, []
 
@@ -285,7 +289,7 @@ def test_7_partial_export_folder_is_ignored(setup, tmp_path):
     ens = tmp_path / "ens"
     shutil.copytree(setup["ens"], ens)
     shutil.copytree(ens / "member_1", ens / "member_1.partial")
-    dirs = ensemble.resolve_member_dirs([str(ens)])
+    dirs = loading.resolve_member_dirs([str(ens)])
     assert [os.path.basename(d) for d in dirs] == ["member_0", "member_1", "member_2"]
 
 
@@ -327,13 +331,13 @@ def test_8_analyze_refuses_bad_rows(tmp_path, column, value, match):
     lines[3] = "\t".join(fields)
     open(path, "w").write("\n".join(lines))
     with pytest.raises(LogError, match=rf"a.tsv:4: {match}"):
-        accuracy.load_log(path)
+        certified_accuracy.load_log(path)
 
 
 # 9. weights checks its output before any work.
 def test_9_weights_output_checked_first(setup, tmp_path, monkeypatch):
-    from cear_tf import smoothing_flags
-    monkeypatch.setattr(smoothing_flags, "load_ensemble",
+    from cear_tf.cli import ensemble_flags
+    monkeypatch.setattr(ensemble_flags, "load_ensemble",
                         lambda *a: pytest.fail("members loaded before the output was checked"))
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -356,23 +360,23 @@ def test_10_odd_values_refused(setup, tmp_path):
         certify_tiny(setup, str(tmp_path / "n.tsv"), "--N=9", "--alpha=0.001")
     with pytest.raises(LogError, match="is a directory"):
         certify_tiny(setup, str(tmp_path), "--aggregation=mean")
-    dirs = ensemble.resolve_member_dirs([setup["ens"]])
+    dirs = loading.resolve_member_dirs([setup["ens"]])
     for bad in ([True, 1, 1], ["0.5", 1, 1], "0.3"):
         w = tmp_path / "w.json"
         w.write_text(json.dumps({"method": "rw", "weights": bad}))
         with pytest.raises(ValueError, match="weights must be a list of numbers"):
-            ensemble.load_weights(str(w), "rw", dirs)
+            loading.load_weights(str(w), "rw", dirs)
     assert not os.path.exists(tmp_path / "none.tsv") and not os.path.exists(tmp_path / "n.tsv")
 
 
 def test_bad_input_ends_in_one_line_without_traceback(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-m", "cear_tf.certify", f"--models={tmp_path}",
+    out = subprocess.run([sys.executable, "-m", "cear_tf.cli.certify", f"--models={tmp_path}",
                           f"--outfile={tmp_path / 'x.tsv'}"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     last = out.stderr.strip().split("\n")[-1]
-    assert last.startswith("cear_tf.certify: error: --models:"), out.stderr[-500:]
+    assert last.startswith("cear_tf.cli.certify: error: --models:"), out.stderr[-500:]
     assert "Traceback" not in out.stderr
 
 
@@ -392,7 +396,7 @@ def test_soak_kill9_reruns_and_a_concurrent_writer(setup, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
     def command(out):
-        return [sys.executable, "-m", "cear_tf.certify", f"--data_dir={data_dir}",
+        return [sys.executable, "-m", "cear_tf.cli.certify", f"--data_dir={data_dir}",
                 f"--models={setup['ens']}", "--sigma=0.5", "--N0=100", "--N=50000",
                 "--batch=1000", "--aggregation=mean,gm", "--validation_size=0",
                 f"--outfile={out}"]
@@ -448,11 +452,11 @@ def test_soak_kill9_reruns_and_a_concurrent_writer(setup, tmp_path):
 
 def test_missing_required_flag_is_one_line_not_a_page_of_help(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-m", "cear_tf.certify"], cwd=REPO, env=env,
+    out = subprocess.run([sys.executable, "-m", "cear_tf.cli.certify"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     mine = [line for line in out.stderr.strip().split("\n") if "cear_tf" in line or "--" in line]
-    assert mine[-1] == ("cear_tf.certify: error: --models and --outfile are required (see "
+    assert mine[-1] == ("cear_tf.cli.certify: error: --models and --outfile are required (see "
                         "--helpfull)"), mine
     assert "USAGE" not in out.stderr and "flags:" not in out.stderr
 
@@ -483,13 +487,13 @@ def test_11_train_log_never_mixes_runs(tmp_path):
 
 
 def test_11_a_log_the_checkpoint_outran_keeps_its_own_rows(tmp_path):
-    from cear_tf import training
+    from cear_tf.training import recipe
     log_dir, ckpt_dir = tmp_path / "m.logs", tmp_path / "m.ckpt"
     log_dir.mkdir()
     ckpt_dir.mkdir()
     (ckpt_dir / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
     rows = ["epoch,loss"] + [f"{e},1.0" for e in (0, 1, 2, 3, 4, 0, 1)]
     (log_dir / "train.csv").write_text("\n".join(rows) + "\n")
-    training.align_train_log(str(log_dir), str(ckpt_dir))
+    recipe.align_train_log(str(log_dir), str(ckpt_dir))
     assert (log_dir / "train.csv").read_text().splitlines() == ["epoch,loss", "0,1.0", "1,1.0"]
     assert len((log_dir / "train.discarded.1.csv").read_text().splitlines()) == 6

@@ -1,4 +1,4 @@
-"""cear_tf.member_accuracy: interval coverage, the noise streams, and a member whose noisy
+"""cear_tf.cli.member_accuracy: interval coverage, the noise streams, and a member whose noisy
 accuracy has a closed form, through the command line."""
 
 import json
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cear_tf import member_accuracy, members
+from cear_tf.cli import member_accuracy
+from cear_tf.ensemble import members
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags
 from tests.helpers import constant_member

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cear_tf import members
+from cear_tf.ensemble import members
 
 
 class _Linear(tf.Module):

@@ -1,10 +1,10 @@
-"""Exact McNemar comparisons of two logs (cear_tf.paired) against known answers."""
+"""Exact McNemar comparisons of two logs (cear_tf.reporting.paired) against known answers."""
 
 import numpy as np
 import pytest
 from scipy.stats import binom
 
-from cear_tf import paired
+from cear_tf.reporting import paired
 
 
 def _log(idx, correct, radius):

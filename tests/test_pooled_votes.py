@@ -1,4 +1,4 @@
-"""The pooled-vote comparison (cear_tf.pooled_votes): radius caps, the paper's cells beyond
+"""The pooled-vote comparison (cear_tf.reporting.pooled_votes): radius caps, the paper's cells beyond
 the sound cap, and the per-row comparison read from logs with pooled columns."""
 
 import json
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from cear_tf import pooled_votes
-from cear_tf.certify_log import CertifyLog
-from cear_tf.smoothing import Certificate
+from cear_tf.reporting import pooled_votes
+from cear_tf.reporting.log_files import CertifyLog
+from cear_tf.smoothing.core import Certificate
 
 
 def test_caps_at_the_papers_protocol():

@@ -1,7 +1,7 @@
 """Progress lines: rate and ETA in a log at most once per interval and at the end; a Keras
 progress bar on a terminal."""
 
-from cear_tf import progress
+from cear_tf.common import progress
 
 
 def test_log_lines_have_rate_and_eta_and_respect_the_interval(monkeypatch):

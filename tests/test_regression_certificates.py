@@ -14,9 +14,13 @@ import keras
 import numpy as np
 import pytest
 
-from cear_tf import aggregate, certify, ensemble, members, weights
-from cear_tf.certify_log import read_rows
-from cear_tf.smoothing import Smooth
+from cear_tf.smoothing import aggregate
+from cear_tf.cli import certify
+from cear_tf.ensemble import loading
+from cear_tf.ensemble import members
+from cear_tf.cli import weights
+from cear_tf.reporting.log_files import read_rows
+from cear_tf.smoothing.core import Smooth
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags
 
@@ -134,7 +138,7 @@ def test_certify_rows_are_unchanged(setup, case):
 
 
 def test_predict_answers_are_unchanged(setup):
-    loaded = ensemble.load_ensemble(ensemble.resolve_member_dirs([str(setup / "ens")]))
+    loaded = loading.load_ensemble(loading.resolve_member_dirs([str(setup / "ens")]))
     smooth = Smooth(loaded, 10, 0.5, [aggregate.make_aggregator(a, 3) for a in ("mean", "mv")],
                     seed=11)
     images = np.random.default_rng(9).uniform(size=(6, 28, 28, 1)).astype(np.float32)

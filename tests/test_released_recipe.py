@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cear_tf import trainers
+from cear_tf.training import trainers
 from tests.helpers import tiny_splits
 from tests.helpers import member_config, train_tiny
 
@@ -87,7 +87,7 @@ def test_options_reach_training_and_metadata(tmp_path):
 
     teacher_dir = str(tmp_path / "teacher")
     train_tiny(member_config(epochs=1), tiny_splits(), teacher_dir, verbose=0)
-    from cear_tf import members
+    from cear_tf.ensemble import members
     teacher = members.load_member(teacher_dir)
     cfg = member_config(role="student", base_sigma=0.5, vga=True, temperature=3.0, optimizer="adam",
                learning_rate=1e-3, vga_rule="released_mnist", student_loss="released_mnist",
@@ -104,16 +104,17 @@ def test_options_reach_training_and_metadata(tmp_path):
 
 
 def test_nesterov_reaches_the_optimizer_and_the_record(tmp_path):
-    from cear_tf import members, training
-    optimizer = training.build_optimizer(member_config(momentum=0.8, nesterov=True), steps_per_epoch=10)
+    from cear_tf.ensemble import members
+    from cear_tf.training import recipe
+    optimizer = recipe.build_optimizer(member_config(momentum=0.8, nesterov=True), steps_per_epoch=10)
     assert optimizer.nesterov and optimizer.momentum == 0.8
-    assert not training.build_optimizer(member_config(), steps_per_epoch=10).nesterov
+    assert not recipe.build_optimizer(member_config(), steps_per_epoch=10).nesterov
     train_tiny(member_config(epochs=1, nesterov=True), tiny_splits(), str(tmp_path / "t"), verbose=0)
     assert members.load_member(str(tmp_path / "t")).metadata["nesterov"] is True
 
 
 def test_released_recipe_experiment_file_selects_every_option():
-    from cear_tf import experiment
+    from cear_tf.config import experiment
     exp = experiment.load(os.path.join(REPO, "flags", "mnist_released_sigma100.toml"))
     commands = {s.what: s.args for s in experiment.stages(exp)}
     train_args = {k: v for k, v in commands.items() if k.startswith("train ")}

@@ -3,8 +3,9 @@ import re
 
 import pytest
 
-from cear_tf import paper_tables, report
-from cear_tf.certify_log import CertifyLog
+from cear_tf.reporting import paper_tables
+from cear_tf.cli import report
+from cear_tf.reporting.log_files import CertifyLog
 from tests.conftest import SHARED_DATASETS
 from tests.helpers import parse_flags
 
@@ -41,7 +42,7 @@ AGGREGATIONS = {"randsmooth": "single", "sween": "sween", "mean_first1": "mean_f
 
 
 def _record(root, stems, sigma=0.25, attacks=(), variance=None, dataset="mnist"):
-    """The experiment record cear_tf.run writes: methods named by label, logs by path."""
+    """The experiment record cear_tf.cli.run writes: methods named by label, logs by path."""
     root.mkdir(parents=True, exist_ok=True)
     methods = [dict(key=s, label=LABELS[s], members=s, aggregation=AGGREGATIONS.get(
         s, s.rsplit("_", 1)[-1]), log=f"certify/{s}.tsv", in_table=True) for s in stems]
@@ -92,16 +93,16 @@ def test_report_cli_errors(tmp_path):
 
 
 def test_attack_table_beside_the_paper(tmp_path):
-    from cear_tf import attack_evaluation
+    from cear_tf.attacks import evaluation
     run = tmp_path / "mnist_sigma025_cpu"
     _record(run, [], attacks=[
         dict(target="CEAR(RW)", norm=norm, mode=mode, log=f"attack/cear_rw_{norm}{suffix}.tsv")
         for norm in ("l2", "linf") for mode, suffix in (("transfer", ""), ("eot", "_eot"))])
     base = dict(norm="2", eps=1.0, eot=1, images=10, clean_accuracy=0.9, seconds=1.0)
-    attack_evaluation.write_rows(str(run / "attack" / "cear_rw_l2.tsv"), [
+    evaluation.write_rows(str(run / "attack" / "cear_rw_l2.tsv"), [
         dict(base, source="member:0", attack="all", robust_accuracy=0.8, success_rate=0.1),
         dict(base, source="mean", attack="all", robust_accuracy=0.7, success_rate=0.25)])
-    attack_evaluation.write_rows(str(run / "attack" / "cear_rw_linf_eot.tsv"), [
+    evaluation.write_rows(str(run / "attack" / "cear_rw_linf_eot.tsv"), [
         dict(base, source="ensemble", attack="all", robust_accuracy=0.2, success_rate=0.75)])
     text = report.attack_section(str(run))
     assert "| CEAR(RW) | paper | 98.29% | 10.60% | 44.60% | | |" in text
@@ -303,7 +304,7 @@ def test_ablation_over_seeds_pairs_each_variant_with_its_own_seeds_base(tmp_path
 
 
 def test_radius_cap_is_the_radius_of_n_votes_of_n():
-    from cear_tf.smoothing import certified_radius, lower_confidence_bound
+    from cear_tf.smoothing.core import certified_radius, lower_confidence_bound
     for sigma, n, alpha in [(0.25, 1000, 0.001), (1.0, 100000, 0.001), (0.5, 10000, 0.01)]:
         cap = report.radius_cap(sigma, dict(N=n, alpha=alpha))
         assert cap == pytest.approx(certified_radius(lower_confidence_bound(n, n, alpha), sigma),
@@ -359,7 +360,7 @@ def test_settings_line_states_every_members_accuracy_and_noise():
 
 def _with_member_accuracy(run, digests_measured, digests_certified):
     """The fake run's cear_gm log made by members `digests_certified`, and a member-accuracy
-    file (cear_tf.member_accuracy) measured on `digests_measured`, named by the record."""
+    file (cear_tf.cli.member_accuracy) measured on `digests_measured`, named by the record."""
     record = json.loads((run / "experiment.json").read_text())
     record["member_accuracy"] = {"cear_gm": "member_accuracy/cear_gm.json"}
     (run / "experiment.json").write_text(json.dumps(record))

@@ -57,7 +57,7 @@ radii = [0, 0.1, 0.2]
 
 
 def _command(experiment, data_dir):
-    return [sys.executable, "-m", "cear_tf.run", f"--experiment={experiment}",
+    return [sys.executable, "-m", "cear_tf.cli.run", f"--experiment={experiment}",
             f"--data_dir={data_dir}"]
 
 
@@ -135,7 +135,7 @@ def test_the_quick_job_killed_at_random_moments_ends_as_an_uninterrupted_run(tmp
     runs = {}
     for name in ("uninterrupted", "killed"):
         out = tmp_path / name
-        runs[name] = (out, [sys.executable, "-m", "cear_tf.run",
+        runs[name] = (out, [sys.executable, "-m", "cear_tf.cli.run",
                             "--experiment=flags/mnist_quick.toml",
                             f"--data_dir={os.path.dirname(mnist_dir)}", f"--output_dir={out}"])
     start = time.time()

@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = r"""
 import json, os, signal, sys
 import keras
-from cear_tf import training
+from cear_tf.training import recipe
 from tests.helpers import tiny_splits
 
 kind, out, kill_epoch, kill_batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -45,14 +45,14 @@ callbacks = [Kill()] if kill_epoch >= 0 else []
 splits = tiny_splits(n_train=72, n_val=16, n_test=24)
 common = dict(dataset="mnist", epochs=4, batch_size=16, learning_rate=0.05, arch="lenet5")
 if kind == "single":
-    cfg = training.MemberConfig(role="gaussian", base_sigma=0.5, seed=3, augment="flip_crop",
+    cfg = recipe.MemberConfig(role="gaussian", base_sigma=0.5, seed=3, augment="flip_crop",
                                 **common)
-    training.train_member(cfg, splits, os.path.join(out, "member"), verbose=0,
+    recipe.train_member(cfg, splits, os.path.join(out, "member"), verbose=0,
                           extra_callbacks=callbacks, allow_collapsed=True, collapse_patience=0)
 else:
-    base = training.MemberConfig(role="gaussian", base_sigma=0.5, seed=3, **common)
-    configs = training.ensemble_configs(base, [None, None], "gaussian", num_members=2)
-    training.train_fused_members(configs, splits, [os.path.join(out, f"member_{i}")
+    base = recipe.MemberConfig(role="gaussian", base_sigma=0.5, seed=3, **common)
+    configs = recipe.ensemble_configs(base, [None, None], "gaussian", num_members=2)
+    recipe.train_fused_members(configs, splits, [os.path.join(out, f"member_{i}")
                                                    for i in range(2)], verbose=0,
                                  extra_callbacks=callbacks, allow_collapsed=True,
                                  collapse_patience=0)
@@ -114,7 +114,9 @@ def test_a_killed_and_resumed_run_trains_the_uninterrupted_members(reference, tm
 
 TRAIN_CLI = r"""
 import os, signal, sys
-from cear_tf import cli, members, train
+from cear_tf.cli import runner
+from cear_tf.ensemble import members
+from cear_tf.cli import train
 if sys.argv[1] == "kill_after_first_export":
     export = members.export_member
 
@@ -123,8 +125,8 @@ if sys.argv[1] == "kill_after_first_export":
         os.kill(os.getpid(), signal.SIGKILL)
 
     members.export_member = export_then_die
-sys.argv = ["cear_tf.train", *sys.argv[2:]]
-cli.run(train.main, train.define_flags, train.is_done)
+sys.argv = ["cear_tf.cli.train", *sys.argv[2:]]
+runner.run(train.main, train.define_flags, train.is_done)
 """
 
 

@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 from scipy.stats import norm
 
-from cear_tf import aggregate
-from cear_tf.smoothing import (ABSTAIN, NOISE_BLOCK, NoiseDomain, NonFiniteError, Phase, Smooth,
+from cear_tf.smoothing import aggregate
+from cear_tf.smoothing.core import (ABSTAIN, NOISE_BLOCK, NoiseDomain, NonFiniteError, Phase, Smooth,
                                block_noise, lower_confidence_bound)
 
 SHAPE = (4, 4, 1)
@@ -177,7 +177,7 @@ def test_each_noise_domain_draws_its_own_noise():
 
 
 def test_weights_fit_in_their_own_domains(monkeypatch):
-    from cear_tf import weighting
+    from cear_tf.ensemble import fitting
     seen = []
 
     class Recording(Smooth):
@@ -185,9 +185,9 @@ def test_weights_fit_in_their_own_domains(monkeypatch):
             super().__init__(*a, **kw)
             seen.append(self.noise_domain)
 
-    monkeypatch.setattr(weighting.smoothing, "Smooth", Recording)
+    monkeypatch.setattr(fitting.core, "Smooth", Recording)
     labels = np.ones(3, np.int64)
-    weighting.robust_weights([linear_member(0.5)] * 2, 2, np.stack([X0] * 3), labels, 0.5, 0.0,
+    fitting.robust_weights([linear_member(0.5)] * 2, 2, np.stack([X0] * 3), labels, 0.5, 0.0,
                              50, 200, 0.01, 100)
     assert seen == [NoiseDomain.RW_WEIGHTS]
 
@@ -196,7 +196,7 @@ def test_adaptive_stages_see_the_first_draws_of_the_estimation_stream():
     # p_A = Phi(0.4) = 0.66 below p_thr = Phi(0.6) = 0.73, too close to stop early at this
     # alpha: the last stage decides from the first 3000 estimation draws, whatever the stage
     # and batch boundaries, so its radius is the one computed from those draws directly.
-    from cear_tf.smoothing import certified_radius
+    from cear_tf.smoothing.core import certified_radius
     s = _smooth(0.2, 0.5, seed=6)
     decision = s.certify_radius(X0, 0.3, 100, [500, 1200, 3000], 1e-9, 700, idx=2)["single"]
     assert decision.samples == 3000 and decision.stage == 2 and not decision.certified
@@ -329,8 +329,8 @@ def test_xla_gives_the_same_counts_on_large_margins():
 
 
 def test_batch_api_reproduces_per_image_certify_and_derives_distinct_keys():
-    from cear_tf.smoothing import ABSTAIN, Smooth, content_id
-    from cear_tf import aggregate
+    from cear_tf.smoothing.core import ABSTAIN, Smooth, content_id
+    from cear_tf.smoothing import aggregate
     import tensorflow as tf
     w = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
     def member(x):
@@ -417,7 +417,7 @@ def test_pooled_votes_come_from_the_same_passes_and_leave_the_certificate_alone(
 def test_pooled_cap_at_the_papers_protocol_exceeds_the_sound_cap():
     # Table 5's CEAR(RW) 5% at R = 2.0 (CIFAR-10, sigma 0.5, N = 100,000, alpha = 0.001, five
     # members) lies above the sound cap and below the pooled one.
-    from cear_tf.smoothing import certify_decision, pooled_decision
+    from cear_tf.smoothing.core import certify_decision, pooled_decision
     n, m, sigma, alpha = 100_000, 5, 0.5, 0.001
     sound = certify_decision(np.array([100, 0]), np.array([n, 0]), n, alpha, sigma)
     pooled = pooled_decision(np.array([100 * m, 0]), np.array([n * m, 0]), n, m, alpha, sigma)
@@ -434,12 +434,12 @@ def test_pooled_votes_refused_with_consensus():
 def test_released_rw_weights_match_the_closed_form_noisy_accuracy():
     # One noisy copy per image: a member voting 1 where pixel 0 > 0.5 is right with
     # probability Phi(0.25 / sigma) on images whose pixel 0 is 0.75 (labels all 1).
-    from cear_tf import weighting
+    from cear_tf.ensemble import fitting
     sigma, n = 0.5, 4000
     images = np.full((n, *SHAPE), 0.5, np.float32)
     images[:, 0, 0, 0] = 0.75
     always_one = lambda x: tf.tile(tf.constant([[0.0, 1.0]]), [tf.shape(x)[0], 1])  # noqa: E731
-    lam, acc = weighting.released_robust_weights(
+    lam, acc = fitting.released_robust_weights(
         [linear_member(0.0), always_one], images, np.ones(n, np.int64), sigma, True, 0, 1000)
     p = norm.cdf(0.25 / sigma)
     assert abs(acc[0] - p) < 4 * np.sqrt(p * (1 - p) / n) and acc[1] == 1.0

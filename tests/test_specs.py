@@ -1,4 +1,4 @@
-"""The typed configuration (cear_tf.specs) and the ensemble it loads: frozen, validated at
+"""The typed configuration (cear_tf.config.specs) and the ensemble it loads: frozen, validated at
 construction with the field named, and loaded into what every tool certifies, attacks and
 exports."""
 
@@ -7,8 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cear_tf import ensemble, members, smoothing
-from cear_tf.specs import EnsembleSpec, SamplingSpec
+from cear_tf.ensemble import loading
+from cear_tf.ensemble import members
+from cear_tf.smoothing import core
+from cear_tf.config.specs import EnsembleSpec, SamplingSpec
 from tests.helpers import constant_member
 
 
@@ -51,9 +53,9 @@ def test_sampling_spec_refuses_bad_values(kwargs, message):
 def test_load_gives_members_aggregators_weights_and_fingerprint(tmp_path):
     ens = tmp_path / "ens"
     dirs = [constant_member(ens / f"member_{i}", cls) for i, cls in enumerate((3, 3, 5))]
-    ensemble.save_weights(str(ens / "weights_rw.json"), "rw", dirs, [0.5, 0.3, 0.2], {})
+    loading.save_weights(str(ens / "weights_rw.json"), "rw", dirs, [0.5, 0.3, 0.2], {})
     spec = EnsembleSpec(models=(str(ens),), aggregations=("mean", "rw", "gm_first2"))
-    loaded = ensemble.load(spec)
+    loaded = loading.load(spec)
     assert loaded.member_dirs == dirs and len(loaded.members) == 3
     assert [a.name for a in loaded.aggregators] == ["mean", "rw", "gm_first2"]
     assert list(loaded.aggregators[1].weights) == pytest.approx([0.5, 0.3, 0.2])
@@ -62,11 +64,11 @@ def test_load_gives_members_aggregators_weights_and_fingerprint(tmp_path):
     assert fingerprint["members"] == [members.content_digest(d) for d in dirs]
     assert fingerprint["aggregator_weights"] == {"rw": pytest.approx([0.5, 0.3, 0.2])}
     # The loaded ensemble certifies as the tools do: two of three members vote 3.
-    smooth = smoothing.Smooth(loaded.members, 10, 0.25, loaded.aggregators)
+    smooth = core.Smooth(loaded.members, 10, 0.25, loaded.aggregators)
     sampling = SamplingSpec(n0=20, n=200, alpha=0.01, batch_size=64)
     certs = smooth.certify(np.full((28, 28, 1), 0.5, np.float32), sampling.n0, sampling.n,
                            sampling.alpha, sampling.batch_size, idx=0)
     assert {name: c.prediction for name, c in certs.items()} == {"mean": 3, "rw": 3,
                                                                   "gm_first2": 3}
     with pytest.raises(ValueError, match="no sween weights"):
-        ensemble.load(dataclasses.replace(spec, aggregations=("sween",)))
+        loading.load(dataclasses.replace(spec, aggregations=("sween",)))

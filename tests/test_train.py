@@ -7,7 +7,9 @@ import pytest
 import tensorflow as tf
 from absl import app
 
-from cear_tf import members, train, training
+from cear_tf.ensemble import members
+from cear_tf.cli import train
+from cear_tf.training import recipe
 from tests.helpers import (Interrupt, epochs_logged, member_config, parse_flags, tiny_splits,
                            train_tiny)
 from tests import data_fakes as fakes
@@ -43,7 +45,7 @@ def test_export_round_trip_same_logits(teacher_dir):
 def test_exported_logits_equal_keras_logits(tmp_path):
     splits = tiny_splits()
     cfg = member_config()
-    trainer = training.build_trainer(cfg, splits.info)
+    trainer = recipe.build_trainer(cfg, splits.info)
     x = splits.test[0][:5]
     members.export_member(trainer.network, str(tmp_path / "m"), {"role": "teacher"})
     member = members.load_member(str(tmp_path / "m"))
@@ -133,7 +135,7 @@ def test_teacher_class_count_mismatch(tmp_path):
     members.export_member(net, str(tmp_path / "t5"), {"role": "teacher"})
     teacher = members.load_member(str(tmp_path / "t5"))
     with pytest.raises(ValueError, match="5 classes but mnist has 10"):
-        training.check_teacher(teacher, tiny_splits().info)
+        recipe.check_teacher(teacher, tiny_splits().info)
 
 
 def test_cli_flags_validated():

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from cear_tf import models
-from cear_tf import trainers
+from cear_tf.training import trainers
 
 
 class _Recorder(keras.layers.Layer):

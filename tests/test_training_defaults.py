@@ -1,7 +1,7 @@
 """Training cannot die silently: default flags train every role, and a member at chance
 level is refused at export with an error that names it, its accuracy and the flags to change.
 
-The real-data tests run `cear_tf.train` with default optimiser flags (only the data, role,
+The real-data tests run `cear_tf.cli.train` with default optimiser flags (only the data, role,
 sigma, temperatures and epochs are given), as a new user would.
 """
 
@@ -11,7 +11,9 @@ import os
 import numpy as np
 import pytest
 
-from cear_tf import members, train, training
+from cear_tf.ensemble import members
+from cear_tf.cli import train
+from cear_tf.training import recipe
 from tests.helpers import parse_flags, tiny_splits
 
 
@@ -21,23 +23,23 @@ def _collapsing_cfg(**kw):
     base = dict(role="gaussian", arch="lenet5", dataset="mnist", seed=0, base_sigma=0.5,
                 epochs=1, batch_size=16, learning_rate=1e4, clipnorm=0.0)
     base.update(kw)
-    return training.MemberConfig(**base)
+    return recipe.MemberConfig(**base)
 
 
 def test_chance_level_is_the_most_frequent_class_share():
     labels = np.array([1] * 1135 + [0] * 980 + [2] * 7885)
-    assert training.chance_accuracy(labels) == pytest.approx(0.7885)
+    assert recipe.chance_accuracy(labels) == pytest.approx(0.7885)
     mnist_like = np.repeat(np.arange(10), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
-    chance = training.chance_accuracy(mnist_like)
+    chance = recipe.chance_accuracy(mnist_like)
     assert chance == pytest.approx(0.1135)
-    assert training.is_at_chance(0.1135, chance) and training.is_at_chance(0.16, chance)
-    assert not training.is_at_chance(0.30, chance)
+    assert recipe.is_at_chance(0.1135, chance) and recipe.is_at_chance(0.16, chance)
+    assert not recipe.is_at_chance(0.30, chance)
 
 
 def test_collapsed_member_is_not_exported(tmp_path):
     model_dir = str(tmp_path / "m")
-    with pytest.raises(training.CollapsedMemberError) as error:
-        training.train_member(_collapsing_cfg(), tiny_splits(), model_dir, verbose=0)
+    with pytest.raises(recipe.CollapsedMemberError) as error:
+        recipe.train_member(_collapsing_cfg(), tiny_splits(), model_dir, verbose=0)
     message = str(error.value)
     assert model_dir in message and "at chance level" in message
     assert "test accuracy" in message and "%" in message
@@ -48,7 +50,7 @@ def test_collapsed_member_is_not_exported(tmp_path):
 
 def test_allow_collapsed_exports_and_records_it(tmp_path):
     model_dir = str(tmp_path / "m")
-    meta = training.train_member(_collapsing_cfg(), tiny_splits(), model_dir, verbose=0,
+    meta = recipe.train_member(_collapsing_cfg(), tiny_splits(), model_dir, verbose=0,
                               allow_collapsed=True)
     assert meta["collapsed"] is True
     assert json.load(open(os.path.join(model_dir, "cear.json")))["collapsed"] is True
@@ -56,8 +58,8 @@ def test_allow_collapsed_exports_and_records_it(tmp_path):
 
 def test_collapse_guard_stops_training_early(tmp_path):
     model_dir = str(tmp_path / "m")
-    with pytest.raises(training.CollapsedMemberError):
-        training.train_member(_collapsing_cfg(epochs=20), tiny_splits(), model_dir, verbose=0,
+    with pytest.raises(recipe.CollapsedMemberError):
+        recipe.train_member(_collapsing_cfg(epochs=20), tiny_splits(), model_dir, verbose=0,
                            collapse_patience=2)
     with open(model_dir + ".logs/train.csv") as f:
         epochs = len(f.read().strip().split("\n")) - 1
@@ -85,7 +87,7 @@ def test_defaults_clip_the_gradient_and_match_the_config():
     parse_flags([], train)
     from absl import flags
     f = flags.FLAGS
-    cfg = training.MemberConfig(role="student", arch="lenet5", dataset="mnist", seed=0)
+    cfg = recipe.MemberConfig(role="student", arch="lenet5", dataset="mnist", seed=0)
     assert f.clipnorm == cfg.clipnorm == 1.0
     assert f.learning_rate == cfg.learning_rate == 0.05
     assert f.lr_schedule == cfg.lr_schedule == "cosine"

@@ -1,4 +1,4 @@
-"""cear_tf.variance: the margin-variance ratio of ensembles of the first k members, checked
+"""cear_tf.cli.variance: the margin-variance ratio of ensembles of the first k members, checked
 on members with a known correlation and through its command line on tiny members."""
 
 import json
@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from cear_tf import margins, variance
+from cear_tf.smoothing import margins
+from cear_tf.cli import variance
 from tests.helpers import parse_flags
 
 

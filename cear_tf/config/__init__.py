@@ -1,0 +1,1 @@
+"""Configuration as data: the names flags choose from, typed specs, and experiment files."""

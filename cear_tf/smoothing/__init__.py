@@ -1,0 +1,1 @@
+"""Randomized smoothing of an ensemble: noise streams, aggregators, the engine and the CERTIFY / PREDICT decisions, the served model."""

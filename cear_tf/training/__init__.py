@@ -1,0 +1,1 @@
+"""Training CEAR members: recipes (MemberConfig) and the Keras trainers (Gaussian augmentation, the DTS/VGA Distiller)."""
