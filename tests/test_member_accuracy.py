@@ -10,6 +10,8 @@ import pytest
 from scipy import stats
 
 from cear_tf.cli import member_accuracy
+from cear_tf.ensemble import accuracy
+from cear_tf.smoothing.noise import noisy_images
 from cear_tf.ensemble import members
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags
@@ -18,12 +20,12 @@ from tests.helpers import constant_member
 
 def test_wilson_interval_known_values():
     # Wilson (1927) at z = 1.96: 0/10 -> [0, 0.2775], 5/10 -> [0.2366, 0.7634].
-    low, high = member_accuracy.wilson_interval(0, 10)
+    low, high = accuracy.wilson_interval(0, 10)
     assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
-    low, high = member_accuracy.wilson_interval(5, 10)
+    low, high = accuracy.wilson_interval(5, 10)
     assert (low, high) == pytest.approx((0.2366, 0.7634), abs=1e-4)
     with pytest.raises(ValueError, match="at least one trial"):
-        member_accuracy.wilson_interval(0, 0)
+        accuracy.wilson_interval(0, 0)
 
 
 @pytest.mark.parametrize("p,n", [(0.3, 50), (0.9, 200), (0.7, 1000)])
@@ -31,7 +33,7 @@ def test_wilson_interval_covers_95_percent(p, n):
     rng = np.random.default_rng(int(p * 100) + n)
     trials = 4000
     hits = sum(lo <= p <= hi for lo, hi in
-               (member_accuracy.wilson_interval(int(k), n) for k in rng.binomial(n, p, trials)))
+               (accuracy.wilson_interval(int(k), n) for k in rng.binomial(n, p, trials)))
     # 4000 trials: the coverage's standard error is ~0.0035.
     assert 0.93 <= hits / trials <= 0.97, hits / trials
 
@@ -44,21 +46,21 @@ def test_noisy_interval_covers_the_population_accuracy():
     for _ in range(trials):
         p = rng.beta(4, 2, size=300)
         fractions = rng.binomial(4, p) / 4
-        acc = member_accuracy.noisy_accuracy(fractions)
+        acc = accuracy.noisy_accuracy(fractions)
         hits += acc.low <= 2 / 3 <= acc.high
     assert 0.93 <= hits / trials <= 0.97, hits / trials
 
 
 def test_noise_does_not_depend_on_batching_and_has_the_asked_std():
     images = np.zeros((3, 28, 28, 1), np.float32)
-    together = member_accuracy.noisy_images(images, np.array([4, 5, 6]), 0.5, 2, seed=1).numpy()
-    alone = member_accuracy.noisy_images(images[:1], np.array([5]), 0.5, 2, seed=1).numpy()
+    together = noisy_images(images, np.array([4, 5, 6]), 0.5, 2, seed=1).numpy()
+    alone = noisy_images(images[:1], np.array([5]), 0.5, 2, seed=1).numpy()
     np.testing.assert_array_equal(together[2:4], alone)
     assert together.shape == (6, 28, 28, 1)
     assert np.std(together) == pytest.approx(0.5, rel=0.03)
-    other_seed = member_accuracy.noisy_images(images[:1], np.array([5]), 0.5, 2, seed=2).numpy()
+    other_seed = noisy_images(images[:1], np.array([5]), 0.5, 2, seed=2).numpy()
     assert not np.allclose(alone, other_seed)
-    graph = member_accuracy._noisy_images_graph()(images, np.array([4, 5, 6]), 0.5, 2, 1)
+    graph = accuracy._noisy_images_graph()(images, np.array([4, 5, 6]), 0.5, 2, 1)
     np.testing.assert_array_equal(graph.numpy(), together)  # what measure() runs
 
 

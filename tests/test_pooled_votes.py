@@ -9,7 +9,7 @@ from scipy.stats import norm
 
 from cear_tf.reporting import pooled_votes
 from cear_tf.reporting.log_files import CertifyLog
-from cear_tf.smoothing.core import Certificate
+from cear_tf.smoothing.decisions import Certificate
 
 
 def test_caps_at_the_papers_protocol():

@@ -304,7 +304,7 @@ def test_ablation_over_seeds_pairs_each_variant_with_its_own_seeds_base(tmp_path
 
 
 def test_radius_cap_is_the_radius_of_n_votes_of_n():
-    from cear_tf.smoothing.core import certified_radius, lower_confidence_bound
+    from cear_tf.smoothing.decisions import certified_radius, lower_confidence_bound
     for sigma, n, alpha in [(0.25, 1000, 0.001), (1.0, 100000, 0.001), (0.5, 10000, 0.01)]:
         cap = report.radius_cap(sigma, dict(N=n, alpha=alpha))
         assert cap == pytest.approx(certified_radius(lower_confidence_bound(n, n, alpha), sigma),

@@ -11,8 +11,10 @@ import tensorflow as tf
 from scipy.stats import norm
 
 from cear_tf.smoothing import aggregate
-from cear_tf.smoothing.core import (ABSTAIN, NOISE_BLOCK, NoiseDomain, NonFiniteError, Phase, Smooth,
-                               block_noise, lower_confidence_bound)
+from cear_tf.smoothing.core import Smooth
+from cear_tf.smoothing.decisions import ABSTAIN, lower_confidence_bound
+from cear_tf.smoothing.engine import NonFiniteError
+from cear_tf.smoothing.noise import NOISE_BLOCK, NoiseDomain, Phase, block_noise
 
 SHAPE = (4, 4, 1)
 
@@ -148,16 +150,16 @@ def test_streams_of_images_phases_and_draws_never_share_keys():
     s = _smooth(0.0, 0.5, seed=0)
     shape = tf.constant([4])
     far = (2**20) * NOISE_BLOCK
-    a = block_noise(s.stream_key(0, Phase.ESTIMATE), far, 5, shape).numpy()
-    b = block_noise(s.stream_key(0, Phase.PREDICT), 0, 5, shape).numpy()
-    c = block_noise(s.stream_key(1, Phase.SELECT), 0, 5, shape).numpy()
-    d = block_noise(s.stream_key(0, Phase.SELECT), 3 * far, 5, shape).numpy()
-    e = block_noise(s.stream_key(0, Phase.ESTIMATE), 2**40, 5, shape).numpy()
+    a = block_noise(s.engine.stream_key(0, Phase.ESTIMATE), far, 5, shape).numpy()
+    b = block_noise(s.engine.stream_key(0, Phase.PREDICT), 0, 5, shape).numpy()
+    c = block_noise(s.engine.stream_key(1, Phase.SELECT), 0, 5, shape).numpy()
+    d = block_noise(s.engine.stream_key(0, Phase.SELECT), 3 * far, 5, shape).numpy()
+    e = block_noise(s.engine.stream_key(0, Phase.ESTIMATE), 2**40, 5, shape).numpy()
     values = [a, b, c, d, e]
     for i in range(len(values)):
         for j in range(i + 1, len(values)):
             assert not np.allclose(values[i], values[j]), (i, j)
-    keys = {tuple(s.stream_key(i, p).numpy()) for i in range(50) for p in Phase}
+    keys = {tuple(s.engine.stream_key(i, p).numpy()) for i in range(50) for p in Phase}
     assert len(keys) == 150
 
 
@@ -196,7 +198,7 @@ def test_adaptive_stages_see_the_first_draws_of_the_estimation_stream():
     # p_A = Phi(0.4) = 0.66 below p_thr = Phi(0.6) = 0.73, too close to stop early at this
     # alpha: the last stage decides from the first 3000 estimation draws, whatever the stage
     # and batch boundaries, so its radius is the one computed from those draws directly.
-    from cear_tf.smoothing.core import certified_radius
+    from cear_tf.smoothing.decisions import certified_radius
     s = _smooth(0.2, 0.5, seed=6)
     decision = s.certify_radius(X0, 0.3, 100, [500, 1200, 3000], 1e-9, 700, idx=2)["single"]
     assert decision.samples == 3000 and decision.stage == 2 and not decision.certified
@@ -329,7 +331,8 @@ def test_xla_gives_the_same_counts_on_large_margins():
 
 
 def test_batch_api_reproduces_per_image_certify_and_derives_distinct_keys():
-    from cear_tf.smoothing.core import ABSTAIN, Smooth, content_id
+    from cear_tf.smoothing.core import Smooth
+    from cear_tf.smoothing.decisions import ABSTAIN, content_id
     from cear_tf.smoothing import aggregate
     import tensorflow as tf
     w = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
@@ -417,7 +420,7 @@ def test_pooled_votes_come_from_the_same_passes_and_leave_the_certificate_alone(
 def test_pooled_cap_at_the_papers_protocol_exceeds_the_sound_cap():
     # Table 5's CEAR(RW) 5% at R = 2.0 (CIFAR-10, sigma 0.5, N = 100,000, alpha = 0.001, five
     # members) lies above the sound cap and below the pooled one.
-    from cear_tf.smoothing.core import certify_decision, pooled_decision
+    from cear_tf.smoothing.decisions import certify_decision, pooled_decision
     n, m, sigma, alpha = 100_000, 5, 0.5, 0.001
     sound = certify_decision(np.array([100, 0]), np.array([n, 0]), n, alpha, sigma)
     pooled = pooled_decision(np.array([100 * m, 0]), np.array([n * m, 0]), n, m, alpha, sigma)

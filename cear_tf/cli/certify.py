@@ -30,6 +30,8 @@ from cear_tf.common.progress import Progress
 datasets = lazy_module("cear_tf.data.datasets")
 distribute = lazy_module("cear_tf.common.distribute")
 core = lazy_module("cear_tf.smoothing.core")
+decisions = lazy_module("cear_tf.smoothing.decisions")
+noise = lazy_module("cear_tf.smoothing.noise")
 input_contract = lazy_module("cear_tf.smoothing.input_contract")
 
 FLAGS = flags.FLAGS
@@ -200,7 +202,7 @@ def run_certification(smooth: "core.Smooth", images, labels, indices, logs: dict
         else:
             decisions = smooth.certify_radius(images[idx], target_radius, sampling.n0, stages,
                                               sampling.alpha, sampling.batch_size, idx=idx)
-            certificates = {name: core.Certificate(d.prediction, d.radius, -1, d.samples, float("nan"))
+            certificates = {name: decisions.Certificate(d.prediction, d.radius, -1, d.samples, float("nan"))
                             for name, d in decisions.items()}
         seconds = time.time() - t0
         label = int(labels[idx])
@@ -229,7 +231,7 @@ def main(argv):
     if pooled and (FLAGS.target_radius >= 0 or FLAGS.consensus_k):
         raise app.UsageError("--votes=pooled needs plain CERTIFY with every member on every "
                              "draw: not with --target_radius or --consensus_k")
-    core.check_sample_size(FLAGS.adaptive_stages[-1] if FLAGS.target_radius >= 0 else FLAGS.N, FLAGS.alpha)
+    decisions.check_sample_size(FLAGS.adaptive_stages[-1] if FLAGS.target_radius >= 0 else FLAGS.N, FLAGS.alpha)
     strategy = distribute.make_strategy(FLAGS.strategy)
     with strategy.scope():  # members' variables are placed (mirrored) by the strategy
         loaded = ensemble_flags.load_ensemble()
@@ -263,7 +265,7 @@ def main(argv):
             settings = dict(
                 _row_settings(a.name),
                 models=[os.path.relpath(os.path.abspath(d)) for d in member_dirs],
-                noise=core.NOISE_SCHEME,
+                noise=noise.NOISE_SCHEME,
                 fingerprint=dict(fingerprint, aggregator_weights=fingerprint.get(
                     "aggregator_weights", {}).get(a.name)),
                 skip=FLAGS.skip, start=FLAGS.start, max=FLAGS.max, shard=FLAGS.shard,
@@ -275,7 +277,7 @@ def main(argv):
             if pooled:  # recorded only when asked, so logs made before the flag resume
                 settings.update(votes="pooled", pooled_votes=dict(
                     valid_certificate=False, warning=log_files.POOLED_WARNING,
-                    trials="N * number of members", level=core.POOLED_LEVEL,
+                    trials="N * number of members", level=decisions.POOLED_LEVEL,
                     abstains="when pooled_p_lower < 0.5"))
             path = outfile_for(common_flags.expand_path(FLAGS.outfile), a.name, several)
             logs[a.name] = CertifyLog(path, settings, resume=FLAGS.resume)

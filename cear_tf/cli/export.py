@@ -33,6 +33,8 @@ from cear_tf.common.lazy import lazy_module
 
 # Loaded when main runs, so --help answers without TensorFlow.
 core = lazy_module("cear_tf.smoothing.core")
+decisions = lazy_module("cear_tf.smoothing.decisions")
+noise = lazy_module("cear_tf.smoothing.noise")
 served = lazy_module("cear_tf.smoothing.served")
 input_contract = lazy_module("cear_tf.smoothing.input_contract")
 
@@ -57,7 +59,7 @@ def main(argv):
     if len(FLAGS.aggregation) != 1:
         raise app.UsageError(f"--aggregation: a smoothed SavedModel serves one aggregation, "
                              f"got {','.join(FLAGS.aggregation)}")
-    core.check_sample_size(FLAGS.N, FLAGS.alpha)
+    decisions.check_sample_size(FLAGS.N, FLAGS.alpha)
     export_dir = common_flags.expand_path(FLAGS.export_dir)
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise ValueError(f"--export_dir: {export_dir} exists and is not a directory")
@@ -72,7 +74,7 @@ def main(argv):
                 for d in member_dirs],
         fingerprint=loaded.fingerprint(),
         sigma=FLAGS.sigma, logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, N=FLAGS.N,
-        alpha=FLAGS.alpha, batch=FLAGS.batch, seed=FLAGS.seed, noise=core.NOISE_SCHEME,
+        alpha=FLAGS.alpha, batch=FLAGS.batch, seed=FLAGS.seed, noise=noise.NOISE_SCHEME,
         input_shape=list(members[0].input_shape), num_classes=members[0].num_classes,
         check_inputs=FLAGS.check_inputs,
         input_contract=input_contract.RULE if FLAGS.check_inputs else None,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 
 import numpy as np
@@ -36,96 +35,9 @@ from cear_tf.common.lazy import lazy_module
 datasets = lazy_module("cear_tf.data.datasets")
 loading = lazy_module("cear_tf.ensemble.loading")
 members_lib = lazy_module("cear_tf.ensemble.members")
-noise = lazy_module("cear_tf.smoothing.noise")
-tf = lazy_module("tensorflow")
+accuracy = lazy_module("cear_tf.ensemble.accuracy")
 
 FLAGS = flags.FLAGS
-Z95 = 1.959963984540054
-
-
-@dataclasses.dataclass(frozen=True)
-class Accuracy:
-    """An accuracy on `images` test images with its 95% interval [low, high]."""
-
-    value: float
-    low: float
-    high: float
-    images: int
-
-
-def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Two-sided Wilson score interval for a binomial proportion (coverage ~95% at z = 1.96,
-    also near 0 and 1, where the normal interval undercovers)."""
-    if n <= 0:
-        raise ValueError(f"need at least one trial, got n = {n}")
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def clean_accuracy(correct: np.ndarray) -> Accuracy:
-    """Accuracy of per-image 0/1 outcomes with its Wilson interval."""
-    n, k = len(correct), int(np.sum(correct))
-    low, high = wilson_interval(k, n)
-    return Accuracy(k / n, low, high, n)
-
-
-def noisy_accuracy(fractions: np.ndarray) -> Accuracy:
-    """Mean of per-image fractions of correct noisy draws, +- 1.96 standard errors over
-    images (clipped to [0, 1])."""
-    n = len(fractions)
-    mean = float(np.mean(fractions))
-    se = float(np.std(fractions, ddof=1)) / math.sqrt(n) if n > 1 else 0.0
-    return Accuracy(mean, max(0.0, mean - Z95 * se), min(1.0, mean + Z95 * se), n)
-
-
-def noisy_images(images, indices, sigma: float, draws: int, seed: int, domain=None):
-    """[B * draws, H, W, C]: `draws` unclipped noisy copies of each image, the draws of image
-    i from the stream (seed, domain, i), the same however images are batched. The domain is
-    MEMBER_ACCURACY unless given."""
-    if domain is None:
-        domain = noise.NoiseDomain.MEMBER_ACCURACY
-    images = tf.convert_to_tensor(images, tf.float32)
-    shape = tf.concat([[draws], tf.shape(images)[1:]], axis=0)
-
-    def one(idx):
-        key = noise.stream_key(seed, noise.NoiseDomain(domain), idx, noise.Phase.ESTIMATE)
-        return tf.random.stateless_normal(shape, key)
-
-    eps = tf.map_fn(one, tf.convert_to_tensor(indices, tf.int64),
-                    fn_output_signature=tf.float32)
-    noisy = images[:, None] + sigma * eps
-    return tf.reshape(noisy, tf.concat([[-1], tf.shape(images)[1:]], axis=0))
-
-
-_compiled: dict = {}
-
-
-def _noisy_images_graph():
-    """noisy_images as one graph (built on first use: the per-image keys run ~45x faster
-    than eager map_fn steps)."""
-    if "noisy_images" not in _compiled:
-        _compiled["noisy_images"] = tf.function(noisy_images, reduce_retracing=True)
-    return _compiled["noisy_images"]
-
-
-def measure(member, images: np.ndarray, labels: np.ndarray, indices: np.ndarray,
-            sigma: float, draws: int, seed: int, batch: int) -> tuple[Accuracy, Accuracy]:
-    """(clean, noisy at sigma) accuracy of one loaded member on images[indices], `batch`
-    images per forward pass."""
-    clean, fractions = [], []
-    for start in range(0, len(indices), batch):
-        idx = indices[start:start + batch]
-        x, y = tf.convert_to_tensor(images[idx], tf.float32), labels[idx]
-        logits = member(x).numpy()
-        clean.append(np.argmax(logits, axis=1) == y)
-        noisy = _noisy_images_graph()(x, tf.convert_to_tensor(idx), sigma, draws, seed)
-        noisy_logits = member(noisy).numpy()
-        predicted = np.argmax(noisy_logits, axis=1).reshape(len(idx), draws)
-        fractions.append(np.mean(predicted == y[:, None], axis=1))
-    return clean_accuracy(np.concatenate(clean)), noisy_accuracy(np.concatenate(fractions))
 
 
 def define_flags() -> None:
@@ -152,7 +64,7 @@ def define_flags() -> None:
     flags.register_validator("batch", lambda v: v >= 1, message="--batch must be >= 1")
 
 
-def _fmt(acc: Accuracy) -> str:
+def _fmt(acc: "accuracy.Accuracy") -> str:
     return f"{100 * acc.value:6.2f}% [{100 * acc.low:.2f}, {100 * acc.high:.2f}]"
 
 
@@ -206,7 +118,7 @@ def main(argv):
     print(f"test accuracy (95% interval) on {count} images; noisy: sigma {FLAGS.sigma:g}, "
           f"{FLAGS.draws} draws per image")
     for d, member in zip(member_dirs, loaded):
-        clean, noisy = measure(member, images, labels, indices, FLAGS.sigma, FLAGS.draws,
+        clean, noisy = accuracy.measure(member, images, labels, indices, FLAGS.sigma, FLAGS.draws,
                                FLAGS.seed, max(1, FLAGS.batch // FLAGS.draws))
         meta = members_lib.read_metadata(d)
         trained = meta.get("sigma")

@@ -36,6 +36,7 @@ from cear_tf.smoothing.margins import margin_statistics, margins
 aggregate = lazy_module("cear_tf.smoothing.aggregate")
 datasets = lazy_module("cear_tf.data.datasets")
 core = lazy_module("cear_tf.smoothing.core")
+noise = lazy_module("cear_tf.smoothing.noise")
 
 FLAGS = flags.FLAGS
 
@@ -75,7 +76,7 @@ def main(argv):
     smooth = core.Smooth(members, info.num_classes, FLAGS.sigma,
                     aggregate.per_member_aggregators(len(members)),
                     logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
-                    noise_domain=core.NoiseDomain.MARGIN_VARIANCE,
+                    noise_domain=noise.NoiseDomain.MARGIN_VARIANCE,
                     fused=loaded.fused)
     per_image = []
     for n, idx in enumerate(indices, start=1):

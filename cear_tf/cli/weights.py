@@ -34,6 +34,8 @@ datasets = lazy_module("cear_tf.data.datasets")
 loading = lazy_module("cear_tf.ensemble.loading")
 members_lib = lazy_module("cear_tf.ensemble.members")
 core = lazy_module("cear_tf.smoothing.core")
+decisions = lazy_module("cear_tf.smoothing.decisions")
+noise = lazy_module("cear_tf.smoothing.noise")
 fitting = lazy_module("cear_tf.ensemble.fitting")
 input_contract = lazy_module("cear_tf.smoothing.input_contract")
 
@@ -81,7 +83,7 @@ def main(argv):
     if FLAGS.validation_size < 1:
         raise app.UsageError("--validation_size must be >= 1: weights need a validation split")
     if FLAGS.aggregation == "rw":
-        core.check_sample_size(FLAGS.N, FLAGS.alpha)
+        decisions.check_sample_size(FLAGS.N, FLAGS.alpha)
     member_dirs = loading.resolve_member_dirs(ensemble_flags.ensemble_spec().models)
     path = _outfile(member_dirs)
     if os.path.isdir(path):
@@ -109,7 +111,7 @@ def _compute_and_save(member_dirs, path):
     details = dict(dataset=FLAGS.dataset, sigma=FLAGS.sigma, images=int(len(labels)),
                    validation_size=FLAGS.validation_size, split_seed=FLAGS.split_seed,
                    logit_noise=FLAGS.logit_noise, seed=FLAGS.seed, precision=FLAGS.precision,
-                   noise=core.NOISE_SCHEME,
+                   noise=noise.NOISE_SCHEME,
                    member_digests=[members_lib.content_digest(d) for d in member_dirs])
     if released:
         weights, accuracy = fitting.released_robust_weights(
@@ -129,7 +131,7 @@ def _compute_and_save(member_dirs, path):
         smooth = core.Smooth(members, info.num_classes, FLAGS.sigma,
                         aggregate.per_member_aggregators(len(members)),
                         logit_noise=FLAGS.logit_noise, clip=FLAGS.clip, seed=FLAGS.seed,
-                        noise_domain=core.NoiseDomain.SWEEN_WEIGHTS,
+                        noise_domain=noise.NoiseDomain.SWEEN_WEIGHTS,
                         fused=loaded.fused)
         probs = np.concatenate([smooth.noisy_member_probabilities(x, FLAGS.sween_draws,
                                                                   FLAGS.batch, idx=i)

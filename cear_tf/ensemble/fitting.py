@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from cear_tf.smoothing import aggregate
-from cear_tf.cli import member_accuracy
 from cear_tf.smoothing import core
+from cear_tf.smoothing.noise import NoiseDomain, noisy_images
 from cear_tf.common.progress import Progress
 
 
@@ -25,7 +25,7 @@ def robust_weights(members, num_classes, images, labels, sigma, radius, n0, n, a
     # Its own noise domain: validation image i never sees the draws of test image i.
     smooth = core.Smooth(members, num_classes, sigma, aggregate.per_member_aggregators(len(members)),
                     logit_noise=logit_noise, clip=clip, seed=seed,
-                    noise_domain=core.NoiseDomain.RW_WEIGHTS, fused=fused)
+                    noise_domain=NoiseDomain.RW_WEIGHTS, fused=fused)
     hits = np.zeros(len(members))
     bar = Progress(len(labels), "RW weights", unit="validation image")
     for idx, (x, y) in enumerate(zip(images, labels)):
@@ -51,8 +51,8 @@ def released_robust_weights(members, images, labels, sigma, clip, seed, batch_si
     hits = np.zeros(len(members))
     for start in range(0, len(labels), batch_size):
         idx = np.arange(start, min(start + batch_size, len(labels)))
-        noisy = member_accuracy.noisy_images(images[idx], idx, sigma, 1, seed,
-                                             core.NoiseDomain.RW_WEIGHTS_RELEASED)
+        noisy = noisy_images(images[idx], idx, sigma, 1, seed,
+                                             NoiseDomain.RW_WEIGHTS_RELEASED)
         if clip:
             noisy = tf.clip_by_value(noisy, 0.0, 1.0)
         for i, member in enumerate(members):

@@ -75,3 +75,22 @@ def block_noise(key: tf.Tensor, first: tf.Tensor, num: tf.Tensor, shape: tf.Tens
     flat = tf.reshape(blocks, tf.concat([[-1], tf.cast(shape, tf.int32)], axis=0))
     offset = first - first_block * NOISE_BLOCK
     return flat[offset:offset + num64]
+
+
+def noisy_images(images, indices, sigma: float, draws: int, seed: int, domain=None):
+    """[B * draws, H, W, C]: `draws` unclipped noisy copies of each image, the draws of image
+    i from the stream (seed, domain, i), the same however images are batched. The domain is
+    MEMBER_ACCURACY unless given."""
+    if domain is None:
+        domain = NoiseDomain.MEMBER_ACCURACY
+    images = tf.convert_to_tensor(images, tf.float32)
+    shape = tf.concat([[draws], tf.shape(images)[1:]], axis=0)
+
+    def one(idx):
+        key = stream_key(seed, NoiseDomain(domain), idx, Phase.ESTIMATE)
+        return tf.random.stateless_normal(shape, key)
+
+    eps = tf.map_fn(one, tf.convert_to_tensor(indices, tf.int64),
+                    fn_output_signature=tf.float32)
+    noisy = images[:, None] + sigma * eps
+    return tf.reshape(noisy, tf.concat([[-1], tf.shape(images)[1:]], axis=0))

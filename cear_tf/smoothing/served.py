@@ -12,8 +12,9 @@ from absl import logging
 
 from cear_tf.smoothing import input_contract
 from cear_tf.ensemble import members as members_lib
-from cear_tf.smoothing import core
-from cear_tf.smoothing.core import NoiseDomain, Phase, Smooth
+from cear_tf.smoothing import decisions
+from cear_tf.smoothing.core import Smooth
+from cear_tf.smoothing.noise import NoiseDomain, Phase, stream_key
 
 SETTINGS_FILE = "smoothed.json"
 
@@ -46,7 +47,7 @@ class SmoothedEnsemble(tf.Module):
                              f"{smooth.names}")
         if smooth.consensus_k:
             raise ValueError("K-consensus is not exported")
-        core.check_sample_size(n, alpha)
+        decisions.check_sample_size(n, alpha)
         self._smooth = smooth
         self._n = int(n)
         self._alpha = float(alpha)
@@ -82,7 +83,7 @@ class SmoothedEnsemble(tf.Module):
         tf.debugging.assert_equal(tf.shape(image_ids)[0], tf.shape(images)[0],
                                   message="one image id per image")
         tf.debugging.assert_non_negative(image_ids, message="image ids must be >= 0")
-        keys = tf.map_fn(lambda i: core.stream_key(self._smooth.seed, NoiseDomain.CERTIFY,
+        keys = tf.map_fn(lambda i: stream_key(self._smooth.seed, NoiseDomain.CERTIFY,
                                                         i, Phase.PREDICT),
                          image_ids, fn_output_signature=tf.TensorSpec([2], tf.int64))
         return self._predict(images, keys)
@@ -95,13 +96,13 @@ class SmoothedEnsemble(tf.Module):
         n_a, n_b = top.values[:, 0], top.values[:, 1]
         p_value = binomial_test_p_value(n_a, n_b)
         prediction = tf.where(p_value <= self._alpha, top.indices[:, 0],
-                              tf.constant(core.ABSTAIN, tf.int32))
+                              tf.constant(decisions.ABSTAIN, tf.int32))
         return {"prediction": prediction, "counts": counts, "p_value": p_value}
 
     def _counts(self, x, key):
         def body(first, total):
             num = tf.minimum(tf.constant(self._batch, tf.int64), self._n - first)
-            counts, finite = self._smooth.draw_counts(x, key, first, tf.cast(num, tf.int32))
+            counts, finite = self._smooth.engine.draw_counts(x, key, first, tf.cast(num, tf.int32))
             tf.debugging.assert_equal(finite, tf.ones_like(finite),
                                       message="a member returned NaN or Inf logits")
             return first + num, total + counts[0]
