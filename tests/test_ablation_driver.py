@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from cear_tf.cli import report
+from cear_tf.reporting import ablation
 from tests import data_fakes as fakes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +51,7 @@ def test_ablation_driver_runs_every_kind_of_variant(tmp_path):
     assert (root / "network" / "teacher").exists()
     assert not os.path.exists(root / "all" / "teacher")
     assert os.listdir(root / "all" / "cear") and os.listdir(root / "all" / "randsmooth")
-    text = report.ablation_section(str(root))
+    text = ablation.ablation_section(str(root))
     assert "| + released VGA rule | RandSmooth (base) | 4 |" in text
     assert "| + clip in certification | CEAR(RW) | 4 |" in text
     assert "| all released choices | CEAR-(RW) | 4 |" in text
@@ -61,7 +61,7 @@ def test_every_driver_variant_has_its_file_and_a_report_label():
     import re
     script = open(os.path.join(REPO, "scripts", "mnist_ablation.sh")).read()
     variants = re.search(r"^variants=\(([^)]*)\)", script, re.M).group(1).split()
-    assert variants == [v for v, _ in report.ABLATION_VARIANTS]
+    assert variants == [v for v, _ in ablation.ABLATION_VARIANTS]
     for v in variants:
         name = "mnist_ablation_sigma100" + ("" if v == "base" else f"_{v}") + ".toml"
         assert os.path.isfile(os.path.join(REPO, "flags", name)), name

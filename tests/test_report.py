@@ -5,6 +5,12 @@ import pytest
 
 from cear_tf.reporting import paper_tables
 from cear_tf.cli import report
+from cear_tf.reporting import ablation
+from cear_tf.reporting import collection
+from cear_tf.reporting import document
+from cear_tf.reporting import formatting
+from cear_tf.reporting import plots
+from cear_tf.reporting import sections
 from cear_tf.reporting.log_files import CertifyLog
 from tests.conftest import SHARED_DATASETS
 from tests.helpers import parse_flags
@@ -69,7 +75,7 @@ def _fake_run(root, radii_by_method, sigma=0.25, indices=None, variance=None,
 def test_report_places_ours_beside_the_paper(tmp_path):
     run = tmp_path / "runs" / "mnist_sigma025_cpu"
     _fake_run(run, {"cear_gm": [0.8, 0.6, 0.3, -1], "randsmooth": [0.8, 0.8, 0.8, 0.8]})
-    text = report.build_report([str(run)], str(tmp_path / "rep"), plots=True)
+    text = document.build_report([str(run)], str(tmp_path / "rep"), plots=True)
     assert "| CEAR(GM) | paper | 98 | 97 | 93 | 90 | 0 | 0 | 0 | 0 | 0 |  |" in text
     # ours at r = 0, .25, .5, .75: 3/4, 3/4, 2/4, 1/4; ACR (0.8 + 0.6 + 0.3) / 4.
     # With 4 images two standard errors of ours are 43-50 points: only r = .75 (25 vs 90)
@@ -89,7 +95,7 @@ def test_report_cli_errors(tmp_path):
     with pytest.raises(app.UsageError, match="--runs"):
         report.main(["prog"])
     with pytest.raises(ValueError, match="no experiment.json"):
-        report.build_report([str(tmp_path)], str(tmp_path / "r"))
+        document.build_report([str(tmp_path)], str(tmp_path / "r"))
 
 
 def test_attack_table_beside_the_paper(tmp_path):
@@ -104,7 +110,7 @@ def test_attack_table_beside_the_paper(tmp_path):
         dict(base, source="mean", attack="all", robust_accuracy=0.7, success_rate=0.25)])
     evaluation.write_rows(str(run / "attack" / "cear_rw_linf_eot.tsv"), [
         dict(base, source="ensemble", attack="all", robust_accuracy=0.2, success_rate=0.75)])
-    text = report.attack_section(str(run))
+    text = sections.attack_section(str(run))
     assert "| CEAR(RW) | paper | 98.29% | 10.60% | 44.60% | | |" in text
     assert "| CEAR(RW) | ours | 90.00% | 25.00% |  |  | 75.00% |" in text
     assert "RandSmooth | ours" not in text
@@ -125,24 +131,24 @@ def test_collect_keeps_small_files_and_report_rebuilds_from_them(tmp_path):
                           logit_noise=0.0, models=[str(member)], aggregation="gm"))
     log.write(0, 1, 1, 0.7, True, 0.1, 990, 1000, 0.99)
     log.close()
-    copy = report.collect(str(run), str(tmp_path / "results"))
+    copy = collection.collect(str(run), str(tmp_path / "results"))
     kept = sorted(str(p.relative_to(copy)) for p in __import__("pathlib").Path(copy).rglob("*")
                   if p.is_file())
     assert kept == ["cear/member_0/cear.json", "certify/cear_gm.tsv", "certify/cear_gm.tsv.json",
                     "experiment.json"]
     import shutil
     shutil.rmtree(run)  # the models are gone; the copy still names their epochs
-    text = report.build_report([copy], str(tmp_path / "rep"), plots=False)
+    text = document.build_report([copy], str(tmp_path / "rep"), plots=False)
     assert "lenet5 trained 3 epochs on 55000 images" in text
     assert "| CEAR(GM) | paper | 96 | 93 | 90 | 84 | 75 | 61 | 44 | 25 | 0 |  |" in text
 
 
 def test_stars_need_two_standard_errors_of_both_samples():
     # Paper 90% on 67 images: SE 3.7 points. Ours 80% on 500 images: SE 1.8 points.
-    assert report.differs(80, 500, 90, 67)  # gap 10 > 7.3 and > 3.6
-    assert not report.differs(84, 500, 90, 67)  # gap 6 < 2 SE of the paper's 67 images
-    assert not report.differs(70, 4, 90, 67)  # gap 20 < 2 SE of our 4 images (46 points)
-    assert report.differs(0, 500, 5, 67) is False  # 5% of 67: 2 SE = 5.3 points
+    assert formatting.differs(80, 500, 90, 67)  # gap 10 > 7.3 and > 3.6
+    assert not formatting.differs(84, 500, 90, 67)  # gap 6 < 2 SE of the paper's 67 images
+    assert not formatting.differs(70, 4, 90, 67)  # gap 20 < 2 SE of our 4 images (46 points)
+    assert formatting.differs(0, 500, 5, 67) is False  # 5% of 67: 2 SE = 5.3 points
 
 
 def test_report_rows_on_the_authors_images_ensembles_and_claims(tmp_path):
@@ -162,7 +168,7 @@ def test_report_rows_on_the_authors_images_ensembles_and_claims(tmp_path):
         dict(zeta=0.5, images=[1, 2], draws=100,
              by_k=[dict(k=1, measured_ratio=1.0, predicted_ratio=1.0),
                    dict(k=2, measured_ratio=0.74, predicted_ratio=0.75)])))
-    text = report.build_report([str(run)], str(tmp_path / "rep"), plots=True)
+    text = document.build_report([str(run)], str(tmp_path / "rep"), plots=True)
     # All 500: every image correct at r = 0, the authors' 67 (13.4%) beyond; at r = 2 the gap
     # to the paper's 20% (6.6 points) is within two standard errors of its 67 images.
     assert "| CEAR(RW) | ours (n=500) | 100* | 13* | 13* | 13* | 13* | 13* | 13* | 13* | 13 | " \
@@ -200,7 +206,7 @@ def test_no_rows_on_the_authors_images_when_index_i_is_another_image(tmp_path, i
     run = tmp_path / "mnist_sigma100"
     _fake_run(run, {"cear_rw": [2.6] * 500, "randsmooth": [0.9] * 500}, sigma=1.0,
               indices=every20, image_order=image_order)
-    text = report.build_report([str(run)], str(tmp_path / "rep"), plots=False)
+    text = document.build_report([str(run)], str(tmp_path / "rep"), plots=False)
     assert "| CEAR(RW) | ours (n=500) |" in text
     assert "authors' images (n=" not in text
     why = {"by_class": "read class by class from an image-folder copy",
@@ -230,7 +236,7 @@ def test_ensembles_overview_puts_every_sigma_side_by_side(tmp_path):
                   dict(k=3, measured_ratio=(1 + 2 * zeta) / 3,
                        predicted_ratio=(1 + 2 * zeta) / 3)])))
         runs.append(str(run))
-    text = report.build_report(runs, str(tmp_path / "rep"), plots=True)
+    text = document.build_report(runs, str(tmp_path / "rep"), plots=True)
     overview = text.split("### Ensembles for randomized smoothing across sigmas")[1]
     # ACR 1.0 -> 1.2 is +20% at sigma 0.5; 0.5 -> 0.55 is +10% at sigma 1.0; the formula's
     # test is k = 2: |0.79 - 0.8| and |0.79 - 0.9|
@@ -240,7 +246,7 @@ def test_ensembles_overview_puts_every_sigma_side_by_side(tmp_path):
         "0.867 (k=3) | 0.110 (k=2) |" in overview
     assert "equals the measurement at the largest k by construction" in overview
     assert (tmp_path / "rep" / "ensembles_for_rs_overview.png").stat().st_size > 1000
-    single = report.build_report(runs[:1], str(tmp_path / "one"), plots=False)
+    single = document.build_report(runs[:1], str(tmp_path / "one"), plots=False)
     assert "across sigmas" not in single  # one run: its own section says it all
 
 
@@ -249,7 +255,7 @@ def test_ablation_table_takes_unchanged_rows_from_base(tmp_path):
     _fake_run(root / "base", {"randsmooth": [1.0] * 10, "cear_rw": [0.6] * 10,
                               "cear_minus_rw": [1.2] * 10})
     _fake_run(root / "vga_rule", {"cear_rw": [1.6] * 5 + [-1] * 5})
-    text = report.ablation_section(str(root))
+    text = ablation.ablation_section(str(root))
     assert "| cear_tf's recipe | CEAR(RW) | 10 | 100.0 | 100.0 | 0.0 | 0.0 | 0.0 | 0.600 |  |" in text
     # vga_rule: CEAR(RW) 50% certified beyond 1.5 where base had 0; RandSmooth from base.
     # Paired over the 10 images: the +-50 point changes exceed two standard errors (0.17
@@ -262,7 +268,7 @@ def test_ablation_table_takes_unchanged_rows_from_base(tmp_path):
     assert "| paper (Table 4, 67 images) | CEAR(RW) |  | 91 | 76 | 60 | 38 | 20 |  |  |" in text
     # a variant certified on other images is compared on the images both have
     _fake_run(root / "train_clip", {"randsmooth": [1.0] * 3})
-    text = report.ablation_section(str(root))
+    text = ablation.ablation_section(str(root))
     assert "| + clip in training | RandSmooth | 3 | 100.0 | 100.0 | 100.0 | 0.0 | 0.0 | 1.000 | " \
         "+0.0 +0.0 +0.0 +0.0 +0.0 (ACR +0.000; 3 images) |" in text
 
@@ -272,7 +278,7 @@ def test_ablation_variant_of_a_variant_is_measured_from_it(tmp_path):
     _fake_run(root / "base", {"randsmooth": [1.0] * 4, "cear_rw": [0.6] * 4})
     _fake_run(root / "all", {"randsmooth": [0.6] * 4, "cear_rw": [0.2] * 4})
     _fake_run(root / "released_epochs", {"randsmooth": [0.6] * 2 + [-1] * 2})
-    text = report.ablation_section(str(root))
+    text = ablation.ablation_section(str(root))
     # its change is from `all` (0.6 -> half of the images abstain), not from the base
     assert "| all released choices, RandSmooth 75 epochs | RandSmooth | 4 | 50.0 | 50.0 | 0.0 | " \
         "0.0 | 0.0 | 0.300 | -50.0 -50.0 +0.0 +0.0 +0.0 (ACR -0.300; 4 images) from 'all " \
@@ -293,12 +299,12 @@ def test_ablation_over_seeds_pairs_each_variant_with_its_own_seeds_base(tmp_path
                                       + [base_r] * (10 - lifted)})
         roots.append(str(root))
     _fake_run(tmp_path / "abl" / "train_clip", {"randsmooth": [1.0] * 10})  # one seed only
-    text = report.ablation_seeds_section(roots)
+    text = ablation.ablation_seeds_section(roots)
     assert "| + released VGA rule | CEAR(RW) | 2 | +30.0 (+40.0, +20.0) | +0.0 (+0.0, +0.0) | " \
         "+0.300 (+0.400, +0.200) |" in text
     assert "clip in training" not in text  # certified in one seed folder: nothing to pool
-    assert report.ablation_seeds_section(roots[:1]) == ""
-    full = report.build_report([], str(tmp_path / "rep"), plots=False, ablation_dir=roots)
+    assert ablation.ablation_seeds_section(roots[:1]) == ""
+    full = document.build_report([], str(tmp_path / "rep"), plots=False, ablation_dir=roots)
     assert full.count("### Released-recipe ablation, MNIST") == 2
     assert "### Released-recipe ablation over member seeds" in full
 
@@ -306,11 +312,11 @@ def test_ablation_over_seeds_pairs_each_variant_with_its_own_seeds_base(tmp_path
 def test_radius_cap_is_the_radius_of_n_votes_of_n():
     from cear_tf.smoothing.decisions import certified_radius, lower_confidence_bound
     for sigma, n, alpha in [(0.25, 1000, 0.001), (1.0, 100000, 0.001), (0.5, 10000, 0.01)]:
-        cap = report.radius_cap(sigma, dict(N=n, alpha=alpha))
+        cap = sections.radius_cap(sigma, dict(N=n, alpha=alpha))
         assert cap == pytest.approx(certified_radius(lower_confidence_bound(n, n, alpha), sigma),
                                     rel=1e-6)
-    assert report.radius_cap(1.0, dict(N=100000, alpha=0.001)) == pytest.approx(3.8, abs=0.02)
-    assert report.radius_cap(1.0, dict(N=1000, alpha=0.001, target_radius=0.5)) is None
+    assert sections.radius_cap(1.0, dict(N=100000, alpha=0.001)) == pytest.approx(3.8, abs=0.02)
+    assert sections.radius_cap(1.0, dict(N=1000, alpha=0.001, target_radius=0.5)) is None
 
 
 def test_overview_plot_of_several_runs(tmp_path):
@@ -320,17 +326,17 @@ def test_overview_plot_of_several_runs(tmp_path):
         _fake_run(run, {"cear_gm": [0.8, 0.6, 0.3, -1], "cear_minus_gm": [0.5, 0.4, 0.2, 0.1],
                         "randsmooth": [0.8, 0.8, 0.8, 0.8]}, sigma=sigma)
         runs.append(str(run))
-    text = report.build_report(runs, str(tmp_path / "rep"), plots=True)
+    text = document.build_report(runs, str(tmp_path / "rep"), plots=True)
     assert "certified_accuracy_overview.png" in text
     assert (tmp_path / "rep" / "certified_accuracy_overview.png").stat().st_size > 1000
     # CEAR and CEAR- share a colour per aggregation and differ in line style.
-    assert report._style("CEAR(GM)")["color"] == report._style("CEAR-(GM)")["color"]
-    assert report._style("CEAR(GM)")["linestyle"] != report._style("CEAR-(GM)")["linestyle"]
+    assert plots.style("CEAR(GM)")["color"] == plots.style("CEAR-(GM)")["color"]
+    assert plots.style("CEAR(GM)")["linestyle"] != plots.style("CEAR-(GM)")["linestyle"]
 
 
 def test_percent_cells_round_halves_up_not_to_even():
     # 200 images give half points: 117/200 and 123/200 must print as 59 and 62, not 58 and 62.
-    cells = [report._percent(100 * k / n) for k, n in ((117, 200), (123, 200), (51, 200),
+    cells = [formatting.percent(100 * k / n) for k, n in ((117, 200), (123, 200), (51, 200),
                                                        (65, 67), (200, 200), (0, 200))]
     assert cells == ["59", "62", "26", "97", "100", "0"]
 
@@ -340,7 +346,7 @@ def test_ensembles_note_says_the_last_k_agrees_by_construction(tmp_path):
     path.write_text(json.dumps(dict(zeta=0.6, images=[0, 50], draws=10, by_k=[
         dict(k=k, measured_ratio=(1 + 0.6 * (k - 1)) / k, predicted_ratio=(1 + 0.6 * (k - 1)) / k)
         for k in (1, 2, 3)])))
-    text = report.ensembles_section({}, str(path), [0.0, 0.25])
+    text = sections.ensembles_section({}, str(path), [0.0, 0.25])
     assert "at k = 3 the two agree by construction" in text and "k = 2..2 are the test" in text
 
 
@@ -349,13 +355,13 @@ def test_settings_line_states_every_members_accuracy_and_noise():
                      temperature=2.0),
                 dict(clean_test_accuracy=0.6573, noisy_test_accuracy=0.6972, sigma=0.3467,
                      temperature=3.0), {}]
-    assert report._members_accuracy(students) == (
+    assert sections._members_accuracy(students) == (
         "; test accuracy clean 67.77 / 65.73%, noisy 73.29 / 69.72% at sigma 0.274 / 0.347, "
         "T = 2 / 3 (1 member(s) without a cear.json here)")
     gaussian = [dict(clean_test_accuracy=0.7, noisy_test_accuracy=0.75, sigma=0.25)] * 2
-    assert report._members_accuracy(gaussian) == \
+    assert sections._members_accuracy(gaussian) == \
         "; test accuracy clean 70.00 / 70.00%, noisy 75.00 / 75.00% at sigma 0.250"
-    assert report._members_accuracy([{}]) == ""
+    assert sections._members_accuracy([{}]) == ""
 
 
 def _with_member_accuracy(run, digests_measured, digests_certified):
@@ -380,17 +386,17 @@ def test_settings_line_gives_members_noisy_accuracy_at_the_certification_sigma(t
     run = tmp_path / "mnist_sigma025_cpu"
     _fake_run(run, {"cear_gm": [0.8, 0.6, 0.3, -1]})
     _with_member_accuracy(run, ["d0", "d1"], ["d0", "d1"])
-    text = report.build_report([str(run)], str(tmp_path / "rep"), plots=False)
+    text = document.build_report([str(run)], str(tmp_path / "rep"), plots=False)
     assert ("noisy test accuracy at the certification sigma 0.25: 81.23 / 65.00% "
             "(4 draws on each of 100 test images)") in text
-    copy = report.collect(str(run), str(tmp_path / "kept"))
+    copy = collection.collect(str(run), str(tmp_path / "kept"))
     assert (tmp_path / "kept" / run.name / "member_accuracy" / "cear_gm.json").exists()
-    assert "81.23 / 65.00%" in report.build_report([copy], str(tmp_path / "rep2"), plots=False)
+    assert "81.23 / 65.00%" in document.build_report([copy], str(tmp_path / "rep2"), plots=False)
 
 
 def test_accuracies_of_other_members_are_not_reported(tmp_path):
     run = tmp_path / "mnist_sigma025_cpu"
     _fake_run(run, {"cear_gm": [0.8, 0.6, 0.3, -1]})
     _with_member_accuracy(run, ["d0", "retrained"], ["d0", "d1"])
-    text = report.build_report([str(run)], str(tmp_path / "rep"), plots=False)
+    text = document.build_report([str(run)], str(tmp_path / "rep"), plots=False)
     assert "certification sigma" not in text
