@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from absl import flags
 
+from cear_tf.training import loop
 from cear_tf.cli import certify
 from cear_tf.data import datasets
 from cear_tf.ensemble import members
@@ -60,7 +61,7 @@ def train_tiny(*args, **kw):
     """train_member on tiny random splits, where accuracy is not the point: export even at
     chance level (the collapse check has tests of its own)."""
     kw.setdefault("allow_collapsed", True)
-    return recipe.train_member(*args, **kw)
+    return loop.train_member(*args, **kw)
 
 
 def member_config(**kw):

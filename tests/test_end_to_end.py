@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from cear_tf.training import loop
 from cear_tf.ensemble import members
 from cear_tf.training import recipe
 from tests.conftest import REPO
@@ -19,13 +20,13 @@ def test_real_mnist_teacher_and_vga_student(mnist_dir, tmp_path):
     splits = recipe.load_splits("mnist", mnist_dir, 5000, 0)
     teacher_cfg = recipe.MemberConfig(role="teacher", arch="lenet5", dataset="mnist", seed=0,
                                      epochs=10, learning_rate=0.05, lr_schedule="cosine")
-    meta = recipe.train_member(teacher_cfg, splits, str(tmp_path / "teacher"), verbose=2)
+    meta = loop.train_member(teacher_cfg, splits, str(tmp_path / "teacher"), verbose=2)
     assert meta["clean_test_accuracy"] >= 0.985
     teacher = members.load_member(str(tmp_path / "teacher"))
     student_cfg = recipe.MemberConfig(role="student", arch="lenet5", dataset="mnist", seed=0,
                                      base_sigma=0.25, vga=True, temperature=3.0, epochs=10,
                                      learning_rate=0.01, lr_schedule="cosine")
-    meta = recipe.train_member(student_cfg, splits, str(tmp_path / "student"), teacher, verbose=2)
+    meta = loop.train_member(student_cfg, splits, str(tmp_path / "student"), teacher, verbose=2)
     assert meta["clean_test_accuracy"] >= 0.97
     assert 0.125 <= meta["sigma"] <= 0.375
 

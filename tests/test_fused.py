@@ -1,5 +1,5 @@
 """Fused training and evaluation of LeNet-5 ensembles (models.fused,
-trainers.FusedEnsembleTrainer, recipe.train_fused_members): member i of the fused network is
+trainers.FusedEnsembleTrainer, loop.train_fused_members): member i of the fused network is
 member i of separate training, step for step."""
 
 import json
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cear_tf.training import loop
 from cear_tf import models
 from cear_tf.training import recipe
 from cear_tf.ensemble import members
@@ -109,7 +110,7 @@ def test_fused_members_export_like_separate_ones(tmp_path):
     configs = recipe.ensemble_configs(member_config(role="gaussian", base_sigma=0.5, epochs=2), [None],
                                      "gaussian", num_members=3)
     dirs = [str(tmp_path / "ens" / f"member_{i}") for i in range(3)]
-    metas = recipe.train_fused_members(configs, splits, dirs, verbose=0, allow_collapsed=True)
+    metas = loop.train_fused_members(configs, splits, dirs, verbose=0, allow_collapsed=True)
     assert [m["seed"] for m in metas] == [0, 1, 2]
     for d, meta in zip(dirs, metas):
         assert members.is_complete_member(d)
@@ -153,7 +154,7 @@ def test_fused_collapse_guard_warns_per_member_and_stops_when_all_collapse(tmp_p
     configs = recipe.ensemble_configs(cfg, [None], "gaussian", num_members=2)
     dirs = [str(tmp_path / "ens" / f"member_{i}") for i in range(2)]
     with pytest.raises(recipe.CollapsedMemberError, match="2 of 2 members collapsed"):
-        recipe.train_fused_members(configs, splits, dirs, verbose=0, collapse_patience=2)
+        loop.train_fused_members(configs, splits, dirs, verbose=0, collapse_patience=2)
     with open(tmp_path / "ens" / "fused_member_0_member_1.logs" / "train.csv") as f:
         assert len(f.read().strip().split("\n")) - 1 == 2  # stopped after two epochs
     assert not os.path.exists(dirs[0]) and not os.path.exists(dirs[1])
@@ -206,12 +207,12 @@ def test_teacher_logits_are_cached_only_for_students_without_augmentation():
     teacher = _networks(1)[0]
     cfg = recipe.MemberConfig(role="student", arch="lenet5", dataset="mnist", seed=0,
                                 base_sigma=0.5, temperature=2.0)
-    np.testing.assert_allclose(recipe._cached_teacher_logits(cfg, teacher, x),
+    np.testing.assert_allclose(recipe.cached_teacher_logits(cfg, teacher, x),
                                teacher(x).numpy(), rtol=1e-5, atol=1e-6)
     flip = recipe.dataclasses.replace(cfg, augment="flip_crop")
-    assert recipe._cached_teacher_logits(flip, teacher, x) is None
+    assert recipe.cached_teacher_logits(flip, teacher, x) is None
     gaussian = recipe.dataclasses.replace(cfg, role="gaussian", temperature=None)
-    assert recipe._cached_teacher_logits(gaussian, teacher, None) is None
+    assert recipe.cached_teacher_logits(gaussian, teacher, None) is None
     with pytest.raises(ValueError, match="augmentation"):
         from cear_tf.data import datasets
         datasets.make_pipeline(x, splits.train[1], 4, shuffle=False, augment="flip_crop",

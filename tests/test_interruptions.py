@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from absl import flags
 
+from cear_tf.training import checkpoints
 from cear_tf.reporting import certified_accuracy
 from cear_tf.cli import certify
 from cear_tf.ensemble import loading
@@ -487,13 +488,12 @@ def test_11_train_log_never_mixes_runs(tmp_path):
 
 
 def test_11_a_log_the_checkpoint_outran_keeps_its_own_rows(tmp_path):
-    from cear_tf.training import recipe
     log_dir, ckpt_dir = tmp_path / "m.logs", tmp_path / "m.ckpt"
     log_dir.mkdir()
     ckpt_dir.mkdir()
     (ckpt_dir / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
     rows = ["epoch,loss"] + [f"{e},1.0" for e in (0, 1, 2, 3, 4, 0, 1)]
     (log_dir / "train.csv").write_text("\n".join(rows) + "\n")
-    recipe.align_train_log(str(log_dir), str(ckpt_dir))
+    checkpoints.align_train_log(str(log_dir), str(ckpt_dir))
     assert (log_dir / "train.csv").read_text().splitlines() == ["epoch,loss", "0,1.0", "1,1.0"]
     assert len((log_dir / "train.discarded.1.csv").read_text().splitlines()) == 6

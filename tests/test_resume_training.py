@@ -21,6 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = r"""
 import json, os, signal, sys
 import keras
+from cear_tf.training import loop
 from cear_tf.training import recipe
 from tests.helpers import tiny_splits
 
@@ -47,12 +48,12 @@ common = dict(dataset="mnist", epochs=4, batch_size=16, learning_rate=0.05, arch
 if kind == "single":
     cfg = recipe.MemberConfig(role="gaussian", base_sigma=0.5, seed=3, augment="flip_crop",
                                 **common)
-    recipe.train_member(cfg, splits, os.path.join(out, "member"), verbose=0,
+    loop.train_member(cfg, splits, os.path.join(out, "member"), verbose=0,
                           extra_callbacks=callbacks, allow_collapsed=True, collapse_patience=0)
 else:
     base = recipe.MemberConfig(role="gaussian", base_sigma=0.5, seed=3, **common)
     configs = recipe.ensemble_configs(base, [None, None], "gaussian", num_members=2)
-    recipe.train_fused_members(configs, splits, [os.path.join(out, f"member_{i}")
+    loop.train_fused_members(configs, splits, [os.path.join(out, f"member_{i}")
                                                    for i in range(2)], verbose=0,
                                  extra_callbacks=callbacks, allow_collapsed=True,
                                  collapse_patience=0)

@@ -11,6 +11,7 @@ import os
 import numpy as np
 import pytest
 
+from cear_tf.training import loop
 from cear_tf.ensemble import members
 from cear_tf.cli import train
 from cear_tf.training import recipe
@@ -39,7 +40,7 @@ def test_chance_level_is_the_most_frequent_class_share():
 def test_collapsed_member_is_not_exported(tmp_path):
     model_dir = str(tmp_path / "m")
     with pytest.raises(recipe.CollapsedMemberError) as error:
-        recipe.train_member(_collapsing_cfg(), tiny_splits(), model_dir, verbose=0)
+        loop.train_member(_collapsing_cfg(), tiny_splits(), model_dir, verbose=0)
     message = str(error.value)
     assert model_dir in message and "at chance level" in message
     assert "test accuracy" in message and "%" in message
@@ -50,7 +51,7 @@ def test_collapsed_member_is_not_exported(tmp_path):
 
 def test_allow_collapsed_exports_and_records_it(tmp_path):
     model_dir = str(tmp_path / "m")
-    meta = recipe.train_member(_collapsing_cfg(), tiny_splits(), model_dir, verbose=0,
+    meta = loop.train_member(_collapsing_cfg(), tiny_splits(), model_dir, verbose=0,
                               allow_collapsed=True)
     assert meta["collapsed"] is True
     assert json.load(open(os.path.join(model_dir, "cear.json")))["collapsed"] is True
@@ -59,7 +60,7 @@ def test_allow_collapsed_exports_and_records_it(tmp_path):
 def test_collapse_guard_stops_training_early(tmp_path):
     model_dir = str(tmp_path / "m")
     with pytest.raises(recipe.CollapsedMemberError):
-        recipe.train_member(_collapsing_cfg(epochs=20), tiny_splits(), model_dir, verbose=0,
+        loop.train_member(_collapsing_cfg(epochs=20), tiny_splits(), model_dir, verbose=0,
                            collapse_patience=2)
     with open(model_dir + ".logs/train.csv") as f:
         epochs = len(f.read().strip().split("\n")) - 1

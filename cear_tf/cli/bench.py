@@ -40,6 +40,7 @@ from cear_tf.common.progress import Progress
 tf = lazy_module("tensorflow")
 aggregate = lazy_module("cear_tf.smoothing.aggregate")
 recipe = lazy_module("cear_tf.training.recipe")
+loop = lazy_module("cear_tf.training.loop")
 members_lib = lazy_module("cear_tf.ensemble.members")
 models = lazy_module("cear_tf.models")
 precision_lib = lazy_module("cear_tf.ensemble.precision")
@@ -549,7 +550,7 @@ def measure_training(m: int, batch: int, repeats: int, steps: int = 40) -> list[
         return out
 
     def fused_trainer():
-        fused = recipe.build_fused_trainer(configs, info, teacher)
+        fused = loop.build_fused_trainer(configs, info, teacher)
         fused.compile(optimizer=recipe.build_optimizer(configs[0], steps,
                                                          global_clipnorm=False))
         return [fused]
