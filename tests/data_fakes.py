@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from cear_tf.data.datasets import CIFAR10_CLASSES
+from cear_tf.data.local_files import CIFAR10_CLASSES
 
 
 def write_idx(path, array, compress=False):

@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
+from cear_tf.config import choices
 from cear_tf.data import datasets
 from tests import data_fakes as fakes
 
@@ -118,7 +119,7 @@ def test_image_order_says_whether_index_i_is_the_official_image_i(tmp_path):
     out = fakes.write_cifar_folders(tmp_path / "folders")
     assert datasets.image_order("cifar10", str(tmp_path / "folders")) == "by_class"
     assert (np.diff(out["test"][1]) >= 0).all()  # class by class: the original order is lost
-    assert set(datasets.IMAGE_ORDERS) == {"original", "by_class", "tfds"}
+    assert set(choices.IMAGE_ORDERS) == {"original", "by_class", "tfds"}
 
 
 def test_a_cache_without_the_image_order_is_decoded_again(tmp_path, monkeypatch):

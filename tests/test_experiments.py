@@ -19,7 +19,7 @@ from absl import flags
 from cear_tf.cli import analyze
 from cear_tf.cli import attack
 from cear_tf.cli import certify
-from cear_tf.config import experiment
+from cear_tf.config import experiment, stages
 from cear_tf.cli import member_accuracy
 from cear_tf.cli import train
 from cear_tf.cli import variance
@@ -47,9 +47,9 @@ def test_every_experiment_is_one_file_and_nothing_else_configures_a_stage():
 def test_every_stage_parses_with_its_entry_point(path, monkeypatch):
     monkeypatch.chdir(ROOT)
     exp = experiment.load(os.path.relpath(path, ROOT))
-    stages = experiment.stages(exp)
-    assert stages
-    for stage in stages:
+    derived = stages.stages(exp)
+    assert derived
+    for stage in derived:
         try:  # no --undefok: a stage gets only flags its entry point defines
             parse_flags(list(stage.args), MODULES[stage.module])
         except flags.Error as e:
@@ -151,15 +151,15 @@ epochs = 5
     settings = dict(exp.group("cear").settings)
     assert settings["epochs"] == 5 and settings["arch"] == "lenet5"
     assert dict(exp.group("teacher").settings)["epochs"] == 2
-    kinds = [(s.kind, s.what) for s in experiment.stages(exp)]
+    kinds = [(s.kind, s.what) for s in stages.stages(exp)]
     assert kinds[0] == ("train", "train teacher")  # teachers first
-    certify_stages = [s for s in experiment.stages(exp) if s.kind == "certify"]
+    certify_stages = [s for s in stages.stages(exp) if s.kind == "certify"]
     assert len(certify_stages) == 1  # both aggregations from one set of member passes
     args = certify_stages[0].args
     assert "--aggregation=mv,rw" in args
     assert f"--outfile={os.path.join(out, 'certify', 'cear_{aggregation}.tsv')}" in args
     assert f"--rw_weights={os.path.join(out, 'cear', 'weights_rw.json')}" in args
-    weights_stage = [s for s in experiment.stages(exp) if s.kind == "weights"]
+    weights_stage = [s for s in stages.stages(exp) if s.kind == "weights"]
     assert len(weights_stage) == 1 and "--aggregation=rw" in weights_stage[0].args
 
 
@@ -169,11 +169,11 @@ def test_stages_run_member_group_by_member_group(tmp_path):
     finished before the next group's training starts); teachers first, the table last."""
     out = str(tmp_path / "out")
     exp = experiment.load(_write(tmp_path, "base.toml", BASE.format(out=out)))
-    assert [s.what for s in experiment.stages(exp)] == [
+    assert [s.what for s in stages.stages(exp)] == [
         "train teacher", "train rs", "certify RandSmooth",  # groups without a teacher first
         "train cear", "rw weights of cear", "certify CEAR(MV), CEAR(RW)", "table"]
     # a kind filter keeps the same order
-    assert [s.what for s in experiment.stages(exp, ["certify", "weights"])] == [
+    assert [s.what for s in stages.stages(exp, ["certify", "weights"])] == [
         "certify RandSmooth", "rw weights of cear", "certify CEAR(MV), CEAR(RW)"]
     # a reused group is trained elsewhere: its stages come first
     child = _write(tmp_path, "child.toml", """
@@ -181,7 +181,7 @@ extends = "base.toml"
 members.rs.reuse = true
 members.rs.model_dir = "elsewhere/rs"
 """)
-    whats = [s.what for s in experiment.stages(experiment.load(child))]
+    whats = [s.what for s in stages.stages(experiment.load(child))]
     assert whats[0] == "certify RandSmooth" and "train rs" not in whats
 
 
@@ -190,11 +190,11 @@ def test_member_accuracy_follows_each_certified_group_and_is_recorded(tmp_path):
     _write(tmp_path, "base.toml", BASE.format(out=out))
     child = _write(tmp_path, "child.toml", 'extends = "base.toml"\n[member_accuracy]\ndraws = 3\n')
     exp = experiment.load(child)
-    assert [s.what for s in experiment.stages(exp)] == [
+    assert [s.what for s in stages.stages(exp)] == [
         "train teacher", "train rs", "member accuracy of rs", "certify RandSmooth",
         "train cear", "member accuracy of cear", "rw weights of cear",
         "certify CEAR(MV), CEAR(RW)", "table"]  # the teacher is certified by no method
-    stage = experiment.stages(exp, ["member_accuracy"])[1]
+    stage = stages.stages(exp, ["member_accuracy"])[1]
     assert "--draws=3" in stage.args and f"--models={out}/cear" in stage.args
     assert f"--outfile={out}/member_accuracy/cear.json" in stage.args
     experiment.write_record(exp)
@@ -204,7 +204,7 @@ def test_member_accuracy_follows_each_certified_group_and_is_recorded(tmp_path):
     with open(os.path.join(out, "experiment.json")) as f:
         assert json.load(f)["member_accuracy"]["cear"] == "member_accuracy/cear.json"
     # Without the table there is no such stage (and the record names no file).
-    assert not experiment.stages(experiment.load(tmp_path / "base.toml"), ["member_accuracy"])
+    assert not stages.stages(experiment.load(tmp_path / "base.toml"), ["member_accuracy"])
 
 def test_logs_that_share_no_template_are_certified_separately(tmp_path):
     out = str(tmp_path / "out")
@@ -214,7 +214,7 @@ extends = ["base.toml"]
 methods.cear_mv.log = "elsewhere/first.tsv"
 """)
     exp = experiment.load(child)
-    outfiles = [a for s in experiment.stages(exp, ["certify"]) for a in s.args
+    outfiles = [a for s in stages.stages(exp, ["certify"]) for a in s.args
                 if a.startswith("--outfile=")]
     assert sorted(outfiles) == sorted([f"--outfile={out}/elsewhere/first.tsv",
                                        f"--outfile={out}/certify/cear_rw.tsv",
@@ -234,9 +234,9 @@ clip = true
 """)
     exp = experiment.load(child)
     assert exp.group("cear").model_dir == str(tmp_path / "base" / "cear")
-    whats = [s.what for s in experiment.stages(exp, ["train"])]
+    whats = [s.what for s in stages.stages(exp, ["train"])]
     assert "train cear" not in whats and "train rs" in whats
-    weights_stage = experiment.stages(exp, ["weights"])[0]
+    weights_stage = stages.stages(exp, ["weights"])[0]
     assert f"--outfile={out}/weights/cear_rw.json" in weights_stage.args
     assert "--clip" in weights_stage.args
 
@@ -299,7 +299,7 @@ source = "members"
     assert rec["methods"][2]["log"] == os.path.join(out, "certify", "rs.tsv")
     assert rec["attacks"] == [{"target": "RandSmooth", "norm": "l2", "mode": "transfer",
                                "log": os.path.join(out, "attack", "rs_l2.tsv")}]
-    stage = experiment.stages(experiment.load(attacks), ["attack"])[0]
+    stage = stages.stages(experiment.load(attacks), ["attack"])[0]
     assert "--source=member:0" in stage.args  # one member: transfer from it
     with open(os.path.join(out, "experiment.json")) as f:
         assert not any(os.path.isabs(m["log"]) for m in json.load(f)["methods"])

@@ -236,10 +236,10 @@ def test_the_exported_model_either_refuses_by_the_contract_or_answers_as_the_eng
         with pytest.raises(tf.errors.InvalidArgumentError, match="input contract"):
             model.signatures["predict_keyed"](images=tf.constant(x), image_ids=ids)
         return
-    served = model.signatures["predict_keyed"](images=tf.constant(x), image_ids=ids)
+    answer = model.signatures["predict_keyed"](images=tf.constant(x), image_ids=ids)
     want = [_smooth(loaded).predict(img, 60, 0.01, 30, idx=int(i))["mean"]
             for img, i in zip(x, ids.numpy())]
-    assert served["prediction"].numpy().tolist() == want
+    assert answer["prediction"].numpy().tolist() == want
 
 
 _SERVED = {}

@@ -114,9 +114,9 @@ def test_nesterov_reaches_the_optimizer_and_the_record(tmp_path):
 
 
 def test_released_recipe_experiment_file_selects_every_option():
-    from cear_tf.config import experiment
+    from cear_tf.config import experiment, stages
     exp = experiment.load(os.path.join(REPO, "flags", "mnist_released_sigma100.toml"))
-    commands = {s.what: s.args for s in experiment.stages(exp)}
+    commands = {s.what: s.args for s in stages.stages(exp)}
     train_args = {k: v for k, v in commands.items() if k.startswith("train ")}
     for what, args in train_args.items():
         assert "--arch=released_mnist_cnn" in args and "--nonormalize" in args, what

@@ -200,10 +200,11 @@ def run_certification(smooth: "core.Smooth", images, labels, indices, logs: dict
             certificates = smooth.certify(images[idx], sampling.n0, sampling.n, sampling.alpha,
                                           sampling.batch_size, idx=idx)
         else:
-            decisions = smooth.certify_radius(images[idx], target_radius, sampling.n0, stages,
+            at_radius = smooth.certify_radius(images[idx], target_radius, sampling.n0, stages,
                                               sampling.alpha, sampling.batch_size, idx=idx)
-            certificates = {name: decisions.Certificate(d.prediction, d.radius, -1, d.samples, float("nan"))
-                            for name, d in decisions.items()}
+            certificates = {name: decisions.Certificate(d.prediction, d.radius, -1, d.samples,
+                                                        float("nan"))
+                            for name, d in at_radius.items()}
         seconds = time.time() - t0
         label = int(labels[idx])
         for name, log in logs.items():

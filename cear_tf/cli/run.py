@@ -29,7 +29,7 @@ import time
 from absl import app, flags, logging
 
 from cear_tf.cli import runner
-from cear_tf.config import experiment
+from cear_tf.config import experiment, stages
 
 FLAGS = flags.FLAGS
 
@@ -37,9 +37,9 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """The flags this entry point reads, defined when it runs (runner.run), never on import."""
     flags.DEFINE_string("experiment", None, "Experiment file (flags/*.toml).")
-    flags.DEFINE_list("stages", list(experiment.STAGE_KINDS),
+    flags.DEFINE_list("stages", list(stages.STAGE_KINDS),
                       f"Stage kinds to run, in pipeline order: "
-                      f"{', '.join(experiment.STAGE_KINDS)}; 'record' writes only "
+                      f"{', '.join(stages.STAGE_KINDS)}; 'record' writes only "
                       f"<output_dir>/experiment.json.")
     flags.DEFINE_string("data_dir", None, "Local copy of the data set, passed to every stage "
                         "that reads data (see cear_tf.data.datasets); unset: tensorflow-datasets.")
@@ -53,9 +53,9 @@ def define_flags() -> None:
                         "commands that run them alone (python -m cear_tf.cli.<stage> "
                         "--flagfile=...); run nothing.")
     flags.register_validator(
-        "stages", lambda v: all(s in experiment.STAGE_KINDS + ("record",) for s in v),
+        "stages", lambda v: all(s in stages.STAGE_KINDS + ("record",) for s in v),
         message=f"--stages must name stage kinds from "
-                f"{', '.join(experiment.STAGE_KINDS + ('record',))}")
+                f"{', '.join(stages.STAGE_KINDS + ('record',))}")
     flags.register_validator("data_dir", lambda v: v is None or os.path.exists(v),
                              message="--data_dir must be an existing directory or archive")
 
@@ -75,9 +75,9 @@ def _extra_args(argv: list[str]) -> list[str]:
 
 
 def commands(exp: experiment.Experiment, kinds, data_dir: str | None,
-             extra: list[str]) -> list[tuple[experiment.Stage, list[str]]]:
+             extra: list[str]) -> list[tuple[stages.Stage, list[str]]]:
     out = []
-    for stage in experiment.stages(exp, kinds):
+    for stage in stages.stages(exp, kinds):
         args = list(stage.args)
         if data_dir and stage.kind != "table":
             args.append(f"--data_dir={data_dir}")
@@ -87,7 +87,7 @@ def commands(exp: experiment.Experiment, kinds, data_dir: str | None,
     return out
 
 
-def write_flagfiles(plan, folder: str) -> list[tuple[str, "experiment.Stage"]]:
+def write_flagfiles(plan, folder: str) -> list[tuple[str, "stages.Stage"]]:
     """One absl flagfile per stage, `<folder>/<NN>_<slug of the stage>.flags`, holding the
     flags its command line would pass, one a line: `python -m <module> --flagfile=<file>`
     runs the stage alone, as the original TensorFlow stack runs its programs."""
@@ -133,7 +133,7 @@ def _check_every_stage(plan, extra: list[str]) -> set[int]:
     # A flag may be meant for a stage kind this experiment (or --stages) leaves out: a driver
     # passes one set of flags to many experiments. Only a name no stage kind defines is a typo.
     checked = {stage.module for stage, _ in plan}
-    for module in sorted(set(experiment.MODULES.values()) - checked):
+    for module in sorted(set(stages.MODULES.values()) - checked):
         out = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True,
                              text=True)
         defined.update(out.stdout.split())
@@ -151,7 +151,7 @@ def main(argv):
         raise app.UsageError("--experiment is required (a flags/*.toml file)")
     exp = experiment.load(FLAGS.experiment, output_dir=FLAGS.output_dir, overrides=FLAGS.set)
     extra = _extra_args(argv)
-    kinds = [k for k in experiment.STAGE_KINDS if k in FLAGS.stages]
+    kinds = [k for k in stages.STAGE_KINDS if k in FLAGS.stages]
     plan = commands(exp, kinds, FLAGS.data_dir, extra)
     if FLAGS.dry_run:
         for stage, cmd in plan:

@@ -69,8 +69,8 @@ def _paired_change(log, base_log, radii) -> str:
         mean, se = d.mean(), d.std(ddof=1) / np.sqrt(len(d))
         star = "*" if se > 0 and abs(mean) > 2 * se else ""
         return f"{fmt(scale * mean)}{star}"
-    points = " ".join(cell(hit[:, j], signed_points, 100) for j in range(len(radii)))
-    return f"{points} (ACR {cell(acr, signed_acr, 1)}; {len(acr)} images)"
+    cells = " ".join(cell(hit[:, j], signed_points, 100) for j in range(len(radii)))
+    return f"{cells} (ACR {cell(acr, signed_acr, 1)}; {len(acr)} images)"
 
 
 def _ablation_rows(root: str):
