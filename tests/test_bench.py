@@ -26,7 +26,7 @@ def test_bench_cli_tiny(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     main_table = proc.stdout.split("by certify batch size")[0]
     table = [line for line in main_table.splitlines() if line.startswith("| lenet5 |")]
-    assert len(table) == 1 and table[0].count("|") == 10  # 9 columns incl. the bfloat16 one
+    assert len(table) == 1 and table[0].count("|") == 9  # 8 columns incl. the bfloat16 one
     record = json.loads(out.read_text())
     (result,) = record["results"]
     (run,) = result["runs"]
@@ -68,8 +68,18 @@ def test_bench_rejects_bad_flags():
     assert proc.returncode != 0 and "--attack_logit_noise must be numbers >= 0" in proc.stderr
 
 
+def _benchmark_script(name):
+    """A script of benchmarks/ (outside the package) as a module."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "benchmarks",
+                                                                       f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_conv1_formulations_compute_the_same_layer():
-    from cear_tf.cli import bench
+    bench = _benchmark_script("conv1_formulations")
     out = bench.conv1_formulations(m=2, batch=4, repeats=1, calls=1)
     assert out["outputs"] == 12
     assert set(out["seconds"]) == {"conv2d", "extract_patches + matmul",
@@ -77,3 +87,18 @@ def test_conv1_formulations_compute_the_same_layer():
     # every formulation is the same layer: float rounding apart from tf.nn.conv2d
     assert all(d < 1e-4 for d in out["deviation"].values()), out["deviation"]
     assert all(len(t) == 1 and t[0] > 0 for t in out["seconds"].values())
+
+
+def test_pytorch_reference_names_its_missing_dependency_or_measures():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "benchmarks/pytorch_reference.py", "--archs=lenet5",
+                           "--num_members=2", "--repeats=1", "--draws=500"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        assert proc.returncode != 0
+        assert "torch is not installed (pip install '.[bench]')" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| lenet5 | 2 x 500 @ " in proc.stdout
