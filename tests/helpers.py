@@ -46,8 +46,8 @@ def parse_flags(argv, entry_point):
         if name in values:
             delattr(values, name)
     entry_point.define_flags()
-    from cear_tf.cli import runner
-    runner.require_finite_floats()
+    from cear_tf.cli import launch
+    launch.require_finite_floats()
     values(["prog", *argv])
 
 

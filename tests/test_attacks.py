@@ -217,7 +217,7 @@ def test_ensemble_attack_breaks_saturated_members():
     boundary is 0.2 away in L-inf) although every member's softmax is saturated."""
     from cear_tf.smoothing import aggregate
     members = _saturated_members()
-    model = evaluation.AttackedEnsemble(DeployedEnsemble(members), aggregate.make_aggregator("gm", 3))
+    model = evaluation.AttackTarget(DeployedEnsemble(members), aggregate.make_aggregator("gm", 3))
     x = tf.fill([8, 2, 2, 1], 0.65)
     y = tf.ones([8], tf.int32)
     assert (model.predict(x) == 1).all()
@@ -264,7 +264,7 @@ def test_attacked_ensemble_is_the_certified_one():
     members = _linear_members()
     mean = aggregate.make_aggregator("mean", 2)
     smooth = Smooth(members, 3, 0.5, [mean], logit_noise=0.3, clip=True, seed=4)
-    target = evaluation.AttackedEnsemble(smooth.ensemble, mean, seed=4)
+    target = evaluation.AttackTarget(smooth.ensemble, mean, seed=4)
     x = tf.constant(np.random.default_rng(2).uniform(size=(5, 6, 6, 1)).astype(np.float32))
     first_query = tf.exp(target._member_log_probs(x)).numpy()
     key = stream_key(4, NoiseDomain.ATTACK, 1, Phase.PREDICT)
@@ -274,8 +274,8 @@ def test_attacked_ensemble_is_the_certified_one():
     assert np.abs(second_query - first_query).max() > 1e-3  # fresh noise per query
     # Clipping is part of the attacked classifier as of the certified one.
     outside = x * 3.0 - 1.0
-    clipped = evaluation.AttackedEnsemble(DeployedEnsemble(members, clip=True), mean)
-    plain = evaluation.AttackedEnsemble(DeployedEnsemble(members), mean)
+    clipped = evaluation.AttackTarget(DeployedEnsemble(members, clip=True), mean)
+    plain = evaluation.AttackTarget(DeployedEnsemble(members), mean)
     assert (clipped.predict(outside) == clipped.predict(tf.clip_by_value(outside, 0, 1))).all()
     def scores(model, v):
         return model.ensemble_scores(v).numpy()

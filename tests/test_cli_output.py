@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 
-from cear_tf.cli import runner
+from cear_tf.cli import launch
 from tests.helpers import halves_member
 
 NATIVE = re.compile(r"^[IW]0000 00:00:|oneDNN custom operations|absl::InitializeLog", re.M)
@@ -16,7 +16,7 @@ NATIVE = re.compile(r"^[IW]0000 00:00:|oneDNN custom operations|absl::Initialize
 def test_forward_stderr_drops_native_info_and_keeps_the_rest():
     source_r, source_w = os.pipe()
     target_r, target_w = os.pipe()
-    thread = threading.Thread(target=runner._forward_stderr, args=(source_r, target_w))
+    thread = threading.Thread(target=launch._forward_stderr, args=(source_r, target_w))
     thread.start()
     text = (b"WARNING: All log messages before absl::InitializeLog() is called are written\n"
             b"I0000 00:00:1795473286.990760    3569 devices.cc:76] Number of eligible GPUs\n"

@@ -96,7 +96,7 @@ def test_fused_attack_scores_and_gradients_match_unfused(lenet_members, logit_no
 
     results = []
     for f in (None, Counted()):
-        model = evaluation.AttackedEnsemble(
+        model = evaluation.AttackTarget(
             DeployedEnsemble(lenet_members, logit_noise, fused=f), gm, seed=5)
 
         @tf.function

@@ -115,7 +115,7 @@ def test_a_killed_and_resumed_run_trains_the_uninterrupted_members(reference, tm
 
 TRAIN_CLI = r"""
 import os, signal, sys
-from cear_tf.cli import runner
+from cear_tf.cli import launch
 from cear_tf.ensemble import members
 from cear_tf.cli import train
 if sys.argv[1] == "kill_after_first_export":
@@ -127,7 +127,7 @@ if sys.argv[1] == "kill_after_first_export":
 
     members.export_member = export_then_die
 sys.argv = ["cear_tf.cli.train", *sys.argv[2:]]
-runner.run(train.main, train.define_flags, train.is_done)
+launch.run(train.main, train.define_flags, train.is_done)
 """
 
 

@@ -1,7 +1,7 @@
 """The deployed ensemble under attack, and the evaluation of Table 3: clean and robust
 accuracy, success rates per source and attack, and the table written as TSV.
 
-AttackedEnsemble wraps deployed.DeployedEnsemble (the members, member noise and clipping that
+AttackTarget wraps deployed.DeployedEnsemble (the members, member noise and clipping that
 certification uses) with one aggregator; every query draws fresh member noise from the ATTACK
 noise domain. `evaluate` crafts adversarial examples on each source (a member as deployed,
 the members in turn, or the whole randomised ensemble, with EOT) and scores them on the
@@ -27,7 +27,7 @@ from cear_tf.common.progress import Progress
 COLUMNS = ("source", "attack", "norm", "eps", "eot", "images", "clean_accuracy",
            "robust_accuracy", "success_rate", "seconds")
 
-class AttackedEnsemble:
+class AttackTarget:
     """The deployed ensemble (deployed.DeployedEnsemble: the same member noise, clipping and
     members as certification) with one aggregator, as an attacker queries it.
 
@@ -111,7 +111,7 @@ def run_attack(name, target, x, y, norm, eps, eot, n_iter, restarts, seed):
     return white_box.apgd(target, x, y, eps, norm, loss, n_iter=n_iter, n_restarts=restarts,
                         eot=eot, seed=seed).numpy()
 
-def evaluate(model: AttackedEnsemble, images, labels, sources, attack_names, norm, eps, eot,
+def evaluate(model: AttackTarget, images, labels, sources, attack_names, norm, eps, eot,
              n_iter, restarts, batch, seed=0):
     """Result rows (dicts), one per (source, attack), plus `all` and, for several sources,
     the mean over sources."""

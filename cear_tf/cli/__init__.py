@@ -13,6 +13,6 @@
   report           the markdown report beside the paper's tables
   bench            certification throughput, as ratios measured in one process
 
-Shared here: `runner` (one-line errors, quiet TensorFlow start-up), the flag groups of
+Shared here: `launch` (runs an entry point: one-line errors, quiet TensorFlow start-up), the flag groups of
 `common_flags` and `ensemble_flags`. Nothing outside this package defines absl flags.
 """

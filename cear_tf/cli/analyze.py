@@ -16,7 +16,7 @@ from typing import Sequence
 
 from absl import flags
 
-from cear_tf.cli import runner
+from cear_tf.cli import launch
 from cear_tf.cli import common_flags
 from cear_tf.reporting.certified_accuracy import markdown_table, summarize
 
@@ -24,7 +24,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The flags this entry point reads, defined when it runs (runner.run), never on import."""
+    """The flags this entry point reads, defined when it runs (launch.run), never on import."""
     common_flags.define_output_dir()
     flags.DEFINE_list("logs", None, "Certify logs (PATH or NAME=PATH).")
     flags.DEFINE_list("radii", ["0", "0.25", "0.5", "0.75", "1.0", "1.25", "1.5", "1.75", "2.0"],
@@ -60,7 +60,7 @@ def parse_named(entries: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 def main(argv):
-    runner.require(argv, "logs")
+    launch.require(argv, "logs")
     radii = [float(r) for r in FLAGS.radii]
     table = summarize(parse_named([common_flags.expand_path(e) for e in FLAGS.logs]), radii)
     text = markdown_table(table, radii)
@@ -86,4 +86,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    runner.run(main, define_flags)
+    launch.run(main, define_flags)

@@ -30,7 +30,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from cear_tf.config import choices
-from cear_tf.cli import runner
+from cear_tf.cli import launch
 from cear_tf.cli import common_flags
 from cear_tf.cli import ensemble_flags
 from cear_tf.common.lazy import lazy_module
@@ -45,7 +45,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The flags this entry point reads, defined when it runs (runner.run), never on import."""
+    """The flags this entry point reads, defined when it runs (launch.run), never on import."""
     common_flags.define_data(validation=False)
     common_flags.define_seed("Seed of the member noise of the queries and of the attacks.")
     common_flags.define_output_dir()
@@ -77,7 +77,7 @@ def define_flags() -> None:
 
 
 def main(argv):
-    runner.require(argv, "models", "outfile")
+    launch.require(argv, "models", "outfile")
     if len(FLAGS.aggregation) != 1:
         raise app.UsageError("--aggregation: give exactly one aggregation for the attacked ensemble")
     path = common_flags.expand_path(FLAGS.outfile)
@@ -90,7 +90,7 @@ def main(argv):
     images, labels = datasets.load_split(FLAGS.dataset, "test", FLAGS.data_dir)
     white_box.check_attack_arguments(FLAGS.norm, FLAGS.eps, images)
     keep = evaluation.evenly_spaced(len(labels), FLAGS.num_images)
-    model = evaluation.AttackedEnsemble(
+    model = evaluation.AttackTarget(
         deployed.DeployedEnsemble(loaded.members, FLAGS.logit_noise, FLAGS.clip, loaded.fused),
         aggregator, seed=FLAGS.seed)
     rows = evaluation.evaluate(
@@ -104,4 +104,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    runner.run(main, define_flags)
+    launch.run(main, define_flags)

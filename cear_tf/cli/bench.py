@@ -29,7 +29,7 @@ import numpy as np
 from absl import app, flags
 
 from cear_tf.config import choices
-from cear_tf.cli import runner
+from cear_tf.cli import launch
 from cear_tf.common.lazy import lazy_module
 
 # Loaded when used, so --help answers without TensorFlow.
@@ -43,7 +43,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The flags this entry point reads, defined when it runs (runner.run), never on import."""
+    """The flags this entry point reads, defined when it runs (launch.run), never on import."""
     flags.DEFINE_list("archs", ["lenet5", "resnet20", "resnet110"], "Architectures to measure.")
     flags.DEFINE_integer("num_members", 5, "Ensemble size.")
     flags.DEFINE_integer("repeats", 3, "Repeats of every measurement.")
@@ -96,7 +96,7 @@ def _all_non_negative_floats(values) -> bool:
 
 
 def main(argv):
-    runner.require(argv)
+    launch.require(argv)
     unknown = [a for a in FLAGS.archs if a not in certification.SETTINGS]
     if unknown:
         raise app.UsageError(f"--archs: unknown {unknown}; allowed: {', '.join(certification.SETTINGS)}")
@@ -199,4 +199,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    runner.run(main, define_flags)
+    launch.run(main, define_flags)

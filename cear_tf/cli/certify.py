@@ -16,7 +16,7 @@ import time
 from absl import app, flags, logging
 
 from cear_tf.config import choices
-from cear_tf.cli import runner
+from cear_tf.cli import launch
 from cear_tf.cli import common_flags
 from cear_tf.ensemble import files
 from cear_tf.cli import ensemble_flags
@@ -38,7 +38,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The flags this entry point reads, defined when it runs (runner.run), never on import."""
+    """The flags this entry point reads, defined when it runs (launch.run), never on import."""
     ensemble_flags.define_smoothing_run("Resume each log after its last complete row (checked "
                                          "against the log's settings); --noresume starts over.")
     common_flags.define_outfile("Log path; '{aggregation}' is replaced by each aggregation's name, "
@@ -227,7 +227,7 @@ def run_certification(smooth: "core.Smooth", images, labels, indices, logs: dict
                      seconds, rate, (len(todo) - done) / rate)
 
 def main(argv):
-    runner.require(argv, "models", "outfile")
+    launch.require(argv, "models", "outfile")
     pooled = FLAGS.votes == "pooled"
     if pooled and (FLAGS.target_radius >= 0 or FLAGS.consensus_k):
         raise app.UsageError("--votes=pooled needs plain CERTIFY with every member on every "
@@ -295,4 +295,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    runner.run(main, define_flags, is_done)
+    launch.run(main, define_flags, is_done)

@@ -26,7 +26,7 @@ import os
 
 from absl import app, flags, logging
 
-from cear_tf.cli import runner
+from cear_tf.cli import launch
 from cear_tf.cli import common_flags
 from cear_tf.cli import ensemble_flags
 from cear_tf.common.lazy import lazy_module
@@ -42,7 +42,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The flags this entry point reads, defined when it runs (runner.run), never on import."""
+    """The flags this entry point reads, defined when it runs (launch.run), never on import."""
     common_flags.define_sigma("Smoothing noise std sigma_v, in pixel units.")
     common_flags.define_seed("Seed of the predict_keyed noise streams.")
     common_flags.define_output_dir()
@@ -55,7 +55,7 @@ def define_flags() -> None:
                         "SavedModel to ('{output_dir}' is replaced by --output_dir).")
 
 def main(argv):
-    runner.require(argv, "models", "export_dir")
+    launch.require(argv, "models", "export_dir")
     if len(FLAGS.aggregation) != 1:
         raise app.UsageError(f"--aggregation: a smoothed SavedModel serves one aggregation, "
                              f"got {','.join(FLAGS.aggregation)}")
@@ -90,4 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    runner.run(main, define_flags)
+    launch.run(main, define_flags)

@@ -26,7 +26,7 @@ import os
 import numpy as np
 from absl import flags, logging
 
-from cear_tf.cli import runner
+from cear_tf.cli import launch
 from cear_tf.cli import common_flags
 from cear_tf.ensemble import files
 from cear_tf.common.lazy import lazy_module
@@ -41,7 +41,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The flags this entry point reads, defined when it runs (runner.run), never on import."""
+    """The flags this entry point reads, defined when it runs (launch.run), never on import."""
     common_flags.define_data(validation=False)
     common_flags.define_sigma("Noise std the noisy accuracy is measured at (the "
                               "certification sigma_v), in pixel units.")
@@ -98,7 +98,7 @@ def is_done() -> bool:
 
 
 def main(argv):
-    runner.require(argv, "models", "outfile")
+    launch.require(argv, "models", "outfile")
     out = common_flags.expand_path(FLAGS.outfile)
     member_dirs = loading.resolve_member_dirs([common_flags.expand_path(p)
                                                 for p in FLAGS.models])
@@ -137,4 +137,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    runner.run(main, define_flags, is_done)
+    launch.run(main, define_flags, is_done)

@@ -15,23 +15,23 @@ from __future__ import annotations
 from absl import flags
 
 from cear_tf.reporting import log_files
-from cear_tf.cli import runner
+from cear_tf.cli import launch
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The flags this entry point reads, defined when it runs (runner.run), never on import."""
+    """The flags this entry point reads, defined when it runs (launch.run), never on import."""
     flags.DEFINE_list("logs", None, "The shard logs to merge.")
     flags.DEFINE_string("outfile", None, "Where the merged log goes (its settings beside it).")
     flags.DEFINE_bool("allow_gaps", False, "Write the merged log even if images are missing.")
 
 
 def main(argv):
-    runner.require(argv, "logs", "outfile")
+    launch.require(argv, "logs", "outfile")
     n = log_files.merge_logs(FLAGS.logs, FLAGS.outfile, FLAGS.allow_gaps)
     print(f"{FLAGS.outfile}: {n} rows from {len(FLAGS.logs)} shards")
 
 
 if __name__ == "__main__":
-    runner.run(main, define_flags)
+    launch.run(main, define_flags)

@@ -16,7 +16,7 @@ import os
 
 from absl import flags
 
-from cear_tf.cli import runner
+from cear_tf.cli import launch
 from cear_tf.reporting import paper_tables, pooled_votes
 from cear_tf.reporting.collection import collect
 from cear_tf.reporting.document import build_report
@@ -25,7 +25,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The flags this entry point reads, defined when it runs (runner.run), never on import."""
+    """The flags this entry point reads, defined when it runs (launch.run), never on import."""
     flags.DEFINE_list("runs", None, "Experiment output folders holding certify/*.tsv logs.")
     flags.DEFINE_string("report_dir", "results/report", "Where report.md and the plots go.")
     flags.DEFINE_bool("plots", True, "Draw certified-accuracy-vs-radius plots (needs matplotlib).")
@@ -45,7 +45,7 @@ def define_flags() -> None:
 
 
 def main(argv):
-    runner.require(argv, "runs")
+    launch.require(argv, "runs")
     runs = FLAGS.runs
     if FLAGS.collect_dir:
         runs = [collect(r, FLAGS.collect_dir) for r in runs]
@@ -60,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    runner.run(main, define_flags)
+    launch.run(main, define_flags)

@@ -28,14 +28,14 @@ import time
 
 from absl import app, flags, logging
 
-from cear_tf.cli import runner
+from cear_tf.cli import launch
 from cear_tf.config import experiment, stages
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The flags this entry point reads, defined when it runs (runner.run), never on import."""
+    """The flags this entry point reads, defined when it runs (launch.run), never on import."""
     flags.DEFINE_string("experiment", None, "Experiment file (flags/*.toml).")
     flags.DEFINE_list("stages", list(stages.STAGE_KINDS),
                       f"Stage kinds to run, in pipeline order: "
@@ -110,12 +110,12 @@ def _flag_names(extra: list[str]) -> list[str]:
 
 
 def _check_every_stage(plan, extra: list[str]) -> set[int]:
-    """Parses every stage's flags with its entry point (runner.CHECK_FLAGS_ONLY: no work, no
+    """Parses every stage's flags with its entry point (launch.CHECK_FLAGS_ONLY: no work, no
     TensorFlow) and raises ValueError naming the first stage whose flags are refused, or a
     flag after '--' that no stage kind defines (undefok would otherwise drop a typo
     silently). Returns the positions in `plan` of the stages whose work is already on disk
-    (runner.DONE_MARK), which the run then skips without starting them."""
-    env = dict(os.environ, **{runner.CHECK_FLAGS_ONLY: "1"})
+    (launch.DONE_MARK), which the run then skips without starting them."""
+    env = dict(os.environ, **{launch.CHECK_FLAGS_ONLY: "1"})
     defined: set[str] = set()
     finished = set()
     for position, (stage, cmd) in enumerate(plan):
@@ -127,7 +127,7 @@ def _check_every_stage(plan, extra: list[str]) -> set[int]:
             raise ValueError(f"{FLAGS.experiment}: stage '{stage.what}' ({stage.module}) "
                              f"refuses its flags: {why.strip()}")
         names = out.stdout.split()
-        if runner.DONE_MARK in names:
+        if launch.DONE_MARK in names:
             finished.add(position)
         defined.update(names)
     # A flag may be meant for a stage kind this experiment (or --stages) leaves out: a driver
@@ -186,4 +186,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    runner.run(main, define_flags)
+    launch.run(main, define_flags)

@@ -16,7 +16,7 @@ import os
 from absl import app, flags, logging
 
 from cear_tf.config import choices
-from cear_tf.cli import runner
+from cear_tf.cli import launch
 from cear_tf.cli import common_flags
 from cear_tf.ensemble import files
 from cear_tf.common.lazy import lazy_module
@@ -36,7 +36,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The flags this entry point reads, defined when it runs (runner.run), never on import."""
+    """The flags this entry point reads, defined when it runs (launch.run), never on import."""
     common_flags.define_data()
     common_flags.define_sigma("Training noise std sigma_tr, in pixel units (students: the VGA "
                               "centre).")
@@ -178,7 +178,7 @@ def is_done() -> bool:
 
 
 def main(argv):
-    runner.require(argv)
+    launch.require(argv)
     role = FLAGS.role
     model_dir = common_flags.expand_path(FLAGS.model_dir) or os.path.join(FLAGS.output_dir, role)
     if role == "ensemble":
@@ -244,4 +244,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    runner.run(main, define_flags, is_done)
+    launch.run(main, define_flags, is_done)

@@ -26,7 +26,7 @@ import os
 
 from absl import app, flags, logging
 
-from cear_tf.cli import runner
+from cear_tf.cli import launch
 from cear_tf.cli import common_flags
 from cear_tf.cli import ensemble_flags
 from cear_tf.common.lazy import lazy_module
@@ -42,7 +42,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The flags this entry point reads, defined when it runs (runner.run), never on import."""
+    """The flags this entry point reads, defined when it runs (launch.run), never on import."""
     ensemble_flags.define_smoothing_run("Keep an existing result file; --noresume recomputes it.")
     ensemble_flags.define_ensemble(aggregation=False)
     ensemble_flags.define_sampling(selection=False, estimation=False)
@@ -59,7 +59,7 @@ def is_done() -> bool:
 
 
 def main(argv):
-    runner.require(argv, "models", "outfile")
+    launch.require(argv, "models", "outfile")
     out = common_flags.expand_path(FLAGS.outfile)
     if FLAGS.resume and os.path.exists(out):
         logging.info("%s exists: skipped (--noresume recomputes)", out)
@@ -99,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    runner.run(main, define_flags, is_done)
+    launch.run(main, define_flags, is_done)

@@ -21,7 +21,7 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-from cear_tf.cli import runner
+from cear_tf.cli import launch
 from cear_tf.cli import common_flags
 from cear_tf.ensemble import files
 from cear_tf.cli import ensemble_flags
@@ -43,7 +43,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The flags this entry point reads, defined when it runs (runner.run), never on import."""
+    """The flags this entry point reads, defined when it runs (launch.run), never on import."""
     ensemble_flags.define_smoothing_run("Keep an existing weights file; --noresume recomputes it.")
     ensemble_flags.define_ensemble(aggregation=False)
     ensemble_flags.define_sampling()
@@ -79,7 +79,7 @@ def is_done() -> bool:
 
 
 def main(argv):
-    runner.require(argv, "models")
+    launch.require(argv, "models")
     if FLAGS.validation_size < 1:
         raise app.UsageError("--validation_size must be >= 1: weights need a validation split")
     if FLAGS.aggregation == "rw":
@@ -143,4 +143,4 @@ def _compute_and_save(member_dirs, path):
 
 
 if __name__ == "__main__":
-    runner.run(main, define_flags, is_done)
+    launch.run(main, define_flags, is_done)

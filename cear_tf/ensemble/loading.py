@@ -88,7 +88,7 @@ def fuse(loaded: Sequence[members_lib.Member]) -> tuple[FusedMembers | None, str
     return fused, ""
 
 
-class LoadedEnsemble:
+class Ensemble:
     """An EnsembleSpec loaded: member folders, members, aggregators (weights read) and the
     fused network (None when not fused). `load(spec)` makes one."""
 
@@ -110,7 +110,7 @@ class LoadedEnsemble:
         return record
 
 
-def load(spec) -> LoadedEnsemble:
+def load(spec) -> Ensemble:
     """Loads the ensemble a specs.EnsembleSpec describes. Sets the inference precision for
     the graphs traced from now on (process-wide in TensorFlow) before loading the members."""
     member_dirs = resolve_member_dirs(spec.models)
@@ -125,4 +125,4 @@ def load(spec) -> LoadedEnsemble:
         aggregators.append(aggregate.make_aggregator(name, len(member_dirs), weights,
                                                      spec.gm_tolerance, spec.gm_max_iterations))
     fused, why = fuse(loaded) if spec.fuse else (None, "not asked")
-    return LoadedEnsemble(spec, member_dirs, loaded, aggregators, fused, why)
+    return Ensemble(spec, member_dirs, loaded, aggregators, fused, why)

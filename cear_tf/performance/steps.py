@@ -102,7 +102,7 @@ def measure_attack(m: int, logit_noise: float, repeats: int, batch: int = 100,
     x = tf.constant(np.random.default_rng(0).uniform(size=(batch, *shape)).astype(np.float32))
     steps = {}
     for name, f in (("one by one", None), ("fused", fused)):
-        model = evaluation.AttackedEnsemble(
+        model = evaluation.AttackTarget(
             deployed.DeployedEnsemble(frozen, logit_noise, fused=f), gm)
 
         @tf.function

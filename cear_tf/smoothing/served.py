@@ -29,7 +29,7 @@ def binomial_test_p_value(n_a: tf.Tensor, n_b: tf.Tensor) -> tf.Tensor:
     return tf.where(n_a > n_b, tf.minimum(2.0 * tail, 1.0), tf.ones_like(n_a))
 
 
-class SmoothedEnsemble(tf.Module):
+class ServedSmooth(tf.Module):
     """PREDICT of one aggregation of a `Smooth` engine as a servable module.
 
     The engine's members, aggregator and noise are traced into the graph; `n`, `alpha` and
@@ -118,7 +118,7 @@ def export_smoothed(smooth: Smooth, image_shape, directory: str, n: int, alpha: 
     """Writes the smoothed ensemble's SavedModel to `directory` (through a temporary
     sibling renamed into place, so a directory that exists is complete), with its settings
     in smoothed.json beside saved_model.pb."""
-    module = SmoothedEnsemble(smooth, n, alpha, batch_size, tracked)
+    module = ServedSmooth(smooth, n, alpha, batch_size, tracked)
     signatures = module.signatures(tuple(image_shape))
     tmp = directory.rstrip("/") + ".partial"
     if tf.io.gfile.exists(tmp):
