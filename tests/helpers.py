@@ -7,12 +7,11 @@ import keras
 import numpy as np
 from absl import flags
 
-from cear_tf.training import loop
 from cear_tf.cli import certify
 from cear_tf.data import datasets
 from cear_tf.ensemble import members
-from cear_tf.training import recipe
 from cear_tf.reporting.log_files import read_rows
+from cear_tf.training import loop, recipe
 from cear_tf.training.recipe import Splits
 
 

@@ -1,22 +1,21 @@
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 from cear_tf import models
-from cear_tf.smoothing import aggregate
+from cear_tf.attacks import evaluation, white_box
 from cear_tf.cli import attack
-from cear_tf.attacks import evaluation
-from cear_tf.attacks import white_box
 from cear_tf.ensemble.deployed import DeployedEnsemble
+from cear_tf.smoothing import aggregate
 from tests.helpers import parse_flags
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A LeNet-5 trained briefly: on real MNIST if present, else on learnable synthetic data."""
-    from tests.conftest import SHARED_DATASETS
     from cear_tf.data import datasets
+    from tests.conftest import SHARED_DATASETS
     keras.utils.set_random_seed(0)
     if (SHARED_DATASETS / "mnist").exists():
         x, y = datasets.load_split("mnist", "train", str(SHARED_DATASETS), validation_size=0)
@@ -259,8 +258,8 @@ def test_attacked_ensemble_is_the_certified_one():
     """The attack queries the certify engine's own DeployedEnsemble: the same member noise
     streams (a query's key, an ATTACK-domain stream), the same clipping, fresh noise per
     query."""
-    from cear_tf.smoothing.noise import NoiseDomain, Phase, stream_key
     from cear_tf.smoothing.core import Smooth
+    from cear_tf.smoothing.noise import NoiseDomain, Phase, stream_key
     members = _linear_members()
     mean = aggregate.make_aggregator("mean", 2)
     smooth = Smooth(members, 3, 0.5, [mean], logit_noise=0.3, clip=True, seed=4)

@@ -5,12 +5,9 @@ import numpy as np
 import pytest
 from absl import flags
 
+from cear_tf.cli import analyze, certify, weights
+from cear_tf.ensemble import fitting, loading
 from cear_tf.reporting import certified_accuracy
-from cear_tf.cli import analyze
-from cear_tf.cli import certify
-from cear_tf.ensemble import loading
-from cear_tf.ensemble import fitting
-from cear_tf.cli import weights
 from cear_tf.reporting.log_files import LogError, read_rows
 from tests import data_fakes as fakes
 from tests.helpers import certify_tiny, constant_member, parse_flags, rows_without_time

@@ -318,6 +318,7 @@ def _fake_tfds(monkeypatch, download_error):
 def test_tfds_path_fails_in_one_clear_line(monkeypatch):
     import sys
     import time
+
     from cear_tf.data import datasets as data_lib
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
     with pytest.raises(data_lib.DataError, match=r"cannot be imported .*pass --data_dir"):
@@ -345,9 +346,11 @@ def test_tfds_path_with_mock_data_loads_splits_and_trains(tmp_path):
     """The tensorflow-datasets source end to end, offline: tfds' mock data stands in for
     MNIST, and a teacher trains on it through the same code as on real data."""
     import json
+
     import tensorflow_datasets as tfds
-    from cear_tf.data import datasets as data_lib
+
     from cear_tf.cli import train
+    from cear_tf.data import datasets as data_lib
     from tests.helpers import parse_flags
     with tfds.testing.mock_data(num_examples=48):
         x, y = data_lib.load_split("mnist", "test", None, 0, 0)

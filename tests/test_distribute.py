@@ -1,17 +1,17 @@
 """tf.distribute on this CPU machine: two logical CPU devices (set in conftest)."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 from cear_tf import models
-from cear_tf.smoothing import aggregate
 from cear_tf.cli import certify
 from cear_tf.reporting import log_files
-from cear_tf.training import trainers
 from cear_tf.reporting.log_files import read_rows
+from cear_tf.smoothing import aggregate
 from cear_tf.smoothing.core import Smooth
+from cear_tf.training import trainers
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags
 

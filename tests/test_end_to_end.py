@@ -7,9 +7,8 @@ import sys
 
 import pytest
 
-from cear_tf.training import loop
 from cear_tf.ensemble import members
-from cear_tf.training import recipe
+from cear_tf.training import loop, recipe
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

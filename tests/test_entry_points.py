@@ -8,20 +8,22 @@ import sys
 
 from absl import flags
 
-from cear_tf.cli import analyze
-from cear_tf.cli import attack
-from cear_tf.cli import bench
-from cear_tf.cli import certify
-from cear_tf.cli import common_flags
-from cear_tf.cli import export
-from cear_tf.cli import member_accuracy
-from cear_tf.cli import merge
-from cear_tf.cli import report
-from cear_tf.cli import run
-from cear_tf.cli import ensemble_flags
-from cear_tf.cli import train
-from cear_tf.cli import variance
-from cear_tf.cli import weights
+from cear_tf.cli import (
+    analyze,
+    attack,
+    bench,
+    certify,
+    common_flags,
+    ensemble_flags,
+    export,
+    member_accuracy,
+    merge,
+    report,
+    run,
+    train,
+    variance,
+    weights,
+)
 from tests.conftest import REPO
 from tests.helpers import cear_tf_flags, parse_flags
 
@@ -123,9 +125,9 @@ def test_help_lists_the_entry_points_flags_and_exits_zero():
 
 
 def test_flag_choices_match_the_library():
+    from cear_tf import models
     from cear_tf.config import choices
     from cear_tf.data import datasets
-    from cear_tf import models
     assert tuple(datasets.DATASETS) == choices.DATASET_NAMES
     assert tuple(models.MODEL_NAMES) == choices.MODEL_NAMES
 

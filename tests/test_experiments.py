@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -16,14 +17,8 @@ except ModuleNotFoundError:  # Python 3.10
 import pytest
 from absl import flags
 
-from cear_tf.cli import analyze
-from cear_tf.cli import attack
-from cear_tf.cli import certify
+from cear_tf.cli import analyze, attack, certify, member_accuracy, train, variance, weights
 from cear_tf.config import experiment, stages
-from cear_tf.cli import member_accuracy
-from cear_tf.cli import train
-from cear_tf.cli import variance
-from cear_tf.cli import weights
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags
 

@@ -11,17 +11,15 @@ import pytest
 import tensorflow as tf
 from scipy.stats import binomtest
 
-from cear_tf.smoothing import aggregate
-from cear_tf.ensemble import loading
 from cear_tf.cli import export
-from cear_tf.smoothing import served
+from cear_tf.ensemble import loading
+from cear_tf.smoothing import aggregate, served
 from cear_tf.smoothing.core import Smooth
 from cear_tf.smoothing.decisions import ABSTAIN
 from cear_tf.smoothing.noise import Phase
 from tests.helpers import HALVES_CLASSES as K
 from tests.helpers import HALVES_SHAPE as SHAPE
 from tests.helpers import halves_member, parse_flags
-
 
 
 def _images():

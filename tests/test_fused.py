@@ -10,15 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cear_tf.training import loop
 from cear_tf import models
-from cear_tf.training import recipe
-from cear_tf.ensemble import members
 from cear_tf.cli import train
-from cear_tf.training import trainers
+from cear_tf.ensemble import members
 from cear_tf.models.fused import FusedLeNet5, stack_member_inputs
-from tests.helpers import parse_flags, tiny_splits
-from tests.helpers import member_config, train_tiny
+from cear_tf.training import loop, recipe, trainers
+from tests.helpers import member_config, parse_flags, tiny_splits, train_tiny
 
 SHAPE = (28, 28, 1)
 NORM = ((0.13,), (0.31,))

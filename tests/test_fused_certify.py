@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 
 from cear_tf import models
+from cear_tf.ensemble import loading, members
 from cear_tf.smoothing import aggregate
-from cear_tf.ensemble import loading
-from cear_tf.ensemble import members
 from cear_tf.smoothing.core import Smooth
 
 
@@ -55,6 +54,7 @@ def test_only_cear_lenet_members_fuse(lenet_members, tmp_path):
 
 def test_certify_cli_fused_and_not_give_the_same_rows(lenet_members, tmp_path):
     import os
+
     from cear_tf.cli import certify
     from cear_tf.reporting.log_files import read_rows
     from tests import data_fakes as fakes
@@ -81,6 +81,7 @@ def test_fused_attack_scores_and_gradients_match_unfused(lenet_members, logit_no
     scores, gradients and predictions as the members one by one, queries with the same keys,
     also from inside a tf.function (the grouped network is frozen at first use)."""
     import tensorflow as tf
+
     from cear_tf.attacks import evaluation
     from cear_tf.ensemble.deployed import DeployedEnsemble
     fused, why = loading.fuse(lenet_members)

@@ -14,12 +14,10 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cear_tf.smoothing import aggregate
 from cear_tf.ensemble import loading
-from cear_tf.smoothing import input_contract
-from cear_tf.smoothing import served
-from cear_tf.smoothing.input_contract import InputContractError
+from cear_tf.smoothing import aggregate, input_contract, served
 from cear_tf.smoothing.core import Smooth
+from cear_tf.smoothing.input_contract import InputContractError
 from tests.helpers import HALVES_CLASSES as K
 from tests.helpers import HALVES_SHAPE as SHAPE
 from tests.helpers import halves_member

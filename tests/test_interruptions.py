@@ -12,18 +12,24 @@ import numpy as np
 import pytest
 from absl import flags
 
-from cear_tf.training import checkpoints
-from cear_tf.reporting import certified_accuracy
-from cear_tf.cli import certify
-from cear_tf.ensemble import loading
-from cear_tf.ensemble import members
-from cear_tf.cli import weights
-from cear_tf.reporting.log_files import CertifyLog, LogError, read_rows
+from cear_tf.cli import certify, weights
 from cear_tf.common.locking import LockError, OutputLock
+from cear_tf.ensemble import loading, members
+from cear_tf.reporting import certified_accuracy
+from cear_tf.reporting.log_files import CertifyLog, LogError, read_rows
+from cear_tf.training import checkpoints
 from tests import data_fakes as fakes
-from tests.helpers import parse_flags, tiny_splits
-from tests.helpers import (Interrupt, certify_tiny, constant_member, epochs_logged,
-                           member_config, rows_without_time, train_tiny)
+from tests.helpers import (
+    Interrupt,
+    certify_tiny,
+    constant_member,
+    epochs_logged,
+    member_config,
+    parse_flags,
+    rows_without_time,
+    tiny_splits,
+    train_tiny,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,6 +77,7 @@ def test_1_a_released_lock_leaves_no_file_and_a_stale_one_does_not_block(tmp_pat
 
 def test_1_a_lock_on_a_deleted_file_is_taken_again_at_the_path(tmp_path, monkeypatch):
     import fcntl
+
     from cear_tf.common import locking
     path = str(tmp_path / "out.tsv")
     real_flock, calls = fcntl.flock, []

@@ -10,12 +10,10 @@ import pytest
 from scipy import stats
 
 from cear_tf.cli import member_accuracy
-from cear_tf.ensemble import accuracy
+from cear_tf.ensemble import accuracy, members
 from cear_tf.smoothing.noise import noisy_images
-from cear_tf.ensemble import members
 from tests import data_fakes as fakes
-from tests.helpers import parse_flags
-from tests.helpers import constant_member
+from tests.helpers import constant_member, parse_flags
 
 
 def test_wilson_interval_known_values():

@@ -61,6 +61,7 @@ def test_frozen_member_matches_variables_and_has_input_gradients(tmp_path):
     """A ResNet-20 with non-trivial batch-norm statistics: frozen (the default) and
     variable-backed loading give the same logits and the same input gradients."""
     import keras
+
     from cear_tf import models
     keras.utils.set_random_seed(0)
     net = models.build_model("resnet20", (32, 32, 3), 10)
@@ -90,6 +91,7 @@ def test_frozen_member_matches_variables_and_has_input_gradients(tmp_path):
 
 def test_exported_member_reloads_as_a_keras_model(tmp_path):
     import keras
+
     from cear_tf import models
     net = models.build_model("lenet5", (28, 28, 1), 10, ((0.13,), (0.31,)))
     path = str(tmp_path / "m")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cear_tf.smoothing import aggregate
 from cear_tf.ensemble import precision
+from cear_tf.smoothing import aggregate
 from cear_tf.smoothing.core import Smooth
 
 SHAPE = (8, 8, 1)

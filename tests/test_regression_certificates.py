@@ -14,12 +14,10 @@ import keras
 import numpy as np
 import pytest
 
-from cear_tf.smoothing import aggregate
-from cear_tf.cli import certify
-from cear_tf.ensemble import loading
-from cear_tf.ensemble import members
-from cear_tf.cli import weights
+from cear_tf.cli import certify, weights
+from cear_tf.ensemble import loading, members
 from cear_tf.reporting.log_files import read_rows
+from cear_tf.smoothing import aggregate
 from cear_tf.smoothing.core import Smooth
 from tests import data_fakes as fakes
 from tests.helpers import parse_flags

@@ -9,8 +9,7 @@ import pytest
 import tensorflow as tf
 
 from cear_tf.training import trainers
-from tests.helpers import tiny_splits
-from tests.helpers import member_config, train_tiny
+from tests.helpers import member_config, tiny_splits, train_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

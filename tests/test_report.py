@@ -3,14 +3,16 @@ import re
 
 import pytest
 
-from cear_tf.reporting import paper_tables
 from cear_tf.cli import report
-from cear_tf.reporting import ablation
-from cear_tf.reporting import collection
-from cear_tf.reporting import document
-from cear_tf.reporting import formatting
-from cear_tf.reporting import plots
-from cear_tf.reporting import sections
+from cear_tf.reporting import (
+    ablation,
+    collection,
+    document,
+    formatting,
+    paper_tables,
+    plots,
+    sections,
+)
 from cear_tf.reporting.log_files import CertifyLog
 from tests.conftest import SHARED_DATASETS
 from tests.helpers import parse_flags

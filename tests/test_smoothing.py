@@ -331,10 +331,11 @@ def test_xla_gives_the_same_counts_on_large_margins():
 
 
 def test_batch_api_reproduces_per_image_certify_and_derives_distinct_keys():
+    import tensorflow as tf
+
+    from cear_tf.smoothing import aggregate
     from cear_tf.smoothing.core import Smooth
     from cear_tf.smoothing.decisions import ABSTAIN, content_id
-    from cear_tf.smoothing import aggregate
-    import tensorflow as tf
     w = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
     def member(x):
         return tf.matmul(tf.reshape(x, [tf.shape(x)[0], -1]), w)

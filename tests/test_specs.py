@@ -7,10 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cear_tf.ensemble import loading
-from cear_tf.ensemble import members
-from cear_tf.smoothing import core
 from cear_tf.config.specs import EnsembleSpec, SamplingSpec
+from cear_tf.ensemble import loading, members
+from cear_tf.smoothing import core
 from tests.helpers import constant_member
 
 

@@ -7,12 +7,18 @@ import pytest
 import tensorflow as tf
 from absl import app
 
-from cear_tf.ensemble import members
 from cear_tf.cli import train
+from cear_tf.ensemble import members
 from cear_tf.training import recipe
-from tests.helpers import (Interrupt, epochs_logged, member_config, parse_flags, tiny_splits,
-                           train_tiny)
 from tests import data_fakes as fakes
+from tests.helpers import (
+    Interrupt,
+    epochs_logged,
+    member_config,
+    parse_flags,
+    tiny_splits,
+    train_tiny,
+)
 
 
 @pytest.fixture(scope="module")

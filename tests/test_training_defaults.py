@@ -11,10 +11,9 @@ import os
 import numpy as np
 import pytest
 
-from cear_tf.training import loop
-from cear_tf.ensemble import members
 from cear_tf.cli import train
-from cear_tf.training import recipe
+from cear_tf.ensemble import members
+from cear_tf.training import loop, recipe
 from tests.helpers import parse_flags, tiny_splits
 
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from cear_tf.smoothing import margins
 from cear_tf.cli import variance
+from cear_tf.smoothing import margins
 from tests.helpers import parse_flags
 
 

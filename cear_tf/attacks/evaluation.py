@@ -17,12 +17,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from cear_tf.smoothing import aggregate
 from cear_tf.attacks import white_box
-from cear_tf.ensemble import deployed
-from cear_tf.smoothing import noise
 from cear_tf.common.progress import Progress
-
+from cear_tf.ensemble import deployed
+from cear_tf.smoothing import aggregate, noise
 
 COLUMNS = ("source", "attack", "norm", "eps", "eot", "images", "clean_accuracy",
            "robust_accuracy", "success_rate", "seconds")

@@ -16,8 +16,7 @@ from typing import Sequence
 
 from absl import flags
 
-from cear_tf.cli import launch
-from cear_tf.cli import common_flags
+from cear_tf.cli import common_flags, launch
 from cear_tf.reporting.certified_accuracy import markdown_table, summarize
 
 FLAGS = flags.FLAGS

@@ -29,11 +29,9 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-from cear_tf.config import choices
-from cear_tf.cli import launch
-from cear_tf.cli import common_flags
-from cear_tf.cli import ensemble_flags
+from cear_tf.cli import common_flags, ensemble_flags, launch
 from cear_tf.common.lazy import lazy_module
+from cear_tf.config import choices
 
 # Loaded when used, so --help answers without TensorFlow.
 white_box = lazy_module("cear_tf.attacks.white_box")

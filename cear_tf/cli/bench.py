@@ -28,9 +28,9 @@ import platform
 import numpy as np
 from absl import app, flags
 
-from cear_tf.config import choices
 from cear_tf.cli import launch
 from cear_tf.common.lazy import lazy_module
+from cear_tf.config import choices
 
 # Loaded when used, so --help answers without TensorFlow.
 tf = lazy_module("tensorflow")

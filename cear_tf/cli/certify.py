@@ -15,16 +15,13 @@ import time
 
 from absl import app, flags, logging
 
-from cear_tf.config import choices
-from cear_tf.cli import launch
-from cear_tf.cli import common_flags
-from cear_tf.ensemble import files
-from cear_tf.cli import ensemble_flags
-from cear_tf.config import specs
-from cear_tf.reporting import log_files
-from cear_tf.reporting.log_files import CertifyLog
+from cear_tf.cli import common_flags, ensemble_flags, launch
 from cear_tf.common.lazy import lazy_module
 from cear_tf.common.progress import Progress
+from cear_tf.config import choices, specs
+from cear_tf.ensemble import files
+from cear_tf.reporting import log_files
+from cear_tf.reporting.log_files import CertifyLog
 
 # Loaded when main runs, so --help answers without TensorFlow.
 datasets = lazy_module("cear_tf.data.datasets")

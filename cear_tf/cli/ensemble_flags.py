@@ -5,10 +5,9 @@ defined at import (see common_flags)."""
 
 from absl import flags
 
-from cear_tf.config import choices
 from cear_tf.cli import common_flags
-from cear_tf.config import specs
 from cear_tf.common.lazy import lazy_module
+from cear_tf.config import choices, specs
 
 loading = lazy_module("cear_tf.ensemble.loading")
 

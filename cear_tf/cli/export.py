@@ -26,9 +26,7 @@ import os
 
 from absl import app, flags, logging
 
-from cear_tf.cli import launch
-from cear_tf.cli import common_flags
-from cear_tf.cli import ensemble_flags
+from cear_tf.cli import common_flags, ensemble_flags, launch
 from cear_tf.common.lazy import lazy_module
 
 # Loaded when main runs, so --help answers without TensorFlow.

@@ -21,7 +21,6 @@ from absl import app, flags, logging
 from cear_tf.common.locking import LockError
 
 
-
 def require_finite_floats() -> None:
     """Registers a validator on every float flag defined so far: nan and inf are refused at
     parse time, with the flag named. Call once after an entry point defines its flags."""

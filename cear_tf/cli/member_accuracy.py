@@ -26,10 +26,9 @@ import os
 import numpy as np
 from absl import flags, logging
 
-from cear_tf.cli import launch
-from cear_tf.cli import common_flags
-from cear_tf.ensemble import files
+from cear_tf.cli import common_flags, launch
 from cear_tf.common.lazy import lazy_module
+from cear_tf.ensemble import files
 
 # Loaded when used, so --help answers without TensorFlow.
 datasets = lazy_module("cear_tf.data.datasets")

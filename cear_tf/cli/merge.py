@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from absl import flags
 
-from cear_tf.reporting import log_files
 from cear_tf.cli import launch
+from cear_tf.reporting import log_files
 
 FLAGS = flags.FLAGS
 

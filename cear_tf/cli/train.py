@@ -15,17 +15,25 @@ import os
 
 from absl import app, flags, logging
 
-from cear_tf.config import choices
-from cear_tf.cli import launch
-from cear_tf.cli import common_flags
-from cear_tf.ensemble import files
+from cear_tf.cli import common_flags, launch
 from cear_tf.common.lazy import lazy_module
+from cear_tf.config import choices
+from cear_tf.ensemble import files
+
 # The library this entry point configures (no TensorFlow until a member trains).
 from cear_tf.training.checkpoints import fused_checkpoint_dir
 from cear_tf.training.loop import train_fused_members, train_member
-from cear_tf.training.recipe import (DEFAULT_CLIPNORM, DEFAULT_LEARNING_RATE, ROLES,
-                                     CollapsedMemberError, MemberConfig, check_teacher,
-                                     ensemble_configs, fusion_problem, load_splits)
+from cear_tf.training.recipe import (
+    DEFAULT_CLIPNORM,
+    DEFAULT_LEARNING_RATE,
+    ROLES,
+    CollapsedMemberError,
+    MemberConfig,
+    check_teacher,
+    ensemble_configs,
+    fusion_problem,
+    load_splits,
+)
 
 # Loaded when used, so --help answers without TensorFlow.
 datasets = lazy_module("cear_tf.data.datasets")

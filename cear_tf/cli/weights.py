@@ -21,12 +21,10 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-from cear_tf.cli import launch
-from cear_tf.cli import common_flags
-from cear_tf.ensemble import files
-from cear_tf.cli import ensemble_flags
+from cear_tf.cli import common_flags, ensemble_flags, launch
 from cear_tf.common.lazy import lazy_module
 from cear_tf.common.locking import OutputLock
+from cear_tf.ensemble import files
 
 # Loaded when used, so --help answers without TensorFlow.
 aggregate = lazy_module("cear_tf.smoothing.aggregate")

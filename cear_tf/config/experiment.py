@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10

@@ -1,5 +1,5 @@
 """Typed, frozen configuration of the library: what a smoothed ensemble is (EnsembleSpec) and
-how it is sampled (SamplingSpec). The training spec is training.MemberConfig. Entry points
+how it is sampled (SamplingSpec). The training spec is training.recipe.MemberConfig. Entry points
 build these from their flags; library code takes them and never reads flags. Invalid values
 are refused when a spec is made, with the field named.
 """

@@ -8,9 +8,12 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from cear_tf.config.experiment import (Experiment, Method, member_accuracy_files,
-                                       member_accuracy_table)
-
+from cear_tf.config.experiment import (
+    Experiment,
+    Method,
+    member_accuracy_files,
+    member_accuracy_table,
+)
 
 MODULES = {"train": "cear_tf.cli.train", "member_accuracy": "cear_tf.cli.member_accuracy",
            "weights": "cear_tf.cli.weights",

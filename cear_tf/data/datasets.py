@@ -30,10 +30,16 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from cear_tf.config.choices import (AUGMENTATIONS, DEFAULT_SPLIT_SEED, DEFAULT_VALIDATION_SIZE,
-                                    SPLITS, TFDS_ORDER)
+from cear_tf.config.choices import (
+    AUGMENTATIONS,
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_VALIDATION_SIZE,
+    SPLITS,
+    TFDS_ORDER,
+)
 from cear_tf.data import local_files
 from cear_tf.data.local_files import DataError
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:

@@ -19,7 +19,6 @@ import tensorflow as tf
 
 from cear_tf.smoothing.noise import noisy_images
 
-
 Z95 = 1.959963984540054
 
 

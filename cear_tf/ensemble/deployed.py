@@ -1,5 +1,5 @@
 """The ensemble as deployed: members, what each member sees (clipping, its own input noise)
-and their outputs. One object serves certification (`smoothing.Smooth`, and through it
+and their outputs. One object serves certification (`smoothing.core.Smooth`, and through it
 `cear_tf.cli.weights`, `cear_tf.cli.variance`, `cear_tf.cli.export` and the benchmark) and the attacks
 (`cear_tf.cli.attack`), so the classifier attacked is the classifier certified.
 
@@ -24,7 +24,7 @@ class DeployedEnsemble:
       members: callables from float32 images [B, H, W, C] in [0, 1] to logits [B, K].
       logit_noise: eps_l, the std of each member's own input noise (0 = none).
       clip: clip each member's input to [0, 1] (part of the classifier, so still sound).
-      fused: optional ensemble.FusedMembers, the same members as one network; used when
+      fused: optional loading.FusedMembers, the same members as one network; used when
         all members see the same input (no logit noise).
     """
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from cear_tf.smoothing import aggregate
-from cear_tf.smoothing import core
-from cear_tf.smoothing.noise import NoiseDomain, noisy_images
 from cear_tf.common.progress import Progress
+from cear_tf.smoothing import aggregate, core
+from cear_tf.smoothing.noise import NoiseDomain, noisy_images
 
 
 def robust_weights(members, num_classes, images, labels, sigma, radius, n0, n, alpha,

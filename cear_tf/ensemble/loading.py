@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import functools
-
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from cear_tf.smoothing import aggregate
-from cear_tf.ensemble import precision
+from cear_tf.data import datasets
 from cear_tf.ensemble import members as members_lib
-from cear_tf.ensemble.files import (WEIGHTS_FILE, default_weights_path,  # noqa: F401
-                                  load_weights, resolve_member_dirs, save_weights)
-
+from cear_tf.ensemble import precision
+from cear_tf.ensemble.files import (  # noqa: F401
+    WEIGHTS_FILE,
+    default_weights_path,
+    load_weights,
+    resolve_member_dirs,
+    save_weights,
+)
+from cear_tf.models.fused import FusedLeNet5, lenet_weights_from_saved_model
+from cear_tf.smoothing import aggregate
 
 
 def load_ensemble(dirs: Sequence[str], frozen: bool = True) -> list[members_lib.Member]:
@@ -58,8 +63,6 @@ def fuse(loaded: Sequence[members_lib.Member]) -> tuple[FusedMembers | None, str
     """(FusedMembers, "") when every member is a cear_tf LeNet-5 of one data set, else
     (None, why not). The fused logits are checked against the members' own on a random batch
     before they are used."""
-    from cear_tf.data import datasets
-    from cear_tf.models.fused import FusedLeNet5, lenet_weights_from_saved_model
     if len(loaded) < 2:
         return None, "a single member"
     metas = [m.metadata for m in loaded]

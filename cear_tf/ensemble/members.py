@@ -16,12 +16,12 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 from absl import logging
+
 # No public TF2 API freezes a ConcreteFunction; this is the converter tf.lite uses.
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 import cear_tf
-from cear_tf.ensemble.files import (METADATA_FILE, content_digest,  # noqa: F401
-                                  is_complete_member)
+from cear_tf.ensemble.files import METADATA_FILE, content_digest, is_complete_member  # noqa: F401
 
 KERAS_FILE = "model.keras"
 SIGNATURE = "serving_default"

@@ -15,9 +15,10 @@ from cear_tf import models
 from cear_tf.common.progress import Progress
 from cear_tf.ensemble import members as members_lib
 from cear_tf.ensemble import precision as precision_lib
+from cear_tf.ensemble.loading import FusedMembers
+from cear_tf.models.fused import FusedLeNet5
 from cear_tf.performance.timing import count_flops, matmul_peak
-from cear_tf.smoothing import aggregate, core
-
+from cear_tf.smoothing import aggregate, core, input_contract
 
 # Certify batch and draws per architecture (a few seconds per measurement on 2 cores).
 SETTINGS = {
@@ -113,8 +114,6 @@ def fused_engine(arch, members, classes, aggregators):
     """The engine on the members fused into one network (LeNet-5 only), or None."""
     if arch != "lenet5":
         return None
-    from cear_tf.ensemble.loading import FusedMembers
-    from cear_tf.models.fused import FusedLeNet5
     fused = FusedMembers(FusedLeNet5.from_networks(members))
     frozen = [members_lib.freeze_keras(net) for net in members]
     return core.Smooth(frozen, classes, 0.25, aggregators, fused=fused)
@@ -211,7 +210,6 @@ def measure_input_check(m: int, images: int, repeats: int, n: int = 10_000,
             start = time.perf_counter()
             engine.certify_batch(x, 100, n, 0.001, batch, image_ids=range(images))
             seconds[name].append(time.perf_counter() - start)
-    from cear_tf.smoothing import input_contract
     start = time.perf_counter()
     for _ in range(100):
         input_contract.check_images(x, shape)

@@ -10,7 +10,12 @@ import numpy as np
 import tensorflow as tf
 
 from cear_tf import models
+from cear_tf.attacks import evaluation
+from cear_tf.data import datasets
+from cear_tf.ensemble import deployed
 from cear_tf.ensemble import members as members_lib
+from cear_tf.ensemble.loading import FusedMembers
+from cear_tf.models.fused import FusedLeNet5
 from cear_tf.performance.certification import SETTINGS, build_members
 from cear_tf.performance.timing import interleaved_seconds
 from cear_tf.smoothing import aggregate
@@ -31,7 +36,6 @@ def measure_training(m: int, batch: int, repeats: int, steps: int = 40) -> list[
     once, before timing, as cear_tf.cli.train does without augmentation; both also with the
     teacher called at every step (`*_teacher_s`, as with augmentation). The four variants
     interleaved, `steps` optimizer steps per member each time, after a warm-up."""
-    from cear_tf.data import datasets
     info = datasets.DATASETS["mnist"]
     rng = np.random.default_rng(0)
     n = steps * batch
@@ -90,10 +94,6 @@ def measure_attack(m: int, logit_noise: float, repeats: int, batch: int = 100,
     """Seconds per `calls` attack steps (the GM ensemble's log-space scores on a batch and
     their gradient with respect to the images, as cear_tf.cli.attack's APGD takes them) on M
     random LeNet-5 members, fused (cear_tf.cli.attack's default) and one by one, interleaved."""
-    from cear_tf.attacks import evaluation
-    from cear_tf.ensemble import deployed
-    from cear_tf.ensemble.loading import FusedMembers
-    from cear_tf.models.fused import FusedLeNet5
     shape = SETTINGS["lenet5"]["shape"]
     networks = build_members("lenet5", m, shape, 10)
     frozen = [members_lib.freeze_keras(net) for net in networks]

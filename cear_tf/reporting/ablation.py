@@ -14,7 +14,6 @@ from cear_tf.reporting import certified_accuracy, paper_tables
 from cear_tf.reporting.collection import read_log
 from cear_tf.reporting.formatting import points, signed_acr, signed_points
 
-
 ABLATION_VARIANTS = (
     ("base", "cear_tf's recipe"), ("train_clip", "+ clip in training"),
     ("certify_clip", "+ clip in certification"),

@@ -17,7 +17,7 @@ from cear_tf.reporting.log_files import read_rows
 
 def load_log(path: str, votes: str = "sound") -> tuple[np.ndarray, np.ndarray]:
     """(correct bool [n], radius [n]) of a log: its certificates, or with votes="pooled" its
-    pooled member-vote columns (the released counting, NOT a certificate: certify_log)."""
+    pooled member-vote columns (the released counting, NOT a certificate: log_files)."""
     if not os.path.exists(path):
         raise ValueError(f"certify log {path} does not exist")
     rows = read_rows(path)

@@ -10,10 +10,10 @@ from typing import Sequence
 from absl import logging
 
 from cear_tf.config import experiment
-from cear_tf.reporting.plots import plot_ensembles, plot_ensembles_overview, plot_overview, plot_run
 from cear_tf.reporting.ablation import ablation_section, ablation_seeds_section
 from cear_tf.reporting.collection import discover
 from cear_tf.reporting.comparisons import claims_section, single_network_section
+from cear_tf.reporting.plots import plot_ensembles, plot_ensembles_overview, plot_overview, plot_run
 from cear_tf.reporting.sections import attack_section, ensembles_overview_section, run_section
 
 

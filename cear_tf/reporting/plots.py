@@ -16,7 +16,6 @@ from cear_tf.reporting import certified_accuracy, paper_tables
 from cear_tf.reporting.formatting import method_order
 from cear_tf.reporting.sections import read_variance
 
-
 _COLORS = {"RandSmooth": "black", "SWEEN": "tab:gray", "MV": "tab:blue", "RW": "tab:red",
            "GM": "tab:green"}
 

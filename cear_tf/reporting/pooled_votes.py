@@ -17,9 +17,8 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import norm
 
-from cear_tf.reporting import certified_accuracy
 from cear_tf.config import experiment
-from cear_tf.reporting import paper_tables
+from cear_tf.reporting import certified_accuracy, paper_tables
 from cear_tf.reporting.log_files import read_rows
 
 PAPER_N = 100_000  # the paper's protocol: N = 100,000, alpha = 0.001

@@ -15,7 +15,6 @@ from cear_tf.reporting import certified_accuracy, paper_tables
 from cear_tf.reporting.collection import read_log, subset
 from cear_tf.reporting.formatting import method_order, percent, row_cells
 
-
 ENSEMBLE_PREFIX = re.compile(r"mean_first(\d+)")
 
 

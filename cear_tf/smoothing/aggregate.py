@@ -16,8 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 # The names live in cear_tf.config.choices (no TensorFlow), re-exported here.
-from cear_tf.config.choices import (AGGREGATIONS, PREFIXABLE, WEIGHTED,  # noqa: F401
-                             parse_aggregation)
+from cear_tf.config.choices import AGGREGATIONS, PREFIXABLE, WEIGHTED, parse_aggregation  # noqa: F401
 
 GM_DISTANCE_FLOOR = 1e-12
 

@@ -26,10 +26,20 @@ import tensorflow as tf
 
 from cear_tf.smoothing import input_contract
 from cear_tf.smoothing.aggregate import Aggregator
-from cear_tf.smoothing.decisions import (ABSTAIN, Certificate, Certificates, RadiusDecision,
-                                         certify_decision, check_alpha, check_positive,
-                                         content_id, pooled_decision, predict_decision,
-                                         radius_decision, radius_threshold)
+from cear_tf.smoothing.decisions import (
+    ABSTAIN,
+    Certificate,
+    Certificates,
+    RadiusDecision,
+    certify_decision,
+    check_alpha,
+    check_positive,
+    content_id,
+    pooled_decision,
+    predict_decision,
+    radius_decision,
+    radius_threshold,
+)
 from cear_tf.smoothing.engine import POOLED, SamplingEngine
 from cear_tf.smoothing.noise import NoiseDomain, Phase
 

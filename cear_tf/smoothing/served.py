@@ -10,9 +10,8 @@ from __future__ import annotations
 import tensorflow as tf
 from absl import logging
 
-from cear_tf.smoothing import input_contract
 from cear_tf.ensemble import members as members_lib
-from cear_tf.smoothing import decisions
+from cear_tf.smoothing import decisions, input_contract
 from cear_tf.smoothing.core import Smooth
 from cear_tf.smoothing.noise import NoiseDomain, Phase, stream_key
 

@@ -16,13 +16,28 @@ from absl import logging
 
 from cear_tf.common.lazy import lazy_module
 from cear_tf.common.locking import OutputLock
-from cear_tf.training.checkpoints import (align_train_log, checkpoint_epochs, checkpoint_settings,
-                                         fused_checkpoint_dir, prepare_checkpoint,
-                                         prepare_fused_checkpoint, remaining_epochs)
-from cear_tf.training.recipe import (CHANCE_FACTOR, CollapsedMemberError, MemberConfig, Splits,
-                                    build_optimizer, build_trainer, cached_teacher_logits,
-                                    chance_accuracy, check_teacher, fusion_problem,
-                                    is_at_chance)
+from cear_tf.training.checkpoints import (
+    align_train_log,
+    checkpoint_epochs,
+    checkpoint_settings,
+    fused_checkpoint_dir,
+    prepare_checkpoint,
+    prepare_fused_checkpoint,
+    remaining_epochs,
+)
+from cear_tf.training.recipe import (
+    CHANCE_FACTOR,
+    CollapsedMemberError,
+    MemberConfig,
+    Splits,
+    build_optimizer,
+    build_trainer,
+    cached_teacher_logits,
+    chance_accuracy,
+    check_teacher,
+    fusion_problem,
+    is_at_chance,
+)
 
 keras = lazy_module("keras")
 tf = lazy_module("tensorflow")
@@ -189,6 +204,7 @@ def train_fused_members(configs: list[MemberConfig], splits: Splits, member_dirs
     same initial weights (each built from its own seed), same batches (each shuffled by its
     own seed), its own noise, sigma_i, temperature and gradient clipping. Collapsed members
     are not exported (CollapsedMemberError after the others are), unless allow_collapsed."""
+    # Imported here: cear_tf.models loads Keras, and this module is imported by --help.
     from cear_tf.models.fused import FusedLeNet5
     problem = fusion_problem(configs)
     if problem:

@@ -19,12 +19,13 @@ import time
 from typing import Callable
 
 import keras
-from absl import logging
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
-from cear_tf.config.choices import NOISE_MODES, STUDENT_LOSSES, VGA_RULES
 from cear_tf.common.distribute import replica_seed, scale_for_replicas
+from cear_tf.config.choices import NOISE_MODES, STUDENT_LOSSES, VGA_RULES
+from cear_tf.models.fused import stack_member_inputs
 
 # Separate streams derived from a member's seed, so the VGA draw does not depend on how
 # many random numbers initialisation or shuffling consumed.
@@ -403,7 +404,6 @@ class FusedEnsembleTrainer(keras.Model):
             self.temperatures ** 2
 
     def train_step(self, data):
-        from cear_tf.models.fused import stack_member_inputs
         images, labels = _unpack(data)
         images, teacher_logits = split_teacher_logits(images)
         noisy = self._noisy(images, self.noise_keys.train(self.optimizer.iterations))
@@ -425,7 +425,6 @@ class FusedEnsembleTrainer(keras.Model):
         x, y = _unpack(data)
         m = self.network.num_members
         copies = tf.repeat(x[:, None], m, axis=1)  # [B, M, H, W, C]
-        from cear_tf.models.fused import stack_member_inputs
         clean = self.network(stack_member_inputs(copies), training=False)
         key = self.noise_keys.evaluation(self.optimizer.iterations, x)
         noisy = self.network(stack_member_inputs(self._noisy(copies, key)), training=False)
