@@ -10,7 +10,8 @@
 #     the released 80 epochs, then A2 on them (67 images, then every 20th below 4000).
 #  3. #37: the literature's Gaussian LeNet at each sigma (train 90 epochs, certify the 67).
 #  4. #37: pass 2, every 20th test image (500 per sigma) for every row.
-#  5. #37: Table 3's attacks on the sigma = 0.25 paper-protocol members, 100 test images.
+#  5. #37: Table 3's attacks on the sigma = 0.25 paper-protocol members, 100 test images
+#     (measured 2026-12-07 with --stages=attack; the step finds them done and skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHON=${PYTHON:-.venv/bin/python}
