@@ -18,9 +18,18 @@ from cear_tf.reporting.log_files import read_rows
 def load_log(path: str, votes: str = "sound") -> tuple[np.ndarray, np.ndarray]:
     """(correct bool [n], radius [n]) of a log: its certificates, or with votes="pooled" its
     pooled member-vote columns (the released counting, NOT a certificate: log_files)."""
+    return columns(log_rows(path), path, votes)
+
+
+def log_rows(path: str) -> list[dict]:
+    """The complete rows of the certify log at `path` (read_rows), refusing a missing log."""
     if not os.path.exists(path):
         raise ValueError(f"certify log {path} does not exist")
-    rows = read_rows(path)
+    return read_rows(path)
+
+
+def columns(rows: list[dict], path: str, votes: str = "sound") -> tuple[np.ndarray, np.ndarray]:
+    """load_log's (correct, radius) from rows already read from the log at `path`."""
     if not rows:
         raise ValueError(f"certify log {path} has no complete rows")
     prefix = {"sound": "", "pooled": "pooled_"}[votes]

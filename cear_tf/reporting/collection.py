@@ -15,7 +15,6 @@ from absl import logging
 from cear_tf.common.lazy import lazy_module
 from cear_tf.config import experiment
 from cear_tf.reporting import certified_accuracy
-from cear_tf.reporting.log_files import read_rows
 
 members = lazy_module("cear_tf.ensemble.members")  # loaded when used: --help without TensorFlow
 
@@ -100,8 +99,9 @@ def collect(run_dir: str, collect_dir: str) -> str:
 
 
 def read_log(path: str) -> dict[str, np.ndarray]:
-    correct, radius = certified_accuracy.load_log(path)
-    idx = np.array([int(r["idx"]) for r in read_rows(path)])
+    rows = certified_accuracy.log_rows(path)
+    correct, radius = certified_accuracy.columns(rows, path)
+    idx = np.array([int(r["idx"]) for r in rows])
     return dict(idx=idx, correct=correct, radius=radius)
 
 

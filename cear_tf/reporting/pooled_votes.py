@@ -86,8 +86,8 @@ def _pairs(path: str):
     if not rows or "pooled_radius" not in rows[0]:
         return None
     idx = np.array([int(r["idx"]) for r in rows])
-    sound = certified_accuracy.load_log(path)
-    pooled = certified_accuracy.load_log(path, votes="pooled")
+    sound = certified_accuracy.columns(rows, path)
+    pooled = certified_accuracy.columns(rows, path, votes="pooled")
     return idx, sound, pooled
 
 
