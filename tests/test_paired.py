@@ -5,6 +5,7 @@ import pytest
 from scipy.stats import binom
 
 from cear_tf.reporting import paired
+from cear_tf.reporting.comparisons import SINGLE_NETWORK, single_network_section
 
 
 def _log(idx, correct, radius):
@@ -44,3 +45,21 @@ def test_the_test_holds_its_level_under_the_null():
         b = _log(range(60), rng.random(60) < 0.7, np.ones(60))
         rejections += paired.compare(a, b, [0.5])[0].p_value <= 0.05
     assert rejections / 2000 <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 2000)
+
+
+def test_single_network_section_pairs_each_row_at_radii_in_units_of_sigma():
+    # sigma 0.25: radii 0, 0.25, 0.5, 0.625, 0.75, 0.875. The ensemble certifies images 0-5
+    # at 0.9 and image 6 at 0.3; the network images 0-1 at 0.9 and 2-6 at 0.6.
+    ensemble = _log(range(7), [1] * 7, [0.9] * 6 + [0.3])
+    network = _log(range(7), [1] * 7, [0.9] * 2 + [0.6] * 5)
+    info = {"dataset": "mnist", "sigma": 0.25,
+            "curves": {"CEAR(RW)": ensemble, SINGLE_NETWORK: network}}
+    text = single_network_section([info])
+    row = next(line for line in text.splitlines() if line.startswith("| 0.25 | CEAR(RW) |"))
+    cells = row.strip("| ").split(" | ")[2:]
+    assert cells[1] == "r = 0.25: 7 vs 7 of 7 (+0/-0, p = 1)"
+    assert cells[2] == "r = 0.5: 6 vs 7 of 7 (+0/-1, p = 1)"
+    assert cells[3] == "r = 0.625: 6 vs 2 of 7 (+4/-0, p = 0.12)"
+    assert cells[5] == "r = 0.875: 6 vs 2 of 7 (+4/-0, p = 0.12)"
+    assert "r = 3.5 sigma" in text
+    assert single_network_section([{**info, "curves": {"CEAR(RW)": ensemble}}]) == ""
