@@ -62,27 +62,6 @@ def test_gm_runs_in_graph_batched(rng):
         tf.constant(probs), 1e-6, 50).numpy(), atol=1e-6)
 
 
-def _bisection_projection(v):
-    lo, hi = v.min() - 1, v.max()
-    for _ in range(200):
-        theta = (lo + hi) / 2
-        if np.maximum(v - theta, 0).sum() > 1:
-            lo = theta
-        else:
-            hi = theta
-    return np.maximum(v - (lo + hi) / 2, 0)
-
-
-def test_projection_onto_simplex(rng):
-    v = rng.normal(size=(50, 7)) * 2
-    p = aggregate.project_to_simplex(tf.constant(v)).numpy()
-    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
-    assert (p >= 0).all()
-    np.testing.assert_allclose(p, np.stack([_bisection_projection(r) for r in v]), atol=1e-9)
-    q = rng.dirichlet(np.ones(7), size=10)  # points on the simplex stay put
-    np.testing.assert_allclose(aggregate.project_to_simplex(tf.constant(q)).numpy(), q, atol=1e-12)
-
-
 def test_majority_vote_and_tie_rule():
     probs = np.array([
         [[0.1, 0.9, 0.0], [0.6, 0.3, 0.1]],

@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import tensorflow as tf
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # cear_tf.cli.bench runs in a subprocess: its absl flags (--xla, ...) share names with
 # cear_tf.cli.certify's, which other tests import in this process.
@@ -87,6 +90,38 @@ def test_conv1_formulations_compute_the_same_layer():
     # every formulation is the same layer: float rounding apart from tf.nn.conv2d
     assert all(d < 1e-4 for d in out["deviation"].values()), out["deviation"]
     assert all(len(t) == 1 and t[0] > 0 for t in out["seconds"].values())
+
+
+def _bisection_projection(v):
+    lo, hi = v.min() - 1, v.max()
+    for _ in range(200):
+        theta = (lo + hi) / 2
+        if np.maximum(v - theta, 0).sum() > 1:
+            lo = theta
+        else:
+            hi = theta
+    return np.maximum(v - (lo + hi) / 2, 0)
+
+
+def test_gm_projection_benchmark_projects_and_agrees_with_the_library():
+    bench = _benchmark_script("gm_projection")
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(50, 7)) * 2
+    p = bench.project_to_simplex(tf.constant(v)).numpy()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
+    assert (p >= 0).all()
+    np.testing.assert_allclose(p, np.stack([_bisection_projection(r) for r in v]), atol=1e-9)
+    q = rng.dirichlet(np.ones(7), size=10)  # points on the simplex stay put
+    np.testing.assert_allclose(bench.project_to_simplex(tf.constant(q)).numpy(), q, atol=1e-12)
+    # Weiszfeld iterates never leave the simplex, so the projection changes nothing but
+    # rounding: the same aggregates, and the same argmax on every draw.
+    batches = [tf.constant(rng.dirichlet(np.full(10, 0.3), size=(5, 200)).astype(np.float32))
+               for _ in range(3)]
+    out = bench.compare(batches, repeats=1)
+    assert out["draws"] == 600
+    assert out["argmax_differs"] == 0
+    assert out["max_abs_difference"] < 1e-5
+    assert set(out["seconds"]) == {"projected", "cear_tf"}
 
 
 def test_pytorch_reference_names_its_missing_dependency_or_measures():
