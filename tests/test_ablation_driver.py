@@ -65,3 +65,19 @@ def test_every_driver_variant_has_its_file_and_a_report_label():
     for v in variants:
         name = "mnist_ablation_sigma100" + ("" if v == "base" else f"_{v}") + ".toml"
         assert os.path.isfile(os.path.join(REPO, "flags", name)), name
+
+
+def test_pending_runs_refuse_an_unknown_part_before_any_run(tmp_path):
+    # PYTHON points at a program that records being called: nothing may run.
+    marker = tmp_path / "ran"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    fake_python.chmod(0o755)
+    out = subprocess.run(["bash", "scripts/mnist_pending_runs.sh", "pass2", "everything"],
+                         cwd=REPO, env=dict(os.environ, PYTHON=str(fake_python)),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "mnist_pending_runs.sh: unknown part 'everything' (known: pooled released literature "
+        "pass2 attacks, issue36, issue37)"]
+    assert not marker.exists()
