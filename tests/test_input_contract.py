@@ -98,6 +98,25 @@ def test_single_image_methods_name_the_image_index(loaded):
         smooth.certify_batch(x[None], 10, 50, 0.01, 50, image_ids=[7])
 
 
+def test_batch_methods_check_arguments_first_and_each_image_once(loaded, monkeypatch):
+    smooth = _smooth(loaded)
+    bad = np.full_like(_valid(), np.nan)
+    # Bad arguments are named before the images are looked at, as by certify / predict.
+    with pytest.raises(ValueError, match="n0"):
+        smooth.certify_batch(bad, 0, 50, 0.01, 50)
+    with pytest.raises(ValueError, match="alpha"):
+        smooth.predict_batch(bad, 50, 1.5, 50)
+    calls = []
+    check_images = input_contract.check_images
+    monkeypatch.setattr(input_contract, "check_images",
+                        lambda *a, **k: calls.append("batch") or check_images(*a, **k))
+    monkeypatch.setattr(input_contract, "check_image",
+                        lambda *a, **k: calls.append("image"))
+    smooth.certify_batch(_valid(3), 10, 50, 0.01, 50)
+    smooth.predict_batch(_valid(3), 50, 0.01, 50)
+    assert calls == ["batch", "batch"]
+
+
 def test_the_opt_out_lets_other_ranges_through(loaded):
     # Members made for 0-255 pixels: the user turns the check off and owns the range.
     images = 255 * _valid()

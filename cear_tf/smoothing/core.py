@@ -141,7 +141,10 @@ class Smooth:
         """
         check_positive(n0=n0, n=n, batch_size=batch_size)
         check_alpha(alpha)
-        x = self._checked(x, idx)
+        return self._certify(self._checked(x, idx), n0, n, alpha, batch_size, idx)
+
+    def _certify(self, x, n0, n, alpha, batch_size, idx) -> dict[str, Certificate]:
+        """`certify` on an image and arguments already checked."""
         selection = self.engine.sample_counts(x, n0, batch_size, idx, Phase.SELECT)
         estimation = self.engine.sample_counts(x, n, batch_size, idx, Phase.ESTIMATE)
         pooled = None
@@ -160,8 +163,11 @@ class Smooth:
         returned class differs from G(x) with probability at most alpha."""
         check_positive(n=n, batch_size=batch_size)
         check_alpha(alpha)
-        counts = self.engine.sample_counts(self._checked(x, idx), n, batch_size, idx,
-                                           Phase.PREDICT)
+        return self._predict(self._checked(x, idx), n, alpha, batch_size, idx)
+
+    def _predict(self, x, n, alpha, batch_size, idx) -> dict[str, int]:
+        """`predict` on an image and arguments already checked."""
+        counts = self.engine.sample_counts(x, n, batch_size, idx, Phase.PREDICT)
         return {name: predict_decision(counts[name], alpha) for name in self.names}
 
     def certify_batch(self, images: np.ndarray, n0: int, n: int, alpha: float,
@@ -176,8 +182,10 @@ class Smooth:
         is derived from its pixels (`content_id`), so no two different images share draws and
         the same image always gets the same ones.
         """
+        check_positive(n0=n0, n=n, batch_size=batch_size)
+        check_alpha(alpha)
         images, ids = self._checked_batch(images, image_ids)
-        results = [self.certify(x, n0, n, alpha, batch_size, idx=i) for x, i in zip(images, ids)]
+        results = [self._certify(x, n0, n, alpha, batch_size, i) for x, i in zip(images, ids)]
         return {name: Certificates.stack([r[name] for r in results], ids)
                 for name in self.names}
 
@@ -186,8 +194,10 @@ class Smooth:
         """PREDICT on every image of `images`: per aggregator an int array of classes (-1 =
         abstain); each answer differs from the smoothed classifier's with probability at most
         alpha. Image ids as for `certify_batch`."""
+        check_positive(n=n, batch_size=batch_size)
+        check_alpha(alpha)
         images, ids = self._checked_batch(images, image_ids)
-        results = [self.predict(x, n, alpha, batch_size, idx=i) for x, i in zip(images, ids)]
+        results = [self._predict(x, n, alpha, batch_size, i) for x, i in zip(images, ids)]
         return {name: np.array([r[name] for r in results], np.int64) for name in self.names}
 
     def certify_radius(self, x: np.ndarray, radius: float, n0: int, stages: Sequence[int],
