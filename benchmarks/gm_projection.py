@@ -18,6 +18,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from cear_tf.data import datasets
+from cear_tf.ensemble import loading
 from cear_tf.performance.timing import interleaved_seconds, stats
 from cear_tf.smoothing import aggregate
 
@@ -56,8 +58,6 @@ def projected_geometric_median(probs: tf.Tensor, tolerance: float = 1e-6,
 def member_probabilities(member_dirs: list[str], images: np.ndarray, sigma: float,
                          draws: int, seed: int = 0) -> list[tf.Tensor]:
     """[M, draws, K] softmax outputs of the members on `draws` Gaussian draws of each image."""
-    from cear_tf.ensemble import loading
-
     members = loading.load_ensemble(loading.resolve_member_dirs(member_dirs))
     rng = np.random.default_rng(seed)
     out = []
@@ -103,8 +103,6 @@ def define_flags() -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from cear_tf.data import datasets
-
     images, _ = datasets.load_split("mnist", "test", data_dir=FLAGS.data_dir)
     chosen = images[2160:2160 + 100 * FLAGS.images:100]
     out = compare(member_probabilities(FLAGS.members, chosen, FLAGS.sigma, FLAGS.draws),

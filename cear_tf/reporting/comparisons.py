@@ -109,6 +109,6 @@ def single_network_section(infos: list[dict[str, Any]],
         "Each cell: images certified-correct at r by the row (A) vs by the literature's "
         "431,080-parameter Gaussian LeNet (B), of the images both certified; +x/-y the images "
         "only A / only B certifies; p the exact two-sided McNemar p-value (cear_tf.reporting.paired). "
-        "Radii in units of the run's sigma: every radius is capped at 3.81 sigma (N = 100,000, "
-        "alpha = 0.001).",
+        "Radii in units of the run's sigma: no radius can exceed sigma * PhiInv(alpha^(1/N)), "
+        "3.81 sigma at N = 100,000 and alpha = 0.001.",
         "", header, "|---|---|" + "---|" * len(radii_in_sigma), *lines, ""])
