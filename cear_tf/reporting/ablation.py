@@ -23,9 +23,11 @@ ABLATION_VARIANTS = (
     ("all", "all released choices"),
     ("released_epochs", "all released choices, RandSmooth 75 epochs"),
     ("all_released_rw", "all released choices, RW weights as released (A2)"),
-    ("all_80_epochs", "all released choices, students 80 epochs"),
-    ("all_80_epochs_released_rw", "all released choices, students 80 epochs, RW weights as "
-                                  "released (A2)"))
+    # Trained after the training draws were keyed (2026-12-07), unlike `all`'s students:
+    # their change from `all` is the epochs and other draws of the same seeds.
+    ("all_80_epochs", "all released choices, students 80 epochs (and keyed training draws)"),
+    ("all_80_epochs_released_rw", "all released choices, students 80 epochs (and keyed "
+                                  "training draws), RW weights as released (A2)"))
 
 
 # A variant that changes another variant rather than the base: the rows it does not certify
