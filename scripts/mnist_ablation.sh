@@ -30,7 +30,7 @@ read -r -a stage_extra <<<"${ABLATION_EXTRA:-}"
 IFS=';' read -r -a image_passes <<<"${ABLATION_IMAGE_PASSES:---start=2160 --max=3500;--max=4000}"
 
 variants=(base train_clip certify_clip clip fixed_copy network student_loss optimizer vga_rule all released_epochs
-          all_released_rw all_80_epochs all_80_epochs_released_rw)
+          all_released_rw all_keyed_draws all_80_epochs all_80_epochs_released_rw)
 experiment_file() {
   if [[ $1 == base ]]; then echo flags/mnist_ablation_sigma100.toml
   else echo "flags/mnist_ablation_sigma100_$1.toml"; fi

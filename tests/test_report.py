@@ -402,3 +402,27 @@ def test_accuracies_of_other_members_are_not_reported(tmp_path):
     _with_member_accuracy(run, ["d0", "retrained"], ["d0", "d1"])
     text = document.build_report([str(run)], str(tmp_path / "rep"), plots=False)
     assert "certification sigma" not in text
+
+
+def test_ablation_80_epochs_are_measured_from_the_same_draws_once_certified(tmp_path):
+    root = tmp_path / "abl"
+    _fake_run(root / "base", {"randsmooth": [1.0] * 4, "cear_rw": [0.6] * 4})
+    _fake_run(root / "all", {"randsmooth": [0.6] * 4, "cear_rw": [0.2] * 4})
+    _fake_run(root / "all_80_epochs", {"cear_rw": [1.2] * 4})
+    text = ablation.ablation_section(str(root))
+    label = "all released choices, students 80 epochs (and keyed training draws)"
+    # no 20-epoch students with the same draws yet: the change is from `all`
+    assert f"| {label} | CEAR(RW) | 4 | 100.0 | 100.0 | 100.0 | 0.0 | 0.0 | 1.200 | " \
+        "+0.0 +100.0 +100.0 +0.0 +0.0 (ACR +1.000; 4 images) from 'all released choices' |" \
+        in text
+    assert f"| {label} | RandSmooth (all) | 4 |" in text
+    _fake_run(root / "all_keyed_draws", {"cear_rw": [1.0] * 2 + [0.4] * 2})
+    text = ablation.ablation_section(str(root))
+    # now from the students with the same draws at 20 epochs; RandSmooth still `all`'s
+    assert f"| {label} | CEAR(RW) | 4 | 100.0 | 100.0 | 100.0 | 0.0 | 0.0 | 1.200 | " \
+        "+0.0 +50.0 +50.0 +0.0 +0.0 (ACR +0.500*; 4 images) from 'all released choices, " \
+        "students 20 epochs with the keyed training draws' |" in text
+    assert f"| {label} | RandSmooth (all) | 4 |" in text
+    assert "| all released choices, students 20 epochs with the keyed training draws | " \
+        "CEAR(RW) | 4 | 100.0 | 50.0 | 50.0 | 0.0 | 0.0 | 0.700 | +0.0 +50.0 +50.0 +0.0 +0.0 " \
+        "(ACR +0.500*; 4 images) from 'all released choices' |" in text

@@ -23,17 +23,32 @@ ABLATION_VARIANTS = (
     ("all", "all released choices"),
     ("released_epochs", "all released choices, RandSmooth 75 epochs"),
     ("all_released_rw", "all released choices, RW weights as released (A2)"),
+    ("all_keyed_draws", "all released choices, students 20 epochs with the keyed training "
+                        "draws"),
     # Trained after the training draws were keyed (2026-12-07), unlike `all`'s students:
-    # their change from `all` is the epochs and other draws of the same seeds.
+    # measured from `all_keyed_draws` (the same draws at 20 epochs) where it is certified,
+    # else from `all` (then the change is the epochs and other draws of the same seeds).
     ("all_80_epochs", "all released choices, students 80 epochs (and keyed training draws)"),
     ("all_80_epochs_released_rw", "all released choices, students 80 epochs (and keyed "
                                   "training draws), RW weights as released (A2)"))
 
 
 # A variant that changes another variant rather than the base: the rows it does not certify
-# are that variant's, and its changes are measured from it.
-ABLATION_REFERENCE = {"released_epochs": "all", "all_released_rw": "all",
-                      "all_80_epochs": "all", "all_80_epochs_released_rw": "all_80_epochs"}
+# are the first of its references' that has them, and its changes are measured from the
+# first that certified the same row.
+ABLATION_REFERENCE = {"released_epochs": ("all",), "all_released_rw": ("all",),
+                      "all_80_epochs": ("all_keyed_draws", "all"),
+                      "all_80_epochs_released_rw": ("all_80_epochs",),
+                      "all_keyed_draws": ("all",)}
+
+
+def _reference_of(variant: str, row: str, own: dict) -> str:
+    """The variant whose log of `row` a variant's row is measured from, or inherits: its first
+    reference that certified the row, else the base."""
+    for reference in ABLATION_REFERENCE.get(variant, ()):
+        if (reference, row) in own:
+            return reference
+    return "base"
 
 
 def _per_image(log, radii):
@@ -92,14 +107,14 @@ def _ablation_rows(root: str):
         if variant == "base":
             base_rows = list(logs)
         logs_of[variant] = {row: read_log(path) for row, path in logs.items()}
-        reference = logs_of.get(ABLATION_REFERENCE.get(variant, "base"), {})
-        if variant != "base":
-            reference = {**logs_of.get("base", {}), **reference}
+        own = {(v, row): log for v, rows in logs_of.items() for row, log in rows.items()}
         for row in base_rows + [r for r in logs if r not in base_rows]:
             if row in logs:
                 out.append((variant, variant_label, row, logs_of[variant][row], False))
-            elif variant != "base" and row in reference:
-                out.append((variant, variant_label, row, reference[row], True))
+            elif variant != "base":
+                reference = _reference_of(variant, row, own)
+                if (reference, row) in own:
+                    out.append((variant, variant_label, row, own[(reference, row)], True))
     return out
 
 
@@ -118,16 +133,12 @@ def ablation_section(root: str, radii=(0.0, 0.5, 1.0, 1.5, 2.0)) -> str:
         ca = 100 * certified_accuracy.certified_accuracy(log["correct"], log["radius"], radii)
         acr = certified_accuracy.average_certified_radius(log["correct"], log["radius"])
         change = ""
-        reference = ABLATION_REFERENCE.get(variant, "base")
-        if (reference, row) not in own:
-            reference = "base"
+        reference = _reference_of(variant, row, own)
         if variant != "base" and not inherited_row and (reference, row) in own:
             change = _paired_change(log, own[(reference, row)], radii)
             if reference != "base":
                 change += f" from '{labels[reference]}'"
-        inherited = ABLATION_REFERENCE.get(variant, "base") if inherited_row else ""
-        if inherited and (inherited, row) not in own:
-            inherited = "base"
+        inherited = reference if inherited_row else ""
         lines.append(f"| {variant_label} | {row}{f' ({inherited})' if inherited else ''} | "
                      f"{len(log['correct'])} | " + " | ".join(points(v) for v in ca)
                      + f" | {acr:.3f} | {change} |")
