@@ -93,7 +93,7 @@ def _ablation_rows(root: str):
     """(variant, variant label, row label, log, log is the reference's) for every certified
     row of the ablation under `root`, in the variants' order; a variant's row it does not
     change is its reference variant's log (the base's unless ABLATION_REFERENCE says)."""
-    logs_of: dict[str, dict[str, dict]] = {}  # variant -> row -> its own log
+    own: dict[tuple[str, str], dict] = {}  # (variant, row) -> the variant's own log
     base_rows: list[str] = []  # the base's row labels, in its order
     out = []
     for variant, variant_label in ABLATION_VARIANTS:
@@ -106,11 +106,10 @@ def _ablation_rows(root: str):
             continue
         if variant == "base":
             base_rows = list(logs)
-        logs_of[variant] = {row: read_log(path) for row, path in logs.items()}
-        own = {(v, row): log for v, rows in logs_of.items() for row, log in rows.items()}
+        own.update({(variant, row): read_log(path) for row, path in logs.items()})
         for row in base_rows + [r for r in logs if r not in base_rows]:
             if row in logs:
-                out.append((variant, variant_label, row, logs_of[variant][row], False))
+                out.append((variant, variant_label, row, own[(variant, row)], False))
             elif variant != "base":
                 reference = _reference_of(variant, row, own)
                 if (reference, row) in own:
