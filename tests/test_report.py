@@ -426,3 +426,36 @@ def test_ablation_80_epochs_are_measured_from_the_same_draws_once_certified(tmp_
     assert "| all released choices, students 20 epochs with the keyed training draws | " \
         "CEAR(RW) | 4 | 100.0 | 50.0 | 50.0 | 0.0 | 0.0 | 0.700 | +0.0 +50.0 +50.0 +0.0 +0.0 " \
         "(ACR +0.500*; 4 images) from 'all released choices' |" in text
+
+
+def test_claims_compare_rows_on_the_images_every_row_has(tmp_path):
+    # Pass 2 fills the logs row by row: here RandSmooth and SWEEN hold all 500 images, CEAR(RW)
+    # only the authors' 67. RandSmooth certifies the 433 others at 3.0 and the 67 at 0.9;
+    # CEAR(RW) the 67 at 1.5. On the images all rows have (the 67) CEAR(RW) ties or leads at
+    # every radius of the claim; against RandSmooth's 500 it would lose at R = 2 (0 vs 86.6).
+    every20 = list(range(0, 10000, 20))
+    authors = set(paper_tables.AUTHORS_IMAGES)
+    run = tmp_path / "mnist_sigma100"
+    _fake_run(run, {"cear_rw": [0.0] * 500, "sween": [0.9] * 500, "cear_minus_rw": [0.9] * 500,
+                    "randsmooth": [0.9 if i in authors else 3.0 for i in every20]},
+              sigma=1.0, indices=every20)
+    (run / "certify" / "cear_rw.tsv").unlink()
+    log = CertifyLog(str(run / "certify" / "cear_rw.tsv"),
+                     dict(dataset="mnist", sigma=1.0, N0=100, N=1000, alpha=0.001,
+                          logit_noise=0.0, models=[str(run / "nowhere")], aggregation="cear_rw",
+                          image_order="original"))
+    for i in sorted(authors):
+        log.write(i, 1, 1, 1.5, True, 0.1, 900, 1000, 0.9)
+    log.close()
+    text = document.build_report([str(run)], str(tmp_path / "rep"), plots=False)
+    assert "| RandSmooth | ours (n=500) |" in text  # the row's own table keeps all its images
+    claims = text.split("### The paper's claims on MNIST")[1]
+    dominates = next(line for line in claims.splitlines()
+                     if line.startswith("| sigma 1.0: CEAR(RW) dominates"))
+    all_images, authors_67 = dominates.split(" | ")[2:4]
+    assert all_images.startswith("**reproduced** (n=67: ")
+    assert "R=2: CEAR(RW) 0.0 vs " in all_images and "86.6" not in all_images
+    assert authors_67.startswith("**reproduced** (n=67: ")
+    # CEAR-(RW) holds 500 images, CEAR(RW) 67: the VGA claim names both, so it is decided on 67.
+    vga = next(line for line in claims.splitlines() if line.startswith("| sigma 1.0: beyond"))
+    assert "(n=67: " in vga.split(" | ")[2]
