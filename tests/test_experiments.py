@@ -421,3 +421,26 @@ def test_a_stage_runs_alone_from_the_flagfile_the_runner_writes(tmp_path):
                            capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr[-3000:]
     assert os.path.exists(tmp_path / "out" / "rs" / "cear.json")
+
+
+def test_a_label_with_a_comma_reaches_the_table_as_one_name(tmp_path, monkeypatch):
+    """absl parses list flags as CSV: the table stage quotes a label holding a comma (it used
+    to split it into a name and a bad path), and analyze reads the log under that label."""
+    from cear_tf.reporting.log_files import CertifyLog  # noqa: PLC0415
+    out = str(tmp_path / "out")
+    _write(tmp_path, "base.toml", BASE.format(out=out))
+    child = _write(tmp_path, "child.toml", 'extends = "base.toml"\n'
+                   'methods.cear_rw.label = "CEAR(RW), 80 epochs"\n')
+    table = [s for s in stages.stages(experiment.load(child)) if s.kind == "table"][0]
+    logs_arg = next(a for a in table.args if a.startswith("--logs="))
+    assert f'"CEAR(RW), 80 epochs={out}/certify/cear_rw.tsv"' in logs_arg
+    for stem in ("cear_mv", "cear_rw", "rs"):
+        log = CertifyLog(os.path.join(out, "certify", f"{stem}.tsv"),
+                         dict(dataset="mnist", sigma=0.5, N0=100, N=100, alpha=0.001,
+                              logit_noise=0.0, models=["m"], aggregation=stem))
+        log.write(0, 1, 1, 0.3, True, 0.1, 99, 100, 0.95)
+        log.close()
+    parse_flags(list(table.args), analyze)
+    analyze.main(["analyze"])
+    with open(os.path.join(out, "certified_accuracy.md")) as f:
+        assert "| CEAR(RW), 80 epochs | 1 |" in f.read()

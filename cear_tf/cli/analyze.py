@@ -25,7 +25,8 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """The flags this entry point reads, defined when it runs (launch.run), never on import."""
     common_flags.define_output_dir()
-    flags.DEFINE_list("logs", None, "Certify logs (PATH or NAME=PATH).")
+    flags.DEFINE_list("logs", None, "Certify logs (PATH or NAME=PATH), comma-separated; an "
+                      "entry holding a comma is double-quoted, CSV-style.")
     flags.DEFINE_list("radii", ["0", "0.25", "0.5", "0.75", "1.0", "1.25", "1.5", "1.75", "2.0"],
                       "Radii at which certified accuracy is reported.")
     flags.DEFINE_string("csv_out", None, "Also write the table as CSV here ('{output_dir}' is "

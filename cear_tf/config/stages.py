@@ -5,7 +5,9 @@ that lets each stage find what the earlier ones wrote. cear_tf.cli.run runs them
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import os
 
 from cear_tf.config.experiment import (
@@ -168,12 +170,20 @@ def stages(exp: Experiment, kinds=STAGE_KINDS) -> list[Stage]:
     if "table" in kinds and rows:
         radii = exp.tables["table"].get("radii", [0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
         args = [f"--output_dir={exp.output_dir}",
-                "--logs=" + ",".join(f"{m.label}={m.log}" for m in rows),
+                "--logs=" + _list_flag(f"{m.label}={m.log}" for m in rows),
                 "--radii=" + ",".join(str(r) for r in radii),
                 f"--outfile={os.path.join(exp.output_dir, 'certified_accuracy.md')}",
                 f"--csv_out={os.path.join(exp.output_dir, 'certified_accuracy.csv')}"]
         out.append(Stage("table", MODULES["table"], tuple(args), "table"))
     return _group_by_group(exp, out, [g.key for g in order])
+
+
+def _list_flag(items) -> str:
+    """A list flag's value as absl parses it (CSV): an item holding a comma or a quote, such
+    as a label "CEAR(RW), 80 epochs", is quoted; any other stays as it is."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(list(items))
+    return out.getvalue()
 
 
 def _group_by_group(exp: Experiment, built: list[Stage], trained: list[str]) -> list[Stage]:
