@@ -301,3 +301,33 @@ def test_is_done_says_finished_only_for_the_same_images_members_and_settings(set
                         (["--max=6", "--seed=1"], False)):
         parse_flags(common + extra, certify)
         assert certify.is_done() is done, extra
+
+
+def test_analyze_pairs_every_log_with_the_named_one(tmp_path, capsys):
+    """--paired_against: counts on the images both logs hold and the exact McNemar p-value,
+    against a hand count; a name that is not one of --logs is refused before any table."""
+    from cear_tf.reporting.log_files import CertifyLog
+    # A certifies images 0-7 at radius 1.0 and image 8 at 0.2; B certifies 0-1 at 1.0 and
+    # 2-8 at 0.2; image 9 only A holds. On the 9 common images at r = 0.5: A certifies 0-7,
+    # B 0-1, so 6 are A's only and none B's only.
+    radii_a = {i: 1.0 for i in range(8)} | {8: 0.2, 9: 1.0}
+    radii_b = {0: 1.0, 1: 1.0} | {i: 0.2 for i in range(2, 9)}
+    for name, radii in (("a", radii_a), ("b", radii_b)):
+        log = CertifyLog(str(tmp_path / f"{name}.tsv"), {"x": 1})
+        for i, r in radii.items():
+            log.write(i, 1, 1, r, True, 0.1, 90, 100, 0.9)
+        log.close()
+    logs = f"--logs=A={tmp_path / 'a.tsv'},B={tmp_path / 'b.tsv'}"
+    parse_flags([logs, "--radii=0,0.5", "--paired_against=B",
+                 f"--outfile={tmp_path / 't.md'}"], analyze)
+    analyze.main(["prog"])
+    text = (tmp_path / "t.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| A | 9 vs 9"))
+    assert row == f"| A | 9 vs 9 of 9 (+0/-0, p = 1) | 8 vs 2 of 9 (+6/-0, p = {2 * 0.5 ** 6:.2g}) |"
+    assert "| B |" not in text.split("Paired against B")[1]
+    capsys.readouterr()
+    parse_flags([logs, "--paired_against=C"], analyze)
+    with pytest.raises(ValueError, match=r"--paired_against: 'C' is not the name of one of "
+                                         r"--logs \(A, B\)"):
+        analyze.main(["prog"])
+    assert capsys.readouterr().out == ""

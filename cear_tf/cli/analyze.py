@@ -6,6 +6,15 @@
 Certified accuracy at r = fraction of logged images with `correct` and `radius >= r`
 (abstentions count as wrong); ACR = mean radius over all logged images, counting 0 for
 wrong or abstained ones. A log is named by its file name, or by NAME=PATH.
+
+With --paired_against=NAME every other log is also compared with the log NAME image by
+image, on the images both hold: at each radius, how many each certifies, how many only one
+of them certifies, and the exact two-sided McNemar p-value of those discordant images
+(cear_tf.reporting.paired). The p-values are per cell, not corrected for the number of
+cells compared.
+
+  python -m cear_tf.cli.analyze --logs=CEAR=runs/cear_rw.tsv,RS=runs/randsmooth.tsv \
+      --radii=0,0.5,1.0 --paired_against=RS
 """
 
 from __future__ import annotations
@@ -17,7 +26,9 @@ from typing import Sequence
 from absl import flags
 
 from cear_tf.cli import common_flags, launch
+from cear_tf.reporting import paired
 from cear_tf.reporting.certified_accuracy import markdown_table, summarize
+from cear_tf.reporting.collection import read_log
 
 FLAGS = flags.FLAGS
 
@@ -33,6 +44,10 @@ def define_flags() -> None:
                         "replaced by --output_dir).")
     flags.DEFINE_string("outfile", None, "Also write the markdown table here ('{output_dir}' "
                         "is replaced by --output_dir).")
+    flags.DEFINE_string("paired_against", None, "The name of one of --logs: every other log "
+                        "is compared with it image by image (certified-at-r counts on the "
+                        "images both hold, exact McNemar p-values, uncorrected); the table "
+                        "follows the certified-accuracy table, in --outfile too.")
 
     flags.register_validator(
         "radii", lambda v: len(v) > 0 and all(_is_nonnegative_number(r) for r in v),
@@ -59,11 +74,41 @@ def parse_named(entries: Sequence[str]) -> list[tuple[str, str]]:
         out.append((e[:i], e[i + 1:]))
     return out
 
+
+def paired_table(named_paths: Sequence[tuple[str, str]], reference: str,
+                 radii: Sequence[float]) -> str:
+    """Markdown: one row per log other than `reference`, one cell per radius,
+    'a vs b of n (+a_only/-b_only, p = ...)' with a the row's count and b the reference's."""
+    logs = {name: read_log(path) for name, path in named_paths}
+    header = ["log", *[f"r={r:g}" for r in radii]]
+    lines = [f"Paired against {reference} (images certified at r: this log vs {reference}, "
+             f"of the images both hold; +only this log / -only {reference}; exact McNemar, "
+             f"uncorrected):", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, _ in named_paths:
+        if name == reference:
+            continue
+        cells = [paired.describe(p) for p in paired.compare(logs[name], logs[reference], radii)]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv):
     launch.require(argv, "logs")
     radii = [float(r) for r in FLAGS.radii]
-    table = summarize(parse_named([common_flags.expand_path(e) for e in FLAGS.logs]), radii)
+    named = parse_named([common_flags.expand_path(e) for e in FLAGS.logs])
+    reference = FLAGS.paired_against
+    if reference is not None:
+        names = [name for name, _ in named]
+        if reference not in names:
+            raise ValueError(f"--paired_against: {reference!r} is not the name of one of "
+                             f"--logs ({', '.join(names)})")
+        if len(names) < 2:
+            raise ValueError("--paired_against: --logs needs a second log to compare with it")
+    table = summarize(named, radii)
     text = markdown_table(table, radii)
+    if reference is not None:
+        text += "\n\n" + paired_table(named, reference, radii)
     print(text)
     written = []
     if FLAGS.outfile:
